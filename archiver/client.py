@@ -1,0 +1,210 @@
+"""The Smooth API client: List Tasks and Get Task over httpx, with retries.
+
+Only this module speaks HTTP to the API. It returns validated :mod:`archiver.models`
+objects and raises :mod:`archiver.exceptions` errors; httpx's own exceptions never leave it.
+Retries use stamina (exponential backoff with jitter; ``Retry-After`` honoured); tests
+switch them off with ``stamina.set_testing(True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import stamina
+
+from archiver.config import ClientConfig
+from archiver.exceptions import (
+    ApiError,
+    AuthError,
+    MalformedPayload,
+    TaskNotFound,
+    TransientApiError,
+)
+from archiver.models import TaskInfo, parse_envelope, parse_task
+
+log = logging.getLogger(__name__)
+
+#: Longest ``Retry-After`` honoured; a server asking for more gets this.
+MAX_RETRY_AFTER_S = 60.0
+RETRY_WAIT_INITIAL_S = 0.5
+RETRY_WAIT_MAX_S = 10.0
+USER_AGENT = "smooth-archiver"
+
+
+@dataclass
+class ListPage:
+    """One page of List Tasks: the valid tasks and a message per malformed item."""
+
+    tasks: list[TaskInfo]
+    size: int
+    errors: list[str] = field(default_factory=list)
+
+
+def _backoff_hook(exc: Exception) -> bool | float:
+    """stamina's ``on`` hook: retry transient errors, waiting ``Retry-After`` when given."""
+    if isinstance(exc, TransientApiError):
+        if exc.retry_after is not None:
+            return exc.retry_after
+        return True
+    return False
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+class SmoothClient:
+    """Async client for the two read endpoints the archiver needs."""
+
+    def __init__(
+        self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.config = config
+        self.requests = 0
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+        )
+        self._http = httpx.AsyncClient(
+            base_url=config.api_url,
+            headers={"apikey": config.api_key.reveal(), "user-agent": USER_AGENT},
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> SmoothClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def list_tasks(self, *, before: int | None, limit: int) -> ListPage:
+        """One page of List Tasks, newest first, created strictly before ``before``."""
+        params: dict[str, Any] = {"l": limit}
+        if before is not None:
+            params["t"] = before
+        context = f"List Tasks (t={before}, l={limit})"
+        body = await self._get_json("/task", params, context=context)
+        items = parse_envelope(body, context=context)
+        if not isinstance(items, list):
+            raise MalformedPayload(
+                f"{context}: expected 'r' to be a list of tasks, got {type(items).__name__}."
+            )
+        page = ListPage(tasks=[], size=len(items))
+        for index, item in enumerate(items):
+            try:
+                page.tasks.append(parse_task(item, context=f"{context} item {index}"))
+            except MalformedPayload as exc:
+                page.errors.append(str(exc))
+        return page
+
+    async def get_task(self, task_id: str, *, event_t: int = 0, downloads: bool = False) -> TaskInfo:
+        """Get Task with the events strictly after ``event_t``."""
+        params: dict[str, Any] = {"event_t": event_t}
+        if downloads:
+            params["downloads"] = "true"
+        context = f"Get Task {task_id!r} (event_t={event_t})"
+        path = "/task/" + quote(task_id, safe="")
+        body = await self._get_json(path, params, context=context, task_id=task_id)
+        task = parse_task(parse_envelope(body, context=context), context=context)
+        if task.id != task_id:
+            raise MalformedPayload(
+                f"{context}: the API answered with task id {task.id!r}; expected {task_id!r}."
+            )
+        return task
+
+    async def _get_json(
+        self, path: str, params: dict[str, Any], *, context: str, task_id: str | None = None
+    ) -> Any:
+        async for attempt in stamina.retry_context(
+            on=_backoff_hook,
+            attempts=self.config.retry_attempts,
+            timeout=None,
+            wait_initial=RETRY_WAIT_INITIAL_S,
+            wait_max=RETRY_WAIT_MAX_S,
+        ):
+            with attempt:
+                return await self._get_json_once(path, params, context=context, task_id=task_id)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _get_json_once(
+        self, path: str, params: dict[str, Any], *, context: str, task_id: str | None
+    ) -> Any:
+        self.requests += 1
+        try:
+            async with self._http.stream("GET", path, params=params) as response:
+                status = response.status_code
+                if status in (401, 403):
+                    raise AuthError(
+                        f"{context}: the API rejected the key (HTTP {status}); check "
+                        "CIRCLEMIND_API_KEY.",
+                        status_code=status,
+                    )
+                if status == 404 and task_id is not None:
+                    raise TaskNotFound(f"{context}: HTTP 404, no such task.", status_code=404)
+                if status == 429 or status >= 500:
+                    raise TransientApiError(
+                        f"{context}: HTTP {status}.",
+                        status_code=status,
+                        retry_after=parse_retry_after(response.headers.get("retry-after")),
+                    )
+                if status not in (200, 202):
+                    detail = (await self._read_capped(response, context))[:200]
+                    raise ApiError(
+                        f"{context}: unexpected HTTP {status}: "
+                        f"{detail.decode('utf-8', 'replace')!r}",
+                        status_code=status,
+                    )
+                raw = await self._read_capped(response, context)
+        except httpx.TimeoutException as exc:
+            raise TransientApiError(f"{context}: timed out ({type(exc).__name__}).") from None
+        except httpx.TransportError as exc:
+            raise TransientApiError(
+                f"{context}: connection failed ({type(exc).__name__}: {exc})."
+            ) from None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedPayload(
+                f"{context}: the body is not valid JSON ({exc}); first bytes: {raw[:80]!r}."
+            ) from None
+
+    async def _read_capped(self, response: httpx.Response, context: str) -> bytes:
+        limit = self.config.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise MalformedPayload(
+                    f"{context}: the response is larger than {limit} bytes; raise the cap "
+                    "only if the API really sends such bodies."
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)

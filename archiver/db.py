@@ -1,0 +1,542 @@
+"""Opening the archive database, migrating it, and every query the sync engine runs.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout and takes its write
+lock at BEGIN (``BEGIN IMMEDIATE``), so concurrent archiver processes queue instead of
+failing on a lock upgrade, and analysts' readers never block a sync. PostgreSQL runs at
+READ COMMITTED; every statement that races another process is a single conditional
+UPDATE or an ``INSERT ... ON CONFLICT``, which is atomic there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from archiver.exceptions import ConfigError, StorageError
+from archiver.models import TaskEvent, TaskInfo, strip_query
+from archiver.schema import sync_runs, sync_state, task_events, tasks
+from archiver.timestamps import to_utc
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+SUPPORTED_SCHEMES = ("sqlite:///PATH", "postgresql://USER@HOST/DB")
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URL spellings people use and pick the driver we ship (psycopg 3)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def create_db_engine(url: str) -> Engine:
+    """An Engine for ``url``; SQLite files are created owner-only, with WAL and busy timeout."""
+    url = normalize_database_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"database URL {url!r} is not a URL: expected one of {', '.join(SUPPORTED_SCHEMES)} "
+            "(set --database-url or ARCHIVER_DATABASE_URL)."
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url, parsed.database)
+    if backend == "postgresql":
+        try:
+            return create_engine(url, pool_pre_ping=True, future=True)
+        except ImportError:
+            raise ConfigError(
+                "PostgreSQL support is not installed: "
+                "pip install 'smooth-archiver[postgres]'."
+            ) from None
+    raise ConfigError(
+        f"database URL scheme {parsed.drivername!r} is not supported: "
+        f"use one of {', '.join(SUPPORTED_SCHEMES)}."
+    )
+
+
+def _sqlite_engine(url: str, database: str | None) -> Engine:
+    if database and database != ":memory:":
+        path = Path(database).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Created owner-only before SQLite opens it; SQLite gives -wal/-shm the same mode.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the SQLite database {str(path)!r}: {exc.strerror}; "
+                "check the directory exists and is writable, or set ARCHIVER_HOME."
+            ) from None
+    engine = create_engine(url, future=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migrations_location() -> str:
+    """Where the Alembic scripts are: the installed copy inside the package."""
+    return str(resources.files("archiver._migrations"))
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_location())
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` (default: head)."""
+    from alembic import command
+
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), revision)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"migrating the database failed: {_db_message(exc)}") from None
+
+
+def ensure_current(engine: Engine) -> None:
+    """Upgrade a database that is behind the code; a no-op when it is at head."""
+    if current_revision(engine) != head_revision():
+        upgrade(engine)
+
+
+def _db_message(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).splitlines()[0]
+
+
+def dialect_insert(conn: Connection, table: Any) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing``/``do_update``."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class Database:
+    """An archive database: an Engine plus the transactions the engine needs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_database_url(url)
+        self.engine = create_db_engine(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def display_url(self) -> str:
+        """The URL with any password hidden, for messages and ``status``."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def prepare(self) -> None:
+        """Connect and bring the schema to head; a clear StorageError if that fails."""
+        try:
+            ensure_current(self.engine)
+        except OperationalError as exc:
+            raise StorageError(
+                f"cannot open the database {self.display_url()}: {_db_message(exc)}; "
+                "check the URL, that the server runs, and permissions."
+            ) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction; database errors surface as StorageError."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {_db_message(exc)}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+# --- tasks ---------------------------------------------------------------------------
+
+
+def _task_columns(task: TaskInfo) -> dict[str, Any]:
+    """The columns of ``tasks`` that come straight from an API payload."""
+    columns: dict[str, Any] = {
+        "status": task.status,
+        "output": task.output,
+        "credits_used": task.credits_used,
+        "device": task.device,
+        "live_url": strip_query(task.live_url),
+        "recording_url": strip_query(task.recording_url),
+        "downloads_url": strip_query(task.downloads_url),
+        "payload": task.payload_without_events(),
+    }
+    if task.created_at is not None:
+        columns["created_at"] = task.created_at
+        columns["created_at_utc"] = to_utc(task.created_at)
+    return columns
+
+
+def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime) -> list[str]:
+    """Insert the listed tasks not yet known; returns the ids that were new."""
+    if not listed:
+        return []
+    rows = {task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed}
+    stmt = (
+        dialect_insert(conn, tasks)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(tasks.c.id)
+    )
+    # Uniform keys per row: executemany needs every row to name the same columns.
+    keys = set().union(*(row.keys() for row in rows.values()))
+    params = [{key: row.get(key) for key in keys} for row in rows.values()]
+    return [row[0] for row in conn.execute(stmt, params)]
+
+
+def insert_task_stubs(conn: Connection, task_ids: Iterable[str], now: datetime) -> int:
+    """Track tasks known only by id (``--task``, ``--ids-file``); returns how many were new."""
+    params = [{"id": task_id, "first_seen_at": now} for task_id in dict.fromkeys(task_ids)]
+    if not params:
+        return 0
+    stmt = dialect_insert(conn, tasks).on_conflict_do_nothing(index_elements=["id"]).returning(tasks.c.id)
+    return len(conn.execute(stmt, params).all())
+
+
+def due_task_ids(
+    conn: Connection, now: datetime, *, only: Sequence[str] | None = None
+) -> list[str]:
+    """Tasks ``sync`` should poll now: not finalized and not in error back-off."""
+    query = (
+        select(tasks.c.id)
+        .where(tasks.c.finalized_at.is_(None))
+        .where((tasks.c.next_poll_at.is_(None)) | (tasks.c.next_poll_at <= now))
+        .order_by(tasks.c.created_at.desc(), tasks.c.id)
+    )
+    if only is not None:
+        query = query.where(tasks.c.id.in_(list(only)))
+    return list(conn.scalars(query))
+
+
+def backfill_task_ids(
+    conn: Connection, *, since: int | None, only: Sequence[str] | None = None
+) -> list[str]:
+    """Tasks a backfill still has to read in full: never read from event_t=0, not finalized."""
+    query = (
+        select(tasks.c.id)
+        .where(tasks.c.finalized_at.is_(None))
+        .where(tasks.c.full_read_at.is_(None))
+        .order_by(tasks.c.created_at.desc(), tasks.c.id)
+    )
+    if since is not None:
+        query = query.where(tasks.c.created_at >= since)
+    if only is not None:
+        query = query.where(tasks.c.id.in_(list(only)))
+    return list(conn.scalars(query))
+
+
+@dataclass(frozen=True)
+class TaskCursor:
+    """Where polling a task resumes."""
+
+    event_t: int
+    full_read: bool
+    finalized: bool
+    error_count: int
+
+
+def task_cursor(conn: Connection, task_id: str) -> TaskCursor | None:
+    row = conn.execute(
+        select(
+            tasks.c.event_t, tasks.c.full_read_at, tasks.c.finalized_at, tasks.c.error_count
+        ).where(tasks.c.id == task_id)
+    ).first()
+    if row is None:
+        return None
+    return TaskCursor(
+        event_t=row.event_t,
+        full_read=row.full_read_at is not None,
+        finalized=row.finalized_at is not None,
+        error_count=row.error_count,
+    )
+
+
+def insert_events(
+    conn: Connection, task_id: str, events: Sequence[TaskEvent], now: datetime
+) -> int:
+    """Store the events not stored yet; returns how many were new."""
+    rows: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        rows.setdefault(
+            ev.key,
+            {
+                "task_id": task_id,
+                "event_key": ev.key,
+                "event_id": ev.id,
+                "name": ev.name,
+                "payload": ev.payload,
+                "timestamp": ev.timestamp,
+                "timestamp_utc": to_utc(ev.timestamp),
+                "archived_at": now,
+            },
+        )
+    if not rows:
+        return 0
+    stmt = (
+        dialect_insert(conn, task_events)
+        .on_conflict_do_nothing(index_elements=["task_id", "event_key"])
+        .returning(task_events.c.id)
+    )
+    return len(conn.execute(stmt, list(rows.values())).all())
+
+
+class LeaseLost(Exception):
+    """The task's lease passed to another run before this one could save (internal)."""
+
+
+def save_poll(
+    conn: Connection,
+    task: TaskInfo,
+    events: Sequence[TaskEvent],
+    *,
+    owner: str,
+    full_read: bool,
+    finalize: bool,
+    now: datetime,
+) -> int:
+    """Store one poll's events and the task's new state in the caller's transaction.
+
+    The high-water mark only moves forwards, and only together with the events it covers.
+    Raises LeaseLost (the caller rolls back) when another run took the task meanwhile.
+    """
+    inserted = insert_events(conn, task.id, events, now)
+    values: dict[str, Any] = {
+        **_task_columns(task),
+        "event_count": tasks.c.event_count + inserted,
+        "last_polled_at": now,
+        "last_error": None,
+        "error_count": 0,
+        "next_poll_at": None,
+        "gone_at": None,
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    stamps = [ev.timestamp for ev in events if ev.timestamp is not None]
+    if stamps:
+        high = max(stamps)
+        values["event_t"] = case((tasks.c.event_t < high, high), else_=tasks.c.event_t)
+    if full_read:
+        values["full_read_at"] = func.coalesce(tasks.c.full_read_at, now)
+    if finalize:
+        values["finalized_at"] = now
+    result = conn.execute(
+        update(tasks).where(tasks.c.id == task.id, tasks.c.lease_owner == owner).values(values)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(task.id)
+    return inserted
+
+
+def record_task_error(
+    conn: Connection,
+    task_id: str,
+    message: str,
+    *,
+    owner: str,
+    now: datetime,
+    backoff: timedelta,
+) -> None:
+    """Record a failed poll on the task and hold it back for ``backoff`` times its streak."""
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.lease_owner == owner)
+        .values(
+            last_error=message[:2000],
+            error_count=tasks.c.error_count + 1,
+            last_polled_at=now,
+            next_poll_at=now + backoff,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+
+
+def mark_gone(conn: Connection, task_id: str, message: str, *, owner: str, now: datetime) -> None:
+    """A task the API no longer knows (404): recorded, finalized, never polled again."""
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.lease_owner == owner)
+        .values(
+            last_error=message[:2000],
+            gone_at=now,
+            finalized_at=now,
+            last_polled_at=now,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+
+
+# --- sync state (versioned, migrated step by step) -----------------------------------
+
+#: Current version of each state key's value.
+STATE_VERSIONS: dict[str, int] = {"discovery": 1, "backfill": 1}
+
+
+def get_state(conn: Connection, key: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(sync_state.c.version, sync_state.c.value).where(sync_state.c.key == key)
+    ).first()
+    if row is None:
+        return None
+    version, value = row.version, dict(row.value)
+    target = STATE_VERSIONS[key]
+    if version > target:
+        raise StorageError(
+            f"sync state {key!r} is at version {version}, newer than this archiver "
+            f"understands ({target}); upgrade smooth-archiver."
+        )
+    # Future format changes add a step here: (key, from_version) -> upgraded value.
+    while version < target:
+        value = _STATE_STEPS[(key, version)](value)
+        version += 1
+    return value
+
+
+_STATE_STEPS: dict[tuple[str, int], Any] = {}
+
+
+def put_state(conn: Connection, key: str, value: dict[str, Any], now: datetime) -> None:
+    row = {"key": key, "version": STATE_VERSIONS[key], "value": value, "updated_at": now}
+    stmt = dialect_insert(conn, sync_state).values(row)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"version": row["version"], "value": value, "updated_at": now},
+        )
+    )
+
+
+# --- runs ------------------------------------------------------------------------------
+
+RUN_COUNTERS = (
+    "tasks_discovered",
+    "tasks_polled",
+    "tasks_finalized",
+    "events_inserted",
+    "requests",
+    "errors",
+)
+
+
+def start_run(
+    conn: Connection, *, run_id: str, command: str, host: str, pid: int, now: datetime
+) -> None:
+    conn.execute(
+        sync_runs.insert().values(
+            run_id=run_id, command=command, host=host, pid=pid, started_at=now, outcome="running"
+        )
+    )
+
+
+def finish_run(
+    conn: Connection,
+    run_id: str,
+    *,
+    outcome: str,
+    counts: dict[str, int],
+    message: str | None,
+    now: datetime,
+) -> None:
+    conn.execute(
+        update(sync_runs)
+        .where(sync_runs.c.run_id == run_id)
+        .values(
+            outcome=outcome,
+            finished_at=now,
+            message=message,
+            **{name: counts.get(name, 0) for name in RUN_COUNTERS},
+        )
+    )
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
+    """Counts for ``archiver status``: tasks by status, active/finalized, events, runs."""
+    by_status = {
+        (status or "(unknown)"): count
+        for status, count in conn.execute(
+            select(tasks.c.status, func.count()).group_by(tasks.c.status).order_by(tasks.c.status)
+        )
+    }
+    active = conn.scalar(select(func.count()).where(tasks.c.finalized_at.is_(None))) or 0
+    total = sum(by_status.values())
+    in_error = conn.scalar(select(func.count()).where(tasks.c.next_poll_at.is_not(None))) or 0
+    gone = conn.scalar(select(func.count()).where(tasks.c.gone_at.is_not(None))) or 0
+    events = conn.scalar(select(func.count()).select_from(task_events)) or 0
+    runs = [
+        {
+            "command": row.command,
+            "started_at": _iso(row.started_at),
+            "finished_at": _iso(row.finished_at),
+            "outcome": row.outcome,
+            **{name: getattr(row, name) for name in RUN_COUNTERS},
+            "message": row.message,
+        }
+        for row in conn.execute(
+            select(sync_runs).order_by(sync_runs.c.started_at.desc()).limit(last_runs)
+        )
+    ]
+    return {
+        "tasks": total,
+        "tasks_by_status": by_status,
+        "active": active,
+        "finalized": total - active,
+        "in_error_backoff": in_error,
+        "gone": gone,
+        "events": events,
+        "last_runs": runs,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(sep=" ", timespec="seconds")

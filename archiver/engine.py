@@ -1,0 +1,494 @@
+"""The sync engine: discover tasks, poll the active ones, store what is new.
+
+Data flows one way: :mod:`archiver.client` fetches, this module decides, :mod:`archiver.db`
+stores. HTTP runs concurrently on an asyncio loop; every database write runs on one
+dedicated thread, one transaction per task poll, so a task's events and its high-water
+mark are always committed together.
+
+Exactly-once events, whatever the API does:
+
+* Polls ask for events strictly after ``event_t - 1`` (not ``event_t``): an event that
+  shares the high-water mark's timestamp but arrives in a later poll is still returned.
+  The re-read overlap is de-duplicated by the events' unique key.
+* When a task turns terminal, one more read with ``event_t=0`` sweeps up anything a
+  cursor can miss (events with a null timestamp, events that arrive out of order) before
+  the task is finalized and never polled again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from archiver import db as q
+from archiver.client import SmoothClient
+from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
+from archiver.db import Database, LeaseLost
+from archiver.exceptions import (
+    ApiError,
+    ArchiverError,
+    AuthError,
+    StorageError,
+    TaskNotFound,
+)
+from archiver.locks import RunLock
+from archiver.models import TaskEvent, TaskInfo
+from archiver.progress import NullProgress, Progress
+from archiver.timestamps import seconds_in_unit_of, to_seconds, utcnow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: First back-off after a failed poll; doubles with each failure in a row, up to the cap.
+ERROR_BACKOFF_S = 60.0
+ERROR_BACKOFF_CAP_S = 3600.0
+
+EXIT_OK = 0
+EXIT_TASK_ERRORS = 1
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class RunResult:
+    """What a pass did; ``exit_code`` follows the documented exit codes."""
+
+    run_id: str
+    command: str
+    counts: Counter[str] = field(default_factory=Counter)
+    outcome: str = "ok"
+    exit_code: int = EXIT_OK
+    message: str | None = None
+    errors: list[str] = field(default_factory=list)
+    started_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+    def summary(self) -> str:
+        c = self.counts
+        seconds = ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+        return (
+            f"{self.command} {self.outcome}: discovered {c['tasks_discovered']}, "
+            f"polled {c['tasks_polled']}, finalized {c['tasks_finalized']}, "
+            f"events inserted {c['events_inserted']}, gone {c['tasks_gone']}, "
+            f"errors {c['errors']}, requests {c['requests']}, {seconds:.1f}s"
+        )
+
+
+class _Stop(Exception):
+    """Internal: the deadline passed or a signal asked the pass to stop."""
+
+
+class SyncEngine:
+    """One ``sync`` or ``backfill`` pass over one archive."""
+
+    def __init__(
+        self,
+        db: Database,
+        client: SmoothClient,
+        lock: RunLock,
+        options: SyncOptions,
+        result: RunResult,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.lock = lock
+        self.options = options
+        self.result = result
+        self.counts = result.counts
+        self.progress = progress or NullProgress()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
+        loop_time = asyncio.get_running_loop().time()
+        self._deadline = (
+            loop_time + options.max_runtime_s if options.max_runtime_s is not None else None
+        )
+        self.stop_signal: int | None = None
+        self._fatal: BaseException | None = None
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction on the database thread."""
+
+        def work() -> T:
+            with self.db.transaction() as conn:
+                return fn(conn, *args, **kwargs)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work)
+
+    def should_stop(self) -> bool:
+        if self.stop_signal is not None or self._fatal is not None:
+            return True
+        return self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    # -- discovery -------------------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Walk List Tasks from the newest down to just below what is already known."""
+        state = await self._db(q.get_state, "discovery") or {}
+        known_newest: int | None = state.get("newest_created_at")
+        stop_below = None
+        if known_newest is not None:
+            stop_below = known_newest - seconds_in_unit_of(
+                known_newest, self.options.discovery_overlap_s
+            )
+        newest = known_newest
+
+        async def on_page(page: list[TaskInfo]) -> bool:
+            nonlocal newest
+            new_ids = await self._db(q.insert_new_tasks, page, utcnow())
+            self.counts["tasks_discovered"] += len(new_ids)
+            stamps = [t.created_at for t in page if t.created_at is not None]
+            if stamps:
+                newest = max(stamps) if newest is None else max(newest, *stamps)
+                if stop_below is not None and min(stamps) < stop_below:
+                    return False
+            return True
+
+        completed = await self.walk_listing(None, self.options.page_size, on_page)
+        if completed and newest is not None and newest != known_newest:
+            await self._db(q.put_state, "discovery", {"newest_created_at": newest}, utcnow())
+
+    async def walk_listing(
+        self,
+        start_t: int | None,
+        page_size: int,
+        on_page: Callable[[list[TaskInfo]], Any],
+        on_cursor: Callable[[int | None], Any] | None = None,
+    ) -> bool:
+        """Page through List Tasks from ``start_t`` down; True if it reached the end.
+
+        The next page starts at the oldest ``created_at`` + 1, so the boundary group is
+        re-read and tasks sharing a ``created_at`` across a page break are not lost (the
+        caller's inserts are idempotent). A page made entirely of one ``created_at`` is
+        re-read at the largest page size; only a group larger than that cannot be paged
+        through with a strictly-before cursor, and is reported.
+        """
+        t = start_t
+        size = page_size
+        while True:
+            if self.should_stop():
+                return False
+            page = await self.client.list_tasks(before=t, limit=size)
+            for message in page.errors:
+                self._task_failed(None, message)
+            keep_going = await on_page(page.tasks)
+            if keep_going is False or page.size < size:
+                return keep_going is not False
+            stamps = [task.created_at for task in page.tasks if task.created_at is not None]
+            if not stamps:
+                log.warning("List Tasks page at t=%s has no created_at; stopping discovery", t)
+                return False
+            oldest = min(stamps)
+            if oldest == max(stamps):
+                if size < MAX_PAGE_SIZE:
+                    size = MAX_PAGE_SIZE  # re-read the same tie group in one bigger page
+                    continue
+                log.warning(
+                    "more than %d tasks share created_at=%d; List Tasks cannot page "
+                    "inside such a group, so some of them may be missed",
+                    MAX_PAGE_SIZE,
+                    oldest,
+                )
+                t = oldest
+            else:
+                t = oldest + 1
+            size = page_size
+            if on_cursor is not None:
+                await on_cursor(t)
+
+    # -- polling ---------------------------------------------------------------------
+
+    async def poll_all(self, task_ids: Sequence[str], *, from_zero: bool) -> None:
+        """Poll these tasks with ``options.concurrency`` requests in flight."""
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        claimed = await self._db(self.lock.claim, list(task_ids))
+        self.progress.add_total(len(claimed))
+        for task_id in claimed:
+            queue.put_nowait(task_id)
+        await self._run_workers(queue, from_zero=from_zero, producer=None)
+
+    async def _run_workers(
+        self,
+        queue: asyncio.Queue[str | None],
+        *,
+        from_zero: bool,
+        producer: asyncio.Task[None] | None,
+    ) -> None:
+        workers = [
+            asyncio.create_task(self._worker(queue, from_zero=from_zero))
+            for _ in range(self.options.concurrency)
+        ]
+        if producer is not None:
+            try:
+                await producer
+            except ArchiverError as exc:
+                self._fatal = exc  # workers drain the queue and stop
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _worker(self, queue: asyncio.Queue[str | None], *, from_zero: bool) -> None:
+        while True:
+            task_id = await queue.get()
+            if task_id is None:
+                return
+            if self.should_stop():
+                continue  # drain; unclaimed leases are released with the lock
+            try:
+                await self.poll_task(task_id, from_zero=from_zero)
+            except (AuthError, StorageError) as exc:
+                self._fatal = exc
+            finally:
+                self.progress.advance()
+
+    async def poll_task(self, task_id: str, *, from_zero: bool) -> None:
+        """One task: read its new events (and sweep at the end), then save atomically."""
+        cursor = await self._db(q.task_cursor, task_id)
+        if cursor is None or cursor.finalized:
+            return
+        event_t = 0 if from_zero or cursor.event_t <= 0 else cursor.event_t - 1
+        try:
+            task = await self.client.get_task(task_id, event_t=event_t)
+            events: list[TaskEvent] = list(task.events or [])
+            full_read = event_t == 0
+            if task.is_terminal and not full_read:
+                sweep = await self.client.get_task(task_id, event_t=0)
+                events.extend(sweep.events or [])
+                task, full_read = sweep, True
+        except TaskNotFound as exc:
+            await self._db(q.mark_gone, task_id, str(exc), owner=self.lock.owner, now=utcnow())
+            self.counts["tasks_gone"] += 1
+            log.warning("task %s is gone: %s", task_id, exc)
+            return
+        except AuthError:
+            raise
+        except ApiError as exc:  # malformed payload, retries exhausted, unexpected status
+            await self._save_error(task_id, str(exc), cursor.error_count)
+            return
+        finalize = task.is_terminal and full_read
+        try:
+            inserted = await self._db(
+                q.save_poll,
+                task,
+                events,
+                owner=self.lock.owner,
+                full_read=full_read,
+                finalize=finalize,
+                now=utcnow(),
+            )
+        except StorageError as exc:
+            if isinstance(exc.__cause__, Exception) and _is_data_error(exc.__cause__):
+                # The payload cannot be stored as sent (e.g. a NUL byte for PostgreSQL):
+                # that task fails, the pass goes on.
+                await self._save_error(task_id, str(exc), cursor.error_count)
+                return
+            raise
+        except LeaseLost:
+            log.info("task %s: another run took it over; skipped", task_id)
+            return
+        self.counts["tasks_polled"] += 1
+        self.counts["events_inserted"] += inserted
+        if finalize:
+            self.counts["tasks_finalized"] += 1
+
+    async def _save_error(self, task_id: str, message: str, streak: int) -> None:
+        backoff = timedelta(seconds=min(ERROR_BACKOFF_S * 2**streak, ERROR_BACKOFF_CAP_S))
+        await self._db(
+            q.record_task_error,
+            task_id,
+            message,
+            owner=self.lock.owner,
+            now=utcnow(),
+            backoff=backoff,
+        )
+        self._task_failed(task_id, message)
+
+    def _task_failed(self, task_id: str | None, message: str) -> None:
+        self.counts["errors"] += 1
+        self.result.errors.append(message)
+        log.error("task %s failed: %s", task_id or "(listing)", message)
+
+    # -- the two commands ------------------------------------------------------------
+
+    async def sync(self) -> None:
+        explicit = list(dict.fromkeys(self.options.task_ids))
+        if explicit:
+            self.counts["tasks_discovered"] += await self._db(
+                q.insert_task_stubs, explicit, utcnow()
+            )
+        elif self.options.discover:
+            await self.discover()
+        due = await self._db(q.due_task_ids, utcnow(), only=explicit or None)
+        await self.poll_all(due, from_zero=False)
+
+    async def backfill(self, *, since: datetime | None, ids: Sequence[str] | None) -> None:
+        if ids is not None:
+            self.counts["tasks_discovered"] += await self._db(q.insert_task_stubs, ids, utcnow())
+            todo = await self._db(q.backfill_task_ids, since=None, only=list(ids))
+            await self.poll_all(todo, from_zero=True)
+            return
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.options.concurrency * 8)
+        producer = asyncio.create_task(self._backfill_listing(queue, since))
+        await self._run_workers(queue, from_zero=True, producer=producer)
+
+    async def _backfill_listing(self, queue: asyncio.Queue[str | None], since: datetime | None) -> None:
+        """Feed the workers while the (serial) listing goes on; resumable by its cursor."""
+        since_s = since.timestamp() if since is not None else None
+        since_key = since.isoformat() if since is not None else None
+        state = await self._db(q.get_state, "backfill") or {}
+        if state.get("since") != since_key:
+            state = {"since": since_key, "next_t": None, "listing_done": False}
+        seen: set[str] = set()
+
+        async def enqueue(ids: list[str]) -> None:
+            fresh = [i for i in ids if i not in seen]
+            seen.update(fresh)
+            claimed = await self._db(self.lock.claim, fresh) if fresh else []
+            self.progress.add_total(len(claimed))
+            for task_id in claimed:
+                await queue.put(task_id)
+
+        # Tasks an interrupted backfill listed but did not finish come first.
+        await enqueue(await self._db(q.backfill_task_ids, since=None))
+        if state["listing_done"]:
+            return
+
+        async def on_page(page: list[TaskInfo]) -> bool:
+            in_range = [
+                t for t in page if since_s is None or t.created_at is None
+                or to_seconds(t.created_at) >= since_s
+            ]
+            new_ids = await self._db(q.insert_new_tasks, in_range, utcnow())
+            self.counts["tasks_discovered"] += len(new_ids)
+            todo = await self._db(
+                q.backfill_task_ids, since=None, only=[t.id for t in in_range]
+            )
+            await enqueue(todo)
+            return len(in_range) == len(page)
+
+        async def on_cursor(t: int | None) -> None:
+            state["next_t"] = t
+            await self._db(q.put_state, "backfill", dict(state), utcnow())
+
+        done = await self.walk_listing(
+            state.get("next_t"), MAX_PAGE_SIZE, on_page, on_cursor=on_cursor
+        )
+        if done:
+            state["listing_done"] = True
+            await self._db(q.put_state, "backfill", dict(state), utcnow())
+
+
+def _is_data_error(exc: Exception) -> bool:
+    from sqlalchemy.exc import DataError
+
+    return isinstance(exc, DataError)
+
+
+# --- running a whole command -------------------------------------------------------------
+
+
+def run_command(
+    command: str,
+    db: Database,
+    client_config: ClientConfig,
+    options: SyncOptions,
+    *,
+    wait_lock_s: float = 0.0,
+    since: datetime | None = None,
+    ids: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run ``sync`` or ``backfill`` under its lock, recording the run in ``sync_runs``."""
+    lock = RunLock(db, command)
+    lock.acquire(wait_s=wait_lock_s)
+    result = RunResult(run_id=lock.owner, command=command)
+    try:
+        with db.transaction() as conn:
+            q.start_run(
+                conn,
+                run_id=result.run_id,
+                command=command,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                now=result.started_at,
+            )
+        asyncio.run(_run_async(command, db, client_config, options, lock, result, since, ids, progress))
+    finally:
+        result.finished_at = utcnow()
+        try:
+            with db.transaction() as conn:
+                q.finish_run(
+                    conn,
+                    result.run_id,
+                    outcome=result.outcome,
+                    counts=dict(result.counts),
+                    message=result.message,
+                    now=result.finished_at,
+                )
+        finally:
+            lock.release()
+    return result
+
+
+async def _run_async(
+    command: str,
+    db: Database,
+    client_config: ClientConfig,
+    options: SyncOptions,
+    lock: RunLock,
+    result: RunResult,
+    since: datetime | None,
+    ids: Sequence[str] | None,
+    progress: Progress | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with SmoothClient(client_config) as client:
+        engine = SyncEngine(db, client, lock, options, result, progress=progress)
+
+        def on_signal(signum: int) -> None:
+            engine.stop_signal = signum
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            if command == "sync":
+                await engine.sync()
+            else:
+                await engine.backfill(since=since, ids=ids)
+        except ArchiverError as exc:
+            result.outcome = "failed"
+            result.message = str(exc)
+            result.exit_code = exc.exit_code
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            result.counts["requests"] = client.requests
+            engine.close()
+            (progress or NullProgress()).close()
+        if result.outcome == "failed":
+            return
+        if engine.stop_signal is not None:
+            result.outcome = "interrupted"
+            result.exit_code = EXIT_INTERRUPTED.get(engine.stop_signal, 1)
+            result.message = f"stopped by signal {signal.Signals(engine.stop_signal).name}"
+        elif result.counts["errors"]:
+            result.outcome = "partial"
+            result.exit_code = EXIT_TASK_ERRORS
+            result.message = f"{result.counts['errors']} task(s) failed; see tasks.last_error"

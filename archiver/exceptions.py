@@ -1,0 +1,63 @@
+"""Every error the archiver raises on purpose derives from :class:`ArchiverError`.
+
+Third-party errors (httpx, SQLAlchemy, pydantic) are wrapped into these at the module
+boundary that calls the library, so callers only ever catch archiver errors. Each message
+names the value at fault, what was expected and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Base class of every error the archiver raises on purpose."""
+
+    #: Process exit code the CLI uses when this error ends a command.
+    exit_code: int = 1
+
+
+class ConfigError(ArchiverError):
+    """A setting (flag, environment variable or file) is missing or invalid."""
+
+    exit_code = 2
+
+
+class ApiError(ArchiverError):
+    """The Smooth API could not be reached or answered with an unexpected status."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class TransientApiError(ApiError):
+    """A failure that may go away on retry: connection error, timeout, 5xx or 429."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class AuthError(ApiError):
+    """The API rejected the key (401/403). Nothing else will work until the key is fixed."""
+
+    exit_code = 2
+
+
+class TaskNotFound(ApiError):
+    """Get Task answered 404: the task does not exist (any more)."""
+
+
+class MalformedPayload(ApiError):
+    """The API answered, but the body is not what the API reference describes."""
+
+
+class LockHeld(ArchiverError):
+    """Another run of the same command holds the archive's lock."""
+
+    exit_code = 75
+
+
+class StorageError(ArchiverError):
+    """The database or blob storage failed (disk full, permissions, connection lost)."""

@@ -1,0 +1,260 @@
+"""Who may work on what: the per-command run lock and the per-task leases.
+
+This is the one place where work is claimed. A command lock (``sync``, ``backfill``)
+keeps two runs of the same command apart; a task lease keeps any two runs (a ``sync`` and
+a long ``backfill``, or in future several ``sync`` workers) off the same task at the same
+time. Both live in the database, so they work across processes on one host (SQLite) and
+across hosts (PostgreSQL). A heartbeat thread keeps them fresh; a holder that is provably
+gone (same host, dead pid) or whose heartbeat is stale loses them, and every takeover is a
+conditional UPDATE, so two live runs can never both win.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from archiver.db import Database, dialect_insert
+from archiver.exceptions import LockHeld
+from archiver.schema import locks, sync_runs, tasks
+from archiver.timestamps import utcnow
+
+DEFAULT_HEARTBEAT_S = 10.0
+#: A lock or lease whose heartbeat is older than this is taken over.
+DEFAULT_STALE_AFTER_S = 90.0
+LEASE_CHUNK = 500
+
+
+def new_owner_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Holder:
+    owner: str
+    host: str
+    pid: int
+    acquired_at: datetime
+    heartbeat_at: datetime
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, since {self.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+class RunLock:
+    """The lock of one command over one archive, plus the leases of the tasks it works on."""
+
+    def __init__(
+        self,
+        db: Database,
+        name: str,
+        *,
+        owner: str | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    ) -> None:
+        self.db = db
+        self.name = name
+        self.owner = owner or new_owner_token()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.heartbeat_s = heartbeat_s
+        self.stale_after = timedelta(seconds=stale_after_s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.held = False
+
+    # -- the command lock ------------------------------------------------------------
+
+    def acquire(self, *, wait_s: float = 0.0) -> None:
+        """Take the lock, or raise LockHeld naming the holder (after ``wait_s`` seconds)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            holder = self._try_acquire()
+            if holder is None:
+                self.held = True
+                self._start_heartbeat()
+                return
+            if time.monotonic() >= deadline:
+                raise LockHeld(
+                    f"another `archiver {self.name}` holds the lock on this archive "
+                    f"({holder.describe()}); wait for it to finish, or pass --wait-lock SECONDS."
+                )
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+    def _try_acquire(self) -> Holder | None:
+        now = utcnow()
+        with self.db.transaction() as conn:
+            row = {
+                "name": self.name,
+                "owner": self.owner,
+                "host": self.host,
+                "pid": self.pid,
+                "acquired_at": now,
+                "heartbeat_at": now,
+            }
+            inserted = conn.execute(
+                dialect_insert(conn, locks).values(row).on_conflict_do_nothing(index_elements=["name"])
+            ).rowcount
+            if inserted == 1:
+                return None
+            current = conn.execute(select(locks).where(locks.c.name == self.name)).first()
+            if current is None:  # released between our INSERT and SELECT: try again
+                return self._holder_placeholder(now)
+            holder = Holder(
+                owner=current.owner,
+                host=current.host,
+                pid=current.pid,
+                acquired_at=_as_utc(current.acquired_at),
+                heartbeat_at=_as_utc(current.heartbeat_at),
+            )
+            if holder.owner == self.owner:
+                return None
+            if not self._is_gone(holder, now):
+                return holder
+            taken = conn.execute(
+                update(locks)
+                .where(locks.c.name == self.name, locks.c.owner == holder.owner)
+                .values(row)
+            ).rowcount
+            if taken != 1:
+                return holder
+            self._clean_up_after(conn, holder.owner, now)
+            return None
+
+    def _holder_placeholder(self, now: datetime) -> Holder:
+        return Holder(owner="", host="?", pid=0, acquired_at=now, heartbeat_at=now)
+
+    def _is_gone(self, holder: Holder, now: datetime) -> bool:
+        if holder.host == self.host and not _pid_alive(holder.pid):
+            return True
+        return now - holder.heartbeat_at > self.stale_after
+
+    def _clean_up_after(self, conn: Connection, dead_owner: str, now: datetime) -> None:
+        """A crashed holder's leases are freed and its run is recorded as crashed."""
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.lease_owner == dead_owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+        conn.execute(
+            update(sync_runs)
+            .where(sync_runs.c.run_id == dead_owner, sync_runs.c.outcome == "running")
+            .values(outcome="crashed", finished_at=now, message="the process died mid-run")
+        )
+
+    def release(self) -> None:
+        """Stop the heartbeat, free every lease of this run and the lock itself."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if not self.held:
+            return
+        with self.db.transaction() as conn:
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+            conn.execute(
+                locks.delete().where(locks.c.name == self.name, locks.c.owner == self.owner)
+            )
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    # -- heartbeat -------------------------------------------------------------------
+
+    def _start_heartbeat(self) -> None:
+        self._thread = threading.Thread(
+            target=self._beat, name=f"archiver-{self.name}-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.heartbeat()
+            except SQLAlchemyError:
+                # A missed beat is harmless unless they keep failing for stale_after;
+                # the run's own writes will surface a lasting database problem.
+                continue
+            except Exception:  # noqa: BLE001 - never let the heartbeat kill the process
+                continue
+
+    def heartbeat(self) -> None:
+        now = utcnow()
+        with self.db.transaction() as conn:
+            conn.execute(
+                update(locks)
+                .where(locks.c.name == self.name, locks.c.owner == self.owner)
+                .values(heartbeat_at=now)
+            )
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.lease_owner == self.owner)
+                .values(lease_until=now + self.stale_after)
+            )
+
+    # -- task leases -----------------------------------------------------------------
+
+    def claim(self, conn: Connection, task_ids: Sequence[str]) -> list[str]:
+        """Lease the given tasks to this run; returns the ids it got (others are busy)."""
+        now = utcnow()
+        got: list[str] = []
+        for start in range(0, len(task_ids), LEASE_CHUNK):
+            chunk = list(task_ids[start : start + LEASE_CHUNK])
+            result = conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id.in_(chunk),
+                    or_(
+                        tasks.c.lease_owner.is_(None),
+                        tasks.c.lease_owner == self.owner,
+                        and_(tasks.c.lease_until.is_not(None), tasks.c.lease_until < now),
+                    ),
+                )
+                .values(lease_owner=self.owner, lease_until=now + self.stale_after)
+                .returning(tasks.c.id)
+            )
+            got.extend(row[0] for row in result)
+        return got
+
+    def release_tasks(self, conn: Connection, task_ids: Sequence[str]) -> None:
+        for start in range(0, len(task_ids), LEASE_CHUNK):
+            conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id.in_(list(task_ids[start : start + LEASE_CHUNK])),
+                    tasks.c.lease_owner == self.owner,
+                )
+                .values(lease_owner=None, lease_until=None)
+            )

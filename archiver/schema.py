@@ -1,0 +1,125 @@
+"""The archive's tables, as SQLAlchemy Core metadata.
+
+Table and column names are a public interface: analysts write SQL against them. They
+change only through a migration in ``migrations/versions`` and the docs; a test checks
+that the migrations produce exactly this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+#: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+#: 64-bit on PostgreSQL; plain INTEGER on SQLite so the column aliases the rowid.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+UtcDateTime = DateTime(timezone=True)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("status", Text),
+    Column("output", Json),
+    Column("credits_used", BigInteger),
+    Column("device", Text),
+    Column("live_url", Text),
+    Column("recording_url", Text),
+    Column("downloads_url", Text),
+    Column("created_at", BigInteger),
+    Column("created_at_utc", UtcDateTime),
+    Column("event_t", BigInteger, nullable=False, server_default="0"),
+    Column("event_count", Integer, nullable=False, server_default="0"),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_polled_at", UtcDateTime),
+    Column("finalized_at", UtcDateTime),
+    Column("last_error", Text),
+    Column("error_count", Integer, nullable=False, server_default="0"),
+    Column("next_poll_at", UtcDateTime),
+    Column("gone_at", UtcDateTime),
+    Column("full_read_at", UtcDateTime),
+    Column("payload", Json),
+    Column("lease_owner", Text),
+    Column("lease_until", UtcDateTime),
+    Index(
+        "ix_tasks_active",
+        "next_poll_at",
+        sqlite_where=text("finalized_at IS NULL"),
+        postgresql_where=text("finalized_at IS NULL"),
+    ),
+    Index("ix_tasks_created_at", "created_at"),
+)
+
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("task_id", Text, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_key", Text, nullable=False),
+    Column("event_id", Text),
+    Column("name", Text, nullable=False),
+    Column("payload", Json),
+    Column("timestamp", BigInteger),
+    Column("timestamp_utc", UtcDateTime),
+    Column("archived_at", UtcDateTime, nullable=False),
+    UniqueConstraint("task_id", "event_key", name="uq_task_events_task_key"),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("run_id", Text, nullable=False, unique=True),
+    Column("command", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("outcome", Text, nullable=False),
+    Column("tasks_discovered", Integer, nullable=False, server_default="0"),
+    Column("tasks_polled", Integer, nullable=False, server_default="0"),
+    Column("tasks_finalized", Integer, nullable=False, server_default="0"),
+    Column("events_inserted", Integer, nullable=False, server_default="0"),
+    Column("requests", Integer, nullable=False, server_default="0"),
+    Column("errors", Integer, nullable=False, server_default="0"),
+    Column("message", Text),
+    Index("ix_sync_runs_started_at", "started_at"),
+)
+
+#: Versioned sync state (discovery watermark, backfill cursor), one JSON value per key.
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("value", Json, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+#: One row per command lock ("sync", "backfill"): who holds it and their last heartbeat.
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,46 @@
+"""Turning the API's unit-less integer timestamps into UTC datetimes.
+
+The Smooth API sends integers without saying whether they are seconds or milliseconds
+(its docs use both). The rule, from ../shared/smooth-api/README.md: ``abs(v) >= 10**11``
+means milliseconds, otherwise seconds. 10**11 seconds is the year 5138, and 10**11
+milliseconds is March 1973, so no real value is ambiguous.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+MILLISECONDS_THRESHOLD = 10**11
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# datetime covers years 1..9999; beyond that a value is absurd and gets no UTC column.
+_MAX_SECONDS = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH).total_seconds()
+
+
+def is_milliseconds(value: int) -> bool:
+    """Whether a raw API timestamp is in milliseconds (by the README's rule)."""
+    return abs(value) >= MILLISECONDS_THRESHOLD
+
+
+def to_seconds(value: int) -> float:
+    """A raw API timestamp as (fractional) epoch seconds."""
+    return value / 1000 if is_milliseconds(value) else float(value)
+
+
+def to_utc(value: int | None) -> datetime | None:
+    """A raw API timestamp as an aware UTC datetime; None for None or an absurd value."""
+    if value is None or isinstance(value, bool):
+        return None
+    seconds = to_seconds(value)
+    if not -_MAX_SECONDS < seconds < _MAX_SECONDS:
+        return None
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+def seconds_in_unit_of(reference: int, seconds: float) -> int:
+    """``seconds`` expressed in the unit that ``reference`` uses (s or ms)."""
+    return int(seconds * 1000) if is_milliseconds(reference) else int(seconds)
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)

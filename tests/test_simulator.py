@@ -1,0 +1,501 @@
+"""Tests of the Smooth API simulator (archiver.simulator), over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import selectors
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` without an installed package
+    sys.path.insert(0, str(ROOT))
+
+from archiver.simulator import Simulator, SimulatorConfig  # noqa: E402
+
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "smooth-api" / "get-task.openapi.md"
+START = SimulatorConfig().start
+TERMINAL = {"done", "failed", "cancelled"}
+FILE_URL = re.compile(
+    r"^http://127\.0\.0\.1:\d+/files/tsk_[0-9a-f]{12}/(recording\.mp4|downloads\.zip)"
+    r"\?X-Amz-Signature=[0-9a-f]+&X-Amz-Expires=3600$"
+)
+
+MakeSim = Callable[..., tuple[Simulator, httpx.Client]]
+
+
+@pytest.fixture
+def make_sim() -> Iterator[MakeSim]:
+    """Factory: start a Simulator with the given config knobs; stop everything afterwards."""
+    started: list[tuple[Simulator, httpx.Client]] = []
+
+    def _make(**knobs: Any) -> tuple[Simulator, httpx.Client]:
+        sim = Simulator(SimulatorConfig(**knobs))
+        sim.start()
+        client = httpx.Client(base_url=sim.base_url, timeout=10.0)
+        started.append((sim, client))
+        return sim, client
+
+    yield _make
+    for sim, client in started:
+        client.close()
+        sim.stop()
+
+
+def _list_all(client: httpx.Client, limit: int = 128) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"l": limit}
+    while True:
+        page = client.get("/task", params=params).json()["r"]
+        if not page:
+            return out
+        out.extend(page)
+        params["t"] = page[-1]["created_at"]
+
+
+def _events(client: httpx.Client, task_id: str, event_t: int = 0) -> list[dict[str, Any]]:
+    r = client.get(f"/task/{task_id}", params={"event_t": event_t})
+    assert r.status_code in (200, 202)
+    events = r.json()["r"]["events"]
+    assert isinstance(events, list)
+    return events
+
+
+def test_list_is_newest_first_and_t_is_strictly_before(make_sim: MakeSim) -> None:
+    """List Tasks is ordered newest first and `t` keeps only tasks created strictly before it."""
+    sim, client = make_sim(tasks=25, spacing_s=60.0)
+    page = client.get("/task", params={"l": 5}).json()["r"]
+    assert len(page) == 5
+    stamps = [t["created_at"] for t in page]
+    assert stamps == sorted(stamps, reverse=True)
+    assert stamps[0] == START + 24 * 60  # the newest task exists at the default initial time
+    assert all(t["events"] is None and t["downloads_url"] is None for t in page)
+
+    nxt = client.get("/task", params={"l": 5, "t": stamps[-1]}).json()["r"]
+    assert nxt and all(t["created_at"] < stamps[-1] for t in nxt)
+    assert nxt[0]["created_at"] == stamps[-1] - 60
+
+    everything = _list_all(client, limit=7)
+    assert [t["id"] for t in everything] == list(reversed(list(sim.truth())))
+    assert len({t["id"] for t in everything}) == 25
+
+
+def test_list_limit_default_and_bounds(make_sim: MakeSim) -> None:
+    """`l` defaults to 32, accepts 1..128 and gives 422 with a detail outside that range."""
+    _, client = make_sim(tasks=140, events_per_task=1, spacing_s=1.0)
+    assert len(client.get("/task").json()["r"]) == 32
+    assert len(client.get("/task", params={"l": 1}).json()["r"]) == 1
+    assert len(client.get("/task", params={"l": 128}).json()["r"]) == 128
+    for bad in ("0", "129", "-1", "abc", ""):
+        r = client.get("/task", params={"l": bad})
+        assert r.status_code == 422, bad
+        assert "detail" in r.json()
+    assert client.get("/task", params={"t": "soon"}).status_code == 422
+
+
+def test_created_at_group_ties_straddle_a_page_boundary(make_sim: MakeSim) -> None:
+    """With created_at_group larger than a page, a strictly-before cursor skips tied tasks."""
+    sim, client = make_sim(tasks=80, events_per_task=1, created_at_group=40)
+    page1 = client.get("/task", params={"l": 32}).json()["r"]
+    group_ts = page1[0]["created_at"]
+    assert all(t["created_at"] == group_ts for t in page1)
+    ids = [t["id"] for t in page1]
+    assert ids == sorted(ids, reverse=True)  # stable tie order: id desc
+
+    page2 = client.get("/task", params={"l": 32, "t": group_ts}).json()["r"]
+    assert all(t["created_at"] < group_ts for t in page2)
+    whole_group = client.get("/task", params={"l": 128, "t": group_ts + 1}).json()["r"]
+    assert [t["created_at"] for t in whole_group[:40]] == [group_ts] * 40
+    assert whole_group[:32] == page1  # re-reading the boundary gives the same order
+    assert len({t["id"] for t in whole_group[:40]} - set(ids)) == 8  # lost by a naive cursor
+    assert len(sim.truth()) == 80
+
+
+def test_get_task_status_codes(make_sim: MakeSim) -> None:
+    """Get Task answers 200 when terminal, 202 while waiting/running and 404 for unknown ids."""
+    sim, client = make_sim(tasks=20)
+    truth = sim.truth()
+    codes = {}
+    for tid, entry in truth.items():
+        r = client.get(f"/task/{tid}")
+        codes[entry["task"]["status"]] = r.status_code
+        expected = 200 if entry["task"]["status"] in TERMINAL else 202
+        assert r.status_code == expected
+        assert r.json()["r"]["status"] == entry["task"]["status"]
+    assert 202 in codes.values() and 200 in codes.values()
+    r = client.get("/task/tsk_000000000000")
+    assert r.status_code == 404
+    assert r.json() == {"detail": "Task not found"}
+    assert client.get("/nope").status_code == 404
+
+
+def test_lifecycle_polling_with_advance(make_sim: MakeSim) -> None:
+    """advance() moves a task waiting -> running -> terminal; the last events ride with it."""
+    sim, client = make_sim(
+        tasks=1, events_per_task=8, duration_s=(30.0, 40.0), initial_time=START - 5
+    )
+    assert client.get("/task").json()["r"] == [] and sim.truth() == {}  # not created yet
+    sim.set_time(START)
+    (tid,) = sim.truth()
+    cursor, seen, statuses, credits = 0, [], [], []
+    while True:
+        r = client.get(f"/task/{tid}", params={"event_t": cursor})
+        task = r.json()["r"]
+        statuses.append(task["status"])
+        credits.append(task["credits_used"])
+        assert r.status_code == (200 if task["status"] in TERMINAL else 202)
+        seen.extend(task["events"])
+        if task["events"]:
+            cursor = task["events"][-1]["timestamp"]
+        if task["status"] in TERMINAL:
+            assert task["events"], "the final event arrives with the terminal status"
+            break
+        assert task["output"] is None and task["recording_url"] is None
+        assert task["live_url"].startswith(f"https://live.smooth.sh/{tid}?token=")
+        sim.advance(1.0)
+    assert statuses[0] == "waiting" and "running" in statuses
+    assert credits == sorted(credits) and credits[0] == 0
+    assert seen == sim.truth()[tid]["events"] and len(seen) == 8
+    assert task["live_url"] == "" and task["recording_url"] is None  # artifacts not ready yet
+    sim.advance(10.0)
+    rec = client.get(f"/task/{tid}").json()["r"]["recording_url"]
+    assert rec == "" or FILE_URL.match(rec)
+
+
+def test_event_t_is_strictly_after(make_sim: MakeSim) -> None:
+    """`events` holds exactly the events with timestamp strictly greater than event_t."""
+    sim, client = make_sim(tasks=3, events_per_task=30, event_tie_rate=0.3)
+    sim.finish_all()
+    for tid, entry in sim.truth().items():
+        every = entry["events"]
+        stamps = [e["timestamp"] for e in every]
+        assert len(stamps) != len(set(stamps)), "the tie rate produced ties"
+        assert _events(client, tid) == every
+        for cut in sorted({s + d for s in stamps for d in (-1, 0, 1)}):
+            want = [e for e in every if e["timestamp"] > cut]
+            assert _events(client, tid, cut) == want, cut
+
+
+def test_null_timestamp_events_only_at_event_t_zero(make_sim: MakeSim) -> None:
+    """Events with a null timestamp are returned for event_t=0 only (SQL `timestamp > E`)."""
+    sim, client = make_sim(
+        tasks=4, events_per_task=20, null_event_timestamp_rate=0.3, null_event_id_rate=0.2
+    )
+    sim.finish_all()
+    nulls = 0
+    for tid, entry in sim.truth().items():
+        every = entry["events"]
+        nulls += sum(e["timestamp"] is None for e in every)
+        assert _events(client, tid, 0) == every
+        non_null = [e for e in every if e["timestamp"] is not None]
+        assert _events(client, tid, 1) == non_null
+        assert _events(client, tid, non_null[0]["timestamp"] - 1) == non_null
+    assert nulls > 0
+    ids = [e["id"] for v in sim.truth().values() for e in v["events"]]
+    assert None in ids
+
+
+def test_ignore_event_t_returns_all_visible_events(make_sim: MakeSim) -> None:
+    """With ignore_event_t (a server bug) event_t is ignored and every visible event returned."""
+    sim, client = make_sim(tasks=3, events_per_task=12, ignore_event_t=True)
+    for tid, entry in sim.truth().items():
+        every = entry["events"]
+        last = max([e["timestamp"] for e in every], default=0)
+        assert _events(client, tid, last) == every
+        assert _events(client, tid, 10**15) == every
+
+
+def test_downloads_url_only_with_downloads_true(make_sim: MakeSim) -> None:
+    """downloads_url is filled only for downloads=true on terminal tasks (URL or "")."""
+    sim, client = make_sim(tasks=30, events_per_task=2)
+    truth = sim.truth()
+    running = [t for t, e in truth.items() if e["task"]["status"] not in TERMINAL]
+    assert running
+    for tid in running:
+        r = client.get(f"/task/{tid}", params={"downloads": "true"}).json()["r"]
+        assert r["downloads_url"] is None
+    sim.finish_all()
+    kinds = set()
+    for tid in sim.truth():
+        assert client.get(f"/task/{tid}").json()["r"]["downloads_url"] is None
+        off = client.get(f"/task/{tid}", params={"downloads": "false"}).json()["r"]
+        assert off["downloads_url"] is None
+        url = client.get(f"/task/{tid}", params={"downloads": "true"}).json()["r"]["downloads_url"]
+        assert url == "" or FILE_URL.match(url)
+        kinds.add("none" if url == "" else "url")
+    assert kinds == {"none", "url"}
+    assert all(t["downloads_url"] is None for t in _list_all(client))
+
+
+def test_bad_query_parameters_give_422(make_sim: MakeSim) -> None:
+    """A non-integer event_t or a non-boolean downloads is rejected with 422 and a detail."""
+    sim, client = make_sim(tasks=2)
+    tid = next(iter(sim.truth()))
+    for params in ({"event_t": "abc"}, {"event_t": "1.5"}, {"downloads": "maybe"}):
+        r = client.get(f"/task/{tid}", params=params)
+        assert r.status_code == 422, params
+        assert r.json()["detail"]
+    assert client.get(f"/task/{tid}", params={"event_t": "-5"}).status_code in (200, 202)
+
+
+def test_api_key_is_required_when_configured(make_sim: MakeSim) -> None:
+    """With api_key set, requests without the right `apikey` header get 401 with a detail."""
+    sim, client = make_sim(tasks=2, api_key="sekret")
+    for headers in ({}, {"apikey": "wrong"}):
+        r = client.get("/task", headers=headers)
+        assert r.status_code == 401
+        assert "detail" in r.json()
+    assert client.get("/task", headers={"apikey": "sekret"}).status_code == 200
+    assert sim.stats["status:401"] == 2
+
+
+def test_same_seed_same_scenario(make_sim: MakeSim) -> None:
+    """The same seed yields the same truth and API answers; another seed yields others."""
+    a, ca = make_sim(seed=7, tasks=10, events_per_task=5, null_event_timestamp_rate=0.1)
+    b, cb = make_sim(seed=7, tasks=10, events_per_task=5, null_event_timestamp_rate=0.1)
+    c, _ = make_sim(seed=8, tasks=10, events_per_task=5, null_event_timestamp_rate=0.1)
+
+    def norm(sim: Simulator, obj: Any) -> Any:
+        return json.loads(json.dumps(obj).replace(sim.base_url.removesuffix("/api/v1"), "X"))
+
+    assert norm(a, a.truth()) == norm(b, b.truth())
+    for sim in (a, b):
+        sim.finish_all()
+    assert norm(a, a.truth()) == norm(b, b.truth())
+    assert norm(a, _list_all(ca)) == norm(b, _list_all(cb))
+    assert set(a.truth()).isdisjoint(c.truth())
+
+
+def test_scenario_event_shape(make_sim: MakeSim) -> None:
+    """Events: unique ids, known (or rare unseen) names, object payloads, sorted timestamps."""
+    sim, _ = make_sim(tasks=40, events_per_task=25)
+    sim.finish_all()
+    truth = sim.truth()
+    ids: list[str] = []
+    names = set()
+    for tid, entry in truth.items():
+        events = entry["events"]
+        assert len(events) == 25
+        stamps = [e["timestamp"] for e in events]
+        assert stamps == sorted(stamps)
+        assert all(isinstance(s, int) and s >= 10**11 for s in stamps)  # ms by default
+        assert stamps[0] >= entry["task"]["created_at"] * 1000
+        for e in events:
+            assert set(e) == {"id", "name", "payload", "timestamp"}
+            assert isinstance(e["payload"], dict)
+            names.add(e["name"])
+            ids.append(e["id"])
+        assert re.fullmatch(r"tsk_[0-9a-f]{12}", tid)
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"evt_[0-9a-f]+", i) for i in ids)
+    assert {"browser_action", "session_action", "tool_call"} <= names
+    assert names <= {"browser_action", "session_action", "tool_call", "agent_note"}
+    statuses = {e["task"]["status"] for e in truth.values()}
+    assert statuses <= TERMINAL and "done" in statuses
+    outputs = {type(e["task"]["output"]).__name__ for e in truth.values()}
+    assert len(outputs) >= 3
+
+
+def test_finish_all_terminates_everything(make_sim: MakeSim) -> None:
+    """finish_all() makes every task terminal (200) with all events and final artifacts."""
+    sim, client = make_sim(tasks=15, events_per_task=4, late_list_delay_s=1000.0)
+    before = sim.now()
+    sim.finish_all()
+    assert sim.now() > before
+    listed = _list_all(client)
+    assert len(listed) == 15
+    for t in listed:
+        assert t["status"] in TERMINAL and t["recording_url"] is not None
+        r = client.get(f"/task/{t['id']}")
+        assert r.status_code == 200 and len(r.json()["r"]["events"]) == 4
+        assert r.json()["r"]["credits_used"] >= 1
+
+
+def test_recording_rate_extremes(make_sim: MakeSim) -> None:
+    """recording_rate=0 gives "" recordings, 1 gives URLs, once artifacts are available."""
+    for rate, check in ((0.0, lambda u: u == ""), (1.0, lambda u: bool(FILE_URL.match(u)))):
+        sim, _ = make_sim(tasks=8, events_per_task=1, recording_rate=rate)
+        sim.finish_all()
+        assert all(check(e["task"]["recording_url"]) for e in sim.truth().values())
+
+
+def test_timestamp_units(make_sim: MakeSim) -> None:
+    """event_timestamp_unit and created_at_unit switch between seconds and milliseconds."""
+    sim, client = make_sim(
+        tasks=3, events_per_task=5, event_timestamp_unit="s", created_at_unit="ms"
+    )
+    sim.finish_all()
+    listed = _list_all(client)
+    assert all(t["created_at"] >= 10**11 for t in listed)
+    for t in listed:
+        stamps = [e["timestamp"] for e in _events(client, t["id"])]
+        assert all(10**9 <= s < 10**11 for s in stamps)
+        assert min(stamps) >= t["created_at"] // 1000
+
+
+def test_gone_and_malformed_tasks(make_sim: MakeSim) -> None:
+    """gone_task_ids answer 404 yet stay listed; malformed_task_ids answer a malformed 200."""
+    ids = list(Simulator(SimulatorConfig(tasks=6)).truth())
+    gone, bad = ids[1], ids[2]
+    _, client = make_sim(
+        tasks=6, gone_task_ids=frozenset({gone}), malformed_task_ids=frozenset({bad})
+    )
+    r = client.get(f"/task/{gone}")
+    assert r.status_code == 404 and r.json() == {"detail": "Task not found"}
+    assert gone in {t["id"] for t in _list_all(client)}
+    r = client.get(f"/task/{bad}")
+    assert r.status_code == 200
+    body = r.json()["r"]
+    assert body["id"] == bad and body["status"] == 123 and body["events"] == "x"
+
+
+def test_late_listed_tasks(make_sim: MakeSim) -> None:
+    """Every 5th task shows up in List only late_list_delay_s after creation (Get works)."""
+    sim, client = make_sim(tasks=10, events_per_task=2, spacing_s=60.0, late_list_delay_s=300)
+    ids = list(sim.truth())
+    listed = {t["id"] for t in _list_all(client)}
+    assert ids[9] not in listed and ids[4] in listed  # task 4's delay has just passed
+    assert set(ids) - listed == {ids[9]}
+    assert client.get(f"/task/{ids[9]}").status_code in (200, 202)
+    sim.advance(300)
+    assert {t["id"] for t in _list_all(client)} == set(ids)
+
+
+def test_request_stats(make_sim: MakeSim) -> None:
+    """stats counts list/get/get:<id>/status:<code> for API requests; reset_stats clears it."""
+    sim, client = make_sim(tasks=3)
+    sim.finish_all()
+    tid = next(iter(sim.truth()))
+    client.get("/task")
+    client.get("/task", params={"l": 0})
+    for _ in range(3):
+        client.get(f"/task/{tid}")
+    client.get("/task/tsk_unknown")
+    s = sim.stats
+    assert s["list"] == 2 and s["get"] == 4 and s[f"get:{tid}"] == 3
+    assert s["status:200"] == 4 and s["status:422"] == 1 and s["status:404"] == 1
+    sim.reset_stats()
+    assert sum(sim.stats.values()) == 0
+
+
+def test_control_endpoints(make_sim: MakeSim) -> None:
+    """The /_sim/ control endpoints advance the clock, finish all, and expose stats/truth."""
+    sim, client = make_sim(tasks=5, events_per_task=3)
+    root = sim.base_url.removesuffix("/api/v1")
+    t0 = sim.now()
+    assert httpx.post(f"{root}/_sim/advance", params={"seconds": 12.5}).json()["now"] == t0 + 12.5
+    assert sim.now() == t0 + 12.5
+    assert httpx.post(f"{root}/_sim/advance", params={"seconds": "x"}).status_code == 422
+    assert httpx.get(f"{root}/_sim/advance").status_code == 405
+    client.get("/task")
+    assert httpx.get(f"{root}/_sim/stats").json() == {"list": 1, "status:200": 1}
+    httpx.post(f"{root}/_sim/finish_all")
+    truth = httpx.get(f"{root}/_sim/truth").json()
+    assert truth == sim.truth()
+    assert all(v["task"]["status"] in TERMINAL for v in truth.values())
+
+
+def test_presigned_files_are_served(make_sim: MakeSim) -> None:
+    """Recording/downloads URLs serve deterministic bytes; a wrong signature gets 403."""
+    sim, _ = make_sim(tasks=12, events_per_task=1, recording_rate=1.0)
+    sim.finish_all()
+    tid = next(iter(sim.truth()))
+    rec = sim.truth()[tid]["task"]["recording_url"]
+    r1, r2 = httpx.get(rec), httpx.get(rec)
+    assert r1.status_code == 200 and r1.content == r2.content and len(r1.content) > 1000
+    assert r1.headers["content-type"] == "video/mp4"
+    assert httpx.get(rec.replace("Signature=", "Signature=0")).status_code == 403
+    urls = [e["task"]["downloads_url"] for e in sim.truth().values()]
+    url = next(u for u in urls if u)
+    zf = zipfile.ZipFile(io.BytesIO(httpx.get(url).content))
+    assert zf.namelist() and zf.testzip() is None
+    assert sim.stats["file"] == 4
+
+
+def test_keep_alive_and_stop(make_sim: MakeSim) -> None:
+    """Responses are HTTP/1.1 keep-alive with Content-Length; stop() cuts the connections."""
+    sim, client = make_sim(tasks=2)
+    r = client.get("/task")
+    assert r.http_version == "HTTP/1.1"
+    assert r.headers["content-length"] == str(len(r.content))
+    assert r.headers.get("connection", "").lower() != "close"
+    sim.stop()
+    with pytest.raises(httpx.TransportError):
+        client.get("/task")
+
+
+def _spec_schemas() -> dict[str, Any]:
+    if not SPEC.is_file():
+        pytest.skip(f"Smooth OpenAPI reference not found at {SPEC}")
+    yaml = pytest.importorskip("yaml")
+    lines = SPEC.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("````yaml"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("````"))
+    doc = yaml.safe_load("\n".join(lines[start + 1 : end]))
+    schemas: dict[str, Any] = doc["components"]["schemas"]
+    return schemas
+
+
+def test_conformance_with_openapi_schema(make_sim: MakeSim) -> None:
+    """Sample 200/202 Get Task bodies and every List item validate against the OpenAPI spec."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schemas = _spec_schemas()
+
+    def validator(name: str) -> Any:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": {"schemas": schemas}}
+        return jsonschema.Draft202012Validator(schema)
+
+    envelope, task_schema = validator("ApiResponse_TaskResponse"), validator("TaskResponse")
+    sim, client = make_sim(
+        tasks=30, events_per_task=6, null_event_id_rate=0.2, null_event_timestamp_rate=0.2
+    )
+    seen_codes = set()
+    for tid in sim.truth():
+        for params in ({}, {"downloads": "true"}, {"event_t": 1}):
+            r = client.get(f"/task/{tid}", params=params)
+            seen_codes.add(r.status_code)
+            envelope.validate(r.json())
+    assert seen_codes == {200, 202}
+    listed = client.get("/task", params={"l": 128}).json()
+    assert len(listed["r"]) == 30
+    for item in listed["r"]:
+        task_schema.validate(item)
+    sim.finish_all()
+    for tid in sim.truth():
+        envelope.validate(client.get(f"/task/{tid}", params={"downloads": "true"}).json())
+    # and the deliberately malformed body really is non-conforming
+    bad_id = next(iter(sim.truth()))
+    _, bad_client = make_sim(tasks=30, malformed_task_ids=frozenset({bad_id}))
+    assert not envelope.is_valid(bad_client.get(f"/task/{bad_id}").json())
+
+
+def test_cli_prints_url_and_serves() -> None:
+    """`python -m archiver.simulator` prints its base URL first, serves, and exits on SIGTERM."""
+    cmd = [sys.executable, "-m", "archiver.simulator", "--port", "0", "--tasks", "5"]
+    cmd += ["--events", "3", "--latency-ms", "1", "--seed", "3", "--finish-all"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout=15), "no URL printed in time"
+        url = proc.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api/v1", url)
+        tasks = httpx.get(f"{url}/task", timeout=10).json()["r"]
+        assert len(tasks) == 5 and all(t["status"] in TERMINAL for t in tasks)
+        r = httpx.get(f"{url}/task/{tasks[0]['id']}", timeout=10)
+        assert r.status_code == 200 and len(r.json()["r"]["events"]) == 3
+        stats = httpx.get(url.removesuffix("/api/v1") + "/_sim/stats", timeout=10).json()
+        assert stats["list"] == 1 and stats["get"] == 1
+    finally:
+        proc.terminate()
+        rc = proc.wait(timeout=10)
+    assert rc == 0
