@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import stamina
 
 from archiver import db as q
 from archiver.config import (
@@ -117,11 +114,20 @@ def _finish(result: RunResult) -> None:
 @cli.command()
 @api_options
 @database_option
-@click.option("--task", "task_ids", multiple=True, metavar="ID",
-              help="Only these tasks (repeatable); tracked from now on if new.")
+@click.option(
+    "--task",
+    "task_ids",
+    multiple=True,
+    metavar="ID",
+    help="Only these tasks (repeatable); tracked from now on if new.",
+)
 @click.option("--no-discover", is_flag=True, help="Do not look for new tasks; poll known ones.")
-@click.option("--max-runtime", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Start no new work after this long; finish what is in flight and exit 0.")
+@click.option(
+    "--max-runtime",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Start no new work after this long; finish what is in flight and exit 0.",
+)
 @logging_options
 def sync(
     api_url: str,
@@ -190,8 +196,12 @@ def parse_since(value: str | None) -> datetime | None:
 @api_options
 @database_option
 @click.option("--since", metavar="DATE", help="Only tasks created on or after DATE (UTC).")
-@click.option("--ids-file", type=click.File("r"), metavar="PATH",
-              help="Read task ids from PATH instead of listing ('-' for stdin).")
+@click.option(
+    "--ids-file",
+    type=click.File("r"),
+    metavar="PATH",
+    help="Read task ids from PATH instead of listing ('-' for stdin).",
+)
 @logging_options
 def backfill(
     api_url: str,
@@ -322,8 +332,14 @@ def status(database_url: str | None, as_json: bool) -> None:
 
 @cli.command()
 @database_option
-@click.option("--tasks", "n_tasks", type=click.IntRange(1, 500), default=12, show_default=True,
-              help="Tasks in the simulated account.")
+@click.option(
+    "--tasks",
+    "n_tasks",
+    type=click.IntRange(1, 500),
+    default=12,
+    show_default=True,
+    help="Tasks in the simulated account.",
+)
 def demo(database_url: str | None, n_tasks: int) -> None:
     """Archive a simulated Smooth account into a fresh local database (no API key needed).
 

@@ -124,7 +124,9 @@ class SmoothClient:
                 page.errors.append(str(exc))
         return page
 
-    async def get_task(self, task_id: str, *, event_t: int = 0, downloads: bool = False) -> TaskInfo:
+    async def get_task(
+        self, task_id: str, *, event_t: int = 0, downloads: bool = False
+    ) -> TaskInfo:
         """Get Task with the events strictly after ``event_t``."""
         params: dict[str, Any] = {"event_t": event_t}
         if downloads:

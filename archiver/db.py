@@ -58,8 +58,7 @@ def create_db_engine(url: str) -> Engine:
             return create_engine(url, pool_pre_ping=True, future=True)
         except ImportError:
             raise ConfigError(
-                "PostgreSQL support is not installed: "
-                "pip install 'smooth-archiver[postgres]'."
+                "PostgreSQL support is not installed: pip install 'smooth-archiver[postgres]'."
             ) from None
     raise ConfigError(
         f"database URL scheme {parsed.drivername!r} is not supported: "
@@ -219,7 +218,9 @@ def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime
     """Insert the listed tasks not yet known; returns the ids that were new."""
     if not listed:
         return []
-    rows = {task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed}
+    rows = {
+        task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed
+    }
     stmt = (
         dialect_insert(conn, tasks)
         .on_conflict_do_nothing(index_elements=["id"])
@@ -236,7 +237,11 @@ def insert_task_stubs(conn: Connection, task_ids: Iterable[str], now: datetime) 
     params = [{"id": task_id, "first_seen_at": now} for task_id in dict.fromkeys(task_ids)]
     if not params:
         return 0
-    stmt = dialect_insert(conn, tasks).on_conflict_do_nothing(index_elements=["id"]).returning(tasks.c.id)
+    stmt = (
+        dialect_insert(conn, tasks)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(tasks.c.id)
+    )
     return len(conn.execute(stmt, params).all())
 
 

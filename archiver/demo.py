@@ -37,8 +37,10 @@ def run_demo(database_url: str | None, *, n_tasks: int, echo: Callable[[str], No
     echo(f"\nArchive: {database.display_url()}")
     if database.dialect == "sqlite":
         path = database.engine.url.database
-        echo(f"Try:     sqlite3 {path} 'select status, count(*), sum(credits_used) "
-             "from tasks group by status'")
+        echo(
+            f"Try:     sqlite3 {path} 'select status, count(*), sum(credits_used) "
+            "from tasks group by status'"
+        )
     database.dispose()
     return database_url
 

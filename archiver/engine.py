@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, TypeVar
 
 from archiver import db as q
@@ -55,7 +54,7 @@ ERROR_BACKOFF_CAP_S = 3600.0
 
 EXIT_OK = 0
 EXIT_TASK_ERRORS = 1
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_INTERRUPTED: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -348,12 +347,14 @@ class SyncEngine:
         producer = asyncio.create_task(self._backfill_listing(queue, since))
         await self._run_workers(queue, from_zero=True, producer=producer)
 
-    async def _backfill_listing(self, queue: asyncio.Queue[str | None], since: datetime | None) -> None:
+    async def _backfill_listing(
+        self, queue: asyncio.Queue[str | None], since: datetime | None
+    ) -> None:
         """Feed the workers while the (serial) listing goes on; resumable by its cursor."""
         since_s = since.timestamp() if since is not None else None
         since_key = since.isoformat() if since is not None else None
         state = await self._db(q.get_state, "backfill") or {}
-        if state.get("since") != since_key:
+        if not state or state.get("since") != since_key:
             state = {"since": since_key, "next_t": None, "listing_done": False}
         seen: set[str] = set()
 
@@ -372,14 +373,13 @@ class SyncEngine:
 
         async def on_page(page: list[TaskInfo]) -> bool:
             in_range = [
-                t for t in page if since_s is None or t.created_at is None
-                or to_seconds(t.created_at) >= since_s
+                t
+                for t in page
+                if since_s is None or t.created_at is None or to_seconds(t.created_at) >= since_s
             ]
             new_ids = await self._db(q.insert_new_tasks, in_range, utcnow())
             self.counts["tasks_discovered"] += len(new_ids)
-            todo = await self._db(
-                q.backfill_task_ids, since=None, only=[t.id for t in in_range]
-            )
+            todo = await self._db(q.backfill_task_ids, since=None, only=[t.id for t in in_range])
             await enqueue(todo)
             return len(in_range) == len(page)
 
@@ -429,7 +429,9 @@ def run_command(
                 pid=os.getpid(),
                 now=result.started_at,
             )
-        asyncio.run(_run_async(command, db, client_config, options, lock, result, since, ids, progress))
+        asyncio.run(
+            _run_async(command, db, client_config, options, lock, result, since, ids, progress)
+        )
     finally:
         result.finished_at = utcnow()
         try:

@@ -118,7 +118,9 @@ class RunLock:
                 "heartbeat_at": now,
             }
             inserted = conn.execute(
-                dialect_insert(conn, locks).values(row).on_conflict_do_nothing(index_elements=["name"])
+                dialect_insert(conn, locks)
+                .values(row)
+                .on_conflict_do_nothing(index_elements=["name"])
             ).rowcount
             if inserted == 1:
                 return None
@@ -207,7 +209,7 @@ class RunLock:
                 # A missed beat is harmless unless they keep failing for stale_after;
                 # the run's own writes will surface a lasting database problem.
                 continue
-            except Exception:  # noqa: BLE001 - never let the heartbeat kill the process
+            except Exception:
                 continue
 
     def heartbeat(self) -> None:

@@ -37,7 +37,9 @@ def redact(text: str, secrets: list[str]) -> str:
     return _PRESIGNED_QUERY.sub(r"\1?" + REDACTED, text)
 
 
-def setup_logging(*, verbose: int = 0, quiet: bool = False, secrets: list[str] | None = None) -> None:
+def setup_logging(
+    *, verbose: int = 0, quiet: bool = False, secrets: list[str] | None = None
+) -> None:
     """Human-readable lines on stderr; -v adds detail, -q keeps warnings only."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)

@@ -662,12 +662,17 @@ class Simulator:
 
     def _events_json(self, t: _Task, now: float, event_t: int) -> str:
         k = bisect.bisect_right(t.visible_at, now)
-        if self.config.ignore_event_t or event_t == 0:
-            # event_t == 0: no filter at all (null timestamps included; all real ones are > 0)
-            return ",".join(t.event_json[:k])
+        ej = t.event_json
+        if self.config.ignore_event_t:
+            return ",".join(ej[:k])
+        if event_t == 0:
+            # Null timestamps pass; real ones must still be > 0 (always, for epoch times).
+            if not t.nn_ts or t.nn_ts[0] > 0:
+                return ",".join(ej[:k])
+            keep = [i for i in range(k) if (ts := t.event_dicts[i]["timestamp"]) is None or ts > 0]
+            return ",".join([ej[i] for i in keep])
         j = bisect.bisect_right(t.nn_ts, event_t)  # first non-null timestamp > event_t
         m = bisect.bisect_left(t.nn_idx, k)  # non-null events that are visible
-        ej = t.event_json
         return ",".join([ej[i] for i in t.nn_idx[j:m]])
 
     # ---- request handling
@@ -695,6 +700,8 @@ class Simulator:
             status, body = e.status, _json_bytes({"detail": e.detail})
             if e.status == 405:
                 extra["Allow"] = "GET"
+        except Exception as e:  # a simulator bug: answer like a real server would
+            status, body = 500, _json_bytes({"detail": f"Internal Server Error: {e!r}"})
         h.send_response(status)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))

@@ -16,11 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` without an installed package
-    sys.path.insert(0, str(ROOT))
-
-from archiver.simulator import Simulator, SimulatorConfig  # noqa: E402
+from archiver.simulator import Simulator, SimulatorConfig
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "smooth-api" / "get-task.openapi.md"
 START = SimulatorConfig().start
@@ -481,7 +477,7 @@ def test_cli_prints_url_and_serves() -> None:
     """`python -m archiver.simulator` prints its base URL first, serves, and exits on SIGTERM."""
     cmd = [sys.executable, "-m", "archiver.simulator", "--port", "0", "--tasks", "5"]
     cmd += ["--events", "3", "--latency-ms", "1", "--seed", "3", "--finish-all"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         sel = selectors.DefaultSelector()

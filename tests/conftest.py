@@ -1,0 +1,203 @@
+"""Shared fixtures: a clean environment, real databases (SQLite and PostgreSQL), the
+simulator over real HTTP, and a runner for the real `archiver` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import stamina
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from archiver.config import ApiKey, ClientConfig
+from archiver.db import Database
+from archiver.schema import task_events, tasks
+from archiver.simulator import Simulator, SimulatorConfig
+
+TEST_API_KEY = "sk-test-3f9c1e7a5b2d4c6e8f0a"
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("ARCHIVER_TEST_POSTGRES_URL", DEFAULT_PG_URL)
+REQUIRE_PG = os.environ.get("ARCHIVER_REQUIRE_POSTGRES") == "1"
+BACKENDS = ["sqlite", "postgresql"]
+#: The installed console script, next to this interpreter.
+ARCHIVER_BIN = str(Path(sys.executable).with_name("archiver"))
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test starts without archiver/Smooth settings and with retries switched off."""
+    for name in list(os.environ):
+        if name.startswith("ARCHIVER_") and name not in (
+            "ARCHIVER_TEST_POSTGRES_URL",
+            "ARCHIVER_REQUIRE_POSTGRES",
+        ):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("CIRCLEMIND_API_KEY", raising=False)
+    monkeypatch.setenv("ARCHIVER_HOME", str(tmp_path / "home"))
+    stamina.set_testing(True, attempts=1)
+    yield
+    stamina.set_testing(False)
+
+
+def _postgres_available() -> str | None:
+    try:
+        engine = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
+_PG_PROBLEM: str | bool | None = False
+
+
+def postgres_problem() -> str | None:
+    global _PG_PROBLEM
+    if _PG_PROBLEM is False:
+        _PG_PROBLEM = _postgres_available()
+    return _PG_PROBLEM  # type: ignore[return-value]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test only, dropped afterwards."""
+    problem = postgres_problem()
+    if problem:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL required (ARCHIVER_REQUIRE_POSTGRES=1) but: {problem}")
+        pytest.skip(f"no PostgreSQL at {PG_URL}: {problem}")
+    name = f"archiver_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty archive database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'archive.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A migrated archive database."""
+    db = Database(database_url)
+    db.prepare()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def make_simulator() -> Iterator[type[Simulator]]:
+    """Start simulators with given configs; all are stopped at the end of the test."""
+    started: list[Simulator] = []
+
+    def factory(**kwargs: object) -> Simulator:
+        kwargs.setdefault("api_key", TEST_API_KEY)
+        sim = Simulator(SimulatorConfig(**kwargs))  # type: ignore[arg-type]
+        sim.start()
+        started.append(sim)
+        return sim
+
+    yield factory  # type: ignore[misc]
+    for sim in started:
+        sim.stop()
+
+
+def client_config(sim: Simulator, **kwargs: object) -> ClientConfig:
+    return ClientConfig(api_url=sim.base_url, api_key=ApiKey(TEST_API_KEY), **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_archiver(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: str | None = None
+) -> Completed:
+    """Run the real `archiver` command in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k != "CIRCLEMIND_API_KEY"}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [ARCHIVER_BIN, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        input=stdin,
+    )
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+def canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def stored_state(db: Database) -> tuple[dict[str, dict], set[tuple], int]:
+    """(tasks by id, set of stored events, number of event rows) read back from the archive."""
+    with db.transaction() as conn:
+        task_rows = {row.id: row._asdict() for row in conn.execute(select(tasks))}
+        event_rows = conn.execute(
+            select(
+                task_events.c.task_id,
+                task_events.c.event_id,
+                task_events.c.name,
+                task_events.c.timestamp,
+                task_events.c.payload,
+            )
+        ).all()
+    events = {
+        (r.task_id, r.event_id, r.name, r.timestamp, canonical(r.payload)) for r in event_rows
+    }
+    return task_rows, events, len(event_rows)
+
+
+def truth_events(sim: Simulator) -> set[tuple]:
+    return {
+        (task_id, ev["id"], ev["name"], ev["timestamp"], canonical(ev["payload"]))
+        for task_id, entry in sim.truth().items()
+        for ev in entry["events"]
+    }
+
+
+def assert_matches_truth(db: Database, sim: Simulator) -> None:
+    """The archive holds exactly the simulator's tasks and events: none lost, none twice."""
+    truth = sim.truth()
+    task_rows, events, n_rows = stored_state(db)
+    assert set(task_rows) == set(truth), "archived task ids differ from the API's"
+    expected = truth_events(sim)
+    assert events == expected, (
+        f"missing {len(expected - events)} events, unexpected {len(events - expected)}"
+    )
+    assert n_rows == len(events), f"{n_rows - len(events)} duplicate event rows"
+    for task_id, entry in truth.items():
+        row, api = task_rows[task_id], entry["task"]
+        assert row["status"] == api["status"], task_id
+        assert row["credits_used"] == api["credits_used"], task_id
+        assert row["event_count"] == len({e for e in events if e[0] == task_id}), task_id
+        stamps = [e["timestamp"] for e in entry["events"] if e["timestamp"] is not None]
+        assert row["event_t"] == (max(stamps) if stamps else 0), task_id

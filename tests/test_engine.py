@@ -1,0 +1,234 @@
+"""The sync engine end to end: real HTTP to the simulator, real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert, select
+
+from archiver.config import SyncOptions
+from archiver.db import Database
+from archiver.engine import run_command
+from archiver.schema import sync_runs, task_events, tasks
+from tests.conftest import assert_matches_truth, client_config, stored_state
+
+
+def sync(db: Database, sim, **options) -> object:  # type: ignore[no-untyped-def]
+    return run_command("sync", db, client_config(sim), SyncOptions(**options))
+
+
+def test_sync_archives_every_task_and_event(database: Database, make_simulator) -> None:
+    """One sync after every task finished stores exactly the API's tasks and events."""
+    sim = make_simulator(tasks=15, events_per_task=12, seed=3)
+    sim.finish_all()
+    result = sync(database, sim)
+    assert result.exit_code == 0, result.errors
+    assert_matches_truth(database, sim)
+    rows, _, _ = stored_state(database)
+    assert all(row["finalized_at"] is not None for row in rows.values())
+
+
+def test_incremental_passes_with_nasty_events_lose_nothing_and_store_nothing_twice(
+    database: Database, make_simulator
+) -> None:
+    """Ties at the high-water mark, null ids and null timestamps across many passes."""
+    sim = make_simulator(
+        tasks=12,
+        events_per_task=25,
+        seed=11,
+        event_tie_rate=0.4,
+        null_event_id_rate=0.3,
+        null_event_timestamp_rate=0.1,
+        spacing_s=20.0,
+        duration_s=(60.0, 400.0),
+    )
+    for _ in range(12):
+        result = sync(database, sim, concurrency=4)
+        assert result.exit_code == 0, result.errors
+        sim.advance(37.0)
+    sim.finish_all()
+    sync(database, sim)
+    assert_matches_truth(database, sim)
+
+
+def test_server_that_ignores_event_t_causes_no_duplicates(
+    database: Database, make_simulator
+) -> None:
+    """A server returning every event on every poll still yields one row per event."""
+    sim = make_simulator(tasks=6, events_per_task=15, seed=5, ignore_event_t=True)
+    for _ in range(6):
+        sync(database, sim)
+        sim.advance(120.0)
+    sim.finish_all()
+    sync(database, sim)
+    assert_matches_truth(database, sim)
+
+
+def test_finalized_tasks_are_never_polled_again(database: Database, make_simulator) -> None:
+    """Once every task is finalized, a further sync makes no Get Task request."""
+    sim = make_simulator(tasks=8, events_per_task=5, seed=2)
+    sim.finish_all()
+    sync(database, sim)
+    sim.reset_stats()
+    result = sync(database, sim)
+    assert sim.stats["get"] == 0
+    assert result.counts["tasks_polled"] == 0
+
+
+def test_cost_grows_with_active_tasks_not_history(database: Database, make_simulator) -> None:
+    """10,000 finalized tasks and 10 running ones: about 10 Get Task calls and 1-2 list pages."""
+    sim = make_simulator(tasks=10, events_per_task=20, seed=9, duration_s=(3000.0, 4000.0))
+    sync(database, sim)  # tracks the 10 running tasks
+    old = datetime(2025, 1, 1, tzinfo=UTC)
+    with database.transaction() as conn:
+        conn.execute(
+            insert(tasks),
+            [
+                {
+                    "id": f"old_{i:05d}",
+                    "status": "done",
+                    "created_at": 1_700_000_000 + i,
+                    "first_seen_at": old,
+                    "finalized_at": old,
+                    "full_read_at": old,
+                }
+                for i in range(10_000)
+            ],
+        )
+    sim.advance(60.0)
+    sim.reset_stats()
+    result = sync(database, sim)
+    assert result.exit_code == 0
+    assert sim.stats["get"] == 10
+    assert 1 <= sim.stats["list"] <= 2
+
+
+def test_list_paging_keeps_tasks_that_share_created_at(database: Database, make_simulator) -> None:
+    """Groups of 40 tasks on one created_at (more than a page of 32) are all discovered."""
+    sim = make_simulator(tasks=130, events_per_task=2, seed=4, created_at_group=40)
+    sim.finish_all()
+    result = sync(database, sim, concurrency=16)
+    assert result.exit_code == 0, result.errors
+    assert_matches_truth(database, sim)
+
+
+def test_gone_task_is_recorded_and_does_not_fail_the_pass(
+    database: Database, make_simulator
+) -> None:
+    """A 404 marks the task gone and finalized; the pass exits 0 and never asks again."""
+    probe = make_simulator(tasks=5, seed=8)
+    victim = sorted(probe.truth())[0]
+    sim = make_simulator(tasks=5, seed=8, gone_task_ids=frozenset({victim}))
+    sim.finish_all()
+    result = sync(database, sim)
+    assert result.exit_code == 0
+    rows, _, _ = stored_state(database)
+    assert rows[victim]["gone_at"] is not None
+    assert rows[victim]["finalized_at"] is not None
+    assert "404" in rows[victim]["last_error"]
+    sim.reset_stats()
+    sync(database, sim)
+    assert sim.stats[f"get:{victim}"] == 0
+
+
+def test_malformed_task_fails_alone_with_its_error_recorded(
+    database: Database, make_simulator
+) -> None:
+    """A malformed payload fails that task only (exit 1); every other task is archived."""
+    probe = make_simulator(tasks=6, seed=12)
+    bad = sorted(probe.truth())[2]
+    sim = make_simulator(tasks=6, seed=12, malformed_task_ids=frozenset({bad}))
+    sim.finish_all()
+    result = sync(database, sim)
+    assert result.exit_code == 1
+    assert result.counts["errors"] == 1
+    rows, _, _ = stored_state(database)
+    assert rows[bad]["finalized_at"] is None
+    assert rows[bad]["last_error"] and bad in rows[bad]["last_error"]
+    assert rows[bad]["next_poll_at"] is not None
+    others = [r for task_id, r in rows.items() if task_id != bad]
+    assert all(r["finalized_at"] is not None for r in others)
+    with database.transaction() as conn:
+        run = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc())).first()
+    assert run is not None and run.outcome == "partial" and run.errors == 1
+
+
+@pytest.mark.parametrize(("event_unit", "created_unit"), [("ms", "s"), ("s", "ms")])
+def test_utc_columns_are_right_in_seconds_and_milliseconds(
+    database: Database, make_simulator, event_unit: str, created_unit: str
+) -> None:
+    """*_utc columns derive from raw values whichever unit the API uses."""
+    sim = make_simulator(
+        tasks=3, seed=1, event_timestamp_unit=event_unit, created_at_unit=created_unit
+    )
+    sim.finish_all()
+    sync(database, sim)
+    with database.transaction() as conn:
+        for row in conn.execute(select(tasks.c.created_at, tasks.c.created_at_utc)):
+            seconds = row.created_at / 1000 if created_unit == "ms" else row.created_at
+            assert row.created_at_utc.replace(tzinfo=UTC).timestamp() == pytest.approx(seconds)
+        stamps = conn.execute(
+            select(task_events.c.timestamp, task_events.c.timestamp_utc).where(
+                task_events.c.timestamp.is_not(None)
+            )
+        ).all()
+    assert stamps
+    for raw, utc in stamps:
+        seconds = raw / 1000 if event_unit == "ms" else raw
+        assert utc.replace(tzinfo=UTC).timestamp() == pytest.approx(seconds, abs=1e-3)
+        assert 2025 <= utc.year <= 2027
+
+
+def test_backfill_imports_everything_and_sync_then_has_nothing_to_do(
+    database: Database, make_simulator
+) -> None:
+    """backfill reads every task from event_t=0; a later sync polls nothing finalized."""
+    sim = make_simulator(tasks=40, events_per_task=6, seed=21, created_at_group=3)
+    sim.finish_all()
+    result = run_command("backfill", database, client_config(sim), SyncOptions(concurrency=8))
+    assert result.exit_code == 0, result.errors
+    assert_matches_truth(database, sim)
+    assert result.counts["tasks_finalized"] == 40
+    sim.reset_stats()
+    sync(database, sim)
+    assert sim.stats["get"] == 0
+
+
+def test_backfill_since_skips_older_tasks(database: Database, make_simulator) -> None:
+    """--since keeps tasks created on or after the date and stops listing below it."""
+    sim = make_simulator(tasks=20, seed=22, spacing_s=3600.0)
+    sim.finish_all()
+    created = sorted(entry["task"]["created_at"] for entry in sim.truth().values())
+    since = datetime.fromtimestamp(created[10], tz=UTC)
+    result = run_command("backfill", database, client_config(sim), SyncOptions(), since=since)
+    assert result.exit_code == 0
+    rows, _, _ = stored_state(database)
+    assert sorted(r["created_at"] for r in rows.values()) == created[10:]
+
+
+def test_backfill_from_ids(database: Database, make_simulator) -> None:
+    """backfill with explicit ids archives just those; an unknown id is recorded as gone."""
+    sim = make_simulator(tasks=10, seed=23)
+    sim.finish_all()
+    wanted = sorted(sim.truth())[:3]
+    result = run_command(
+        "backfill", database, client_config(sim), SyncOptions(), ids=[*wanted, "tsk_nope"]
+    )
+    assert result.exit_code == 0
+    rows, _, _ = stored_state(database)
+    assert set(rows) == {*wanted, "tsk_nope"}
+    assert rows["tsk_nope"]["gone_at"] is not None
+    assert all(rows[t]["finalized_at"] is not None for t in wanted)
+
+
+def test_sync_task_option_tracks_only_the_named_task(database: Database, make_simulator) -> None:
+    """--task polls just that task (tracked though never listed) and skips discovery."""
+    sim = make_simulator(tasks=5, seed=24)
+    sim.finish_all()
+    one = sorted(sim.truth())[1]
+    result = sync(database, sim, task_ids=(one,))
+    assert result.exit_code == 0
+    rows, _, _ = stored_state(database)
+    assert set(rows) == {one}
+    assert sim.stats["list"] == 0
