@@ -55,3 +55,4 @@ def setup_logging(
     # httpx logs every request URL at INFO; only -v wants that.
     logging.getLogger("httpx").setLevel(logging.INFO if verbose > 1 else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)

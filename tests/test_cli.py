@@ -1,0 +1,220 @@
+"""The real `archiver` command in a subprocess: exit codes, messages, locks, stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from archiver.db import Database
+from tests.conftest import (
+    ARCHIVER_BIN,
+    TEST_API_KEY,
+    assert_matches_truth,
+    run_archiver,
+    stored_state,
+)
+
+
+def env_for(sim, database_url: str, **extra: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {
+        "CIRCLEMIND_API_KEY": TEST_API_KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": database_url,
+        **extra,
+    }
+
+
+def test_missing_api_key_exits_2_with_one_line(tmp_path: Path) -> None:
+    """sync without CIRCLEMIND_API_KEY exits 2 and says which variable to set."""
+    done = run_archiver("sync", env={"ARCHIVER_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CIRCLEMIND_API_KEY" in lines[0]
+
+
+def test_bad_database_url_names_the_options(tmp_path: Path) -> None:
+    """An unsupported database URL exits 2 and lists the schemes that work."""
+    done = run_archiver("status", env={"ARCHIVER_DATABASE_URL": "mysql://root@127.0.0.1/x"})
+    assert done.returncode == 2
+    assert "mysql" in done.stderr and "sqlite:///" in done.stderr and "postgresql://" in done.stderr
+
+
+def test_rejected_key_exits_2_without_showing_it(database_url: str, make_simulator) -> None:
+    """A 401 stops the pass with exit 2; neither output nor the database holds the key."""
+    sim = make_simulator(tasks=3, api_key="the-right-key")
+    done = run_archiver("sync", env=env_for(sim, database_url))
+    assert done.returncode == 2
+    assert "rejected" in done.stderr
+    assert TEST_API_KEY not in done.stdout + done.stderr
+
+
+def test_sync_subprocess_archives_and_reports(database_url: str, make_simulator) -> None:
+    """`archiver sync` stores everything, prints one summary line and `status --json` agrees."""
+    sim = make_simulator(tasks=6, events_per_task=4, seed=31)
+    sim.finish_all()
+    done = run_archiver("sync", "-q", env=env_for(sim, database_url))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"sync ok: discovered 6, polled 6, finalized 6", done.stderr)
+    db = Database(database_url)
+    assert_matches_truth(db, sim)
+    status = run_archiver("status", "--json", env={"ARCHIVER_DATABASE_URL": database_url})
+    report = json.loads(status.stdout)
+    assert report["tasks"] == 6 and report["active"] == 0
+    assert report["events"] == sum(len(e["events"]) for e in sim.truth().values())
+    assert report["last_runs"][0]["outcome"] == "ok"
+    db.dispose()
+
+
+def test_backfill_reads_ids_from_stdin(database_url: str, make_simulator) -> None:
+    """--ids-file - reads ids from stdin, skipping blank lines and # comments."""
+    sim = make_simulator(tasks=5, seed=32)
+    sim.finish_all()
+    ids = sorted(sim.truth())[:2]
+    text = f"# wanted\n{ids[0]}\n\n{ids[1]}  # second\n"
+    done = run_archiver("backfill", "--ids-file", "-", env=env_for(sim, database_url), stdin=text)
+    assert done.returncode == 0, done.stderr
+    db = Database(database_url)
+    rows, _, _ = stored_state(db)
+    assert set(rows) == set(ids)
+    db.dispose()
+
+
+def test_second_sync_exits_75_while_the_first_runs(database_url: str, make_simulator) -> None:
+    """Two overlapping syncs: one archives, the other exits 75 naming the holder's pid."""
+    sim = make_simulator(tasks=20, events_per_task=3, seed=33, latency_ms=150.0)
+    sim.finish_all()
+    env = env_for(sim, database_url)
+    first = subprocess.Popen(
+        [ARCHIVER_BIN, "sync", "--concurrency", "1", "-q"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while sim.stats["get"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run_archiver("sync", env=env)
+        assert second.returncode == 75
+        assert f"pid {first.pid}" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    db = Database(database_url)
+    assert_matches_truth(db, sim)
+    db.dispose()
+
+
+def test_lock_of_a_killed_sync_is_taken_over(database_url: str, make_simulator) -> None:
+    """After kill -9 of a sync, the next sync takes the lock at once and completes the work."""
+    sim = make_simulator(tasks=30, events_per_task=5, seed=34, latency_ms=100.0)
+    sim.finish_all()
+    env = env_for(sim, database_url)
+    proc = subprocess.Popen(
+        [ARCHIVER_BIN, "sync", "--concurrency", "2", "-q"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while sim.stats["get"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = run_archiver("sync", "-q", env=env)
+    assert done.returncode == 0, done.stderr
+    db = Database(database_url)
+    assert_matches_truth(db, sim)
+    status = json.loads(
+        run_archiver("status", "--json", env={"ARCHIVER_DATABASE_URL": database_url}).stdout
+    )
+    assert [r["outcome"] for r in status["last_runs"][:2]] == ["ok", "crashed"]
+    db.dispose()
+
+
+def test_sigterm_stops_gracefully_with_143(database_url: str, make_simulator) -> None:
+    """SIGTERM finishes in-flight writes, records the run as interrupted and exits 143."""
+    sim = make_simulator(tasks=40, events_per_task=3, seed=35, latency_ms=100.0)
+    sim.finish_all()
+    env = env_for(sim, database_url)
+    proc = subprocess.Popen(
+        [ARCHIVER_BIN, "sync", "--concurrency", "2", "-q"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while sim.stats["get"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    status = json.loads(
+        run_archiver("status", "--json", env={"ARCHIVER_DATABASE_URL": database_url}).stdout
+    )
+    assert status["last_runs"][0]["outcome"] == "interrupted"
+    done = run_archiver("sync", "-q", env=env)
+    assert done.returncode == 0
+    db = Database(database_url)
+    assert_matches_truth(db, sim)
+    db.dispose()
+
+
+def test_db_upgrade_and_current(tmp_path: Path) -> None:
+    """`db upgrade` migrates an empty file to head and `db current` then says up to date."""
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    up = run_archiver("db", "upgrade", "--database-url", url)
+    assert up.returncode == 0, up.stderr
+    assert "(empty) -> 0001" in up.stdout
+    current = run_archiver("db", "current", "--database-url", url)
+    assert "up to date" in current.stdout
+
+
+def test_alembic_upgrade_head_from_repo_root(tmp_path: Path) -> None:
+    """`alembic upgrade head` from the repository root migrates ARCHIVER_DATABASE_URL."""
+    root = Path(__file__).resolve().parents[1]
+    url = f"sqlite:///{tmp_path}/alembic.db"
+    alembic = str(Path(ARCHIVER_BIN).with_name("alembic"))
+    done = subprocess.run(
+        [alembic, "upgrade", "head"],
+        cwd=root,
+        env={**os.environ, "ARCHIVER_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    current = run_archiver("db", "current", "--database-url", url)
+    assert "up to date" in current.stdout
+
+
+def test_demo_runs_without_an_api_key(tmp_path: Path) -> None:
+    """`archiver demo` archives the simulated account into SQLite and prints the tasks."""
+    done = run_archiver("demo", "--database-url", f"sqlite:///{tmp_path}/demo.db")
+    assert done.returncode == 0, done.stderr
+    assert "12 tasks," in done.stdout and "events archived" in done.stdout
+    db = Database(f"sqlite:///{tmp_path}/demo.db")
+    rows, _, n_events = stored_state(db)
+    assert len(rows) == 12 and n_events > 0
+    db.dispose()
+
+
+@pytest.mark.parametrize(
+    "command", ["sync", "backfill", "status", "demo", "db upgrade", "db current"]
+)
+def test_every_command_has_an_example_in_help(command: str) -> None:
+    """`--help` of each command shows an example and never an API key."""
+    done = run_archiver(*command.split(), "--help", env={"CIRCLEMIND_API_KEY": TEST_API_KEY})
+    assert done.returncode == 0
+    assert "Example" in done.stdout
+    assert TEST_API_KEY not in done.stdout
