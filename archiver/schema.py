@@ -123,3 +123,35 @@ locks = Table(
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("heartbeat_at", UtcDateTime, nullable=False),
 )
+
+#: One row per task and kind of artifact (recording, downloads) once downloads are on.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("task_id", Text, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("blob_url", Text),
+    Column("size_bytes", BigInteger),
+    Column("sha256", Text),
+    Column("content_type", Text),
+    Column("source_url", Text),
+    Column("fetched_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("pending_since", UtcDateTime),
+    Index("ix_artifacts_state", "state"),
+)
+
+#: The members of each stored downloads archive, read from the stored zip.
+artifact_files = Table(
+    "artifact_files",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("task_id", Text, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("size_bytes", BigInteger),
+    Column("compressed_bytes", BigInteger),
+    Column("modified_at", UtcDateTime),
+    Index("ix_artifact_files_task_id", "task_id"),
+)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.db import Database
+from archiver.db import Database, head_revision
 from tests.conftest import (
     ARCHIVER_BIN,
     TEST_API_KEY,
@@ -175,7 +175,7 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/fresh.db"
     up = run_archiver("db", "upgrade", "--database-url", url)
     assert up.returncode == 0, up.stderr
-    assert "(empty) -> 0001" in up.stdout
+    assert f"(empty) -> {head_revision()}" in up.stdout
     current = run_archiver("db", "current", "--database-url", url)
     assert "up to date" in current.stdout
 
