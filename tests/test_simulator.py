@@ -18,7 +18,9 @@ import pytest
 
 from archiver.simulator import Simulator, SimulatorConfig
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "smooth-api" / "get-task.openapi.md"
+# A verbatim copy of ../shared/smooth-api/get-task.openapi.md (the published reference),
+# kept in the repo so the conformance test never skips.
+SPEC = Path(__file__).resolve().parent / "data" / "smooth-get-task.openapi.md"
 START = SimulatorConfig().start
 TERMINAL = {"done", "failed", "cancelled"}
 FILE_URL = re.compile(
@@ -429,8 +431,6 @@ def test_keep_alive_and_stop(make_sim: MakeSim) -> None:
 
 
 def _spec_schemas() -> dict[str, Any]:
-    if not SPEC.is_file():
-        pytest.skip(f"Smooth OpenAPI reference not found at {SPEC}")
     yaml = pytest.importorskip("yaml")
     lines = SPEC.read_text(encoding="utf-8").splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("````yaml"))
