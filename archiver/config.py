@@ -30,10 +30,32 @@ DEFAULT_DISCOVERY_OVERLAP_S = 600.0
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_RETRY_ATTEMPTS = 5
 
+# Artifacts (--downloads): recordings and downloads archives copied into blob storage.
+DEFAULT_DOWNLOADS = False
+#: Blob storage root inside ARCHIVER_HOME when --blob-url is not given.
+DEFAULT_BLOB_DIRNAME = "blobs"
+#: How long a finished task's artifact link may stay null before it is recorded as failed.
+DEFAULT_ARTIFACT_GRACE_S = 6 * 3600.0
+#: Largest artifact stored; enforced while streaming.
+DEFAULT_MAX_ARTIFACT_BYTES = 5 * 1024**3
+#: Fresh links asked of Get Task per artifact and pass when the host refuses one (403/404/410).
+DEFAULT_ARTIFACT_LINK_REFRESHES = 2
+#: Fetch attempts (over all passes) before a failing artifact is recorded as failed.
+DEFAULT_ARTIFACT_MAX_ATTEMPTS = 12
+#: Wait before retrying a failed artifact fetch; doubles per attempt, up to the cap.
+DEFAULT_ARTIFACT_RETRY_BACKOFF_S = 60.0
+ARTIFACT_RETRY_BACKOFF_CAP_S = 3600.0
+ENV_DOWNLOADS = "ARCHIVER_DOWNLOADS"
+ENV_BLOB_URL = "ARCHIVER_BLOB_URL"
+ENV_ARTIFACT_GRACE = "ARCHIVER_ARTIFACT_GRACE"
+ENV_MAX_ARTIFACT_SIZE = "ARCHIVER_MAX_ARTIFACT_SIZE"
+
 ENV_API_KEY = "CIRCLEMIND_API_KEY"
 ENV_API_URL = "ARCHIVER_API_URL"
 ENV_DATABASE_URL = "ARCHIVER_DATABASE_URL"
 ENV_HOME = "ARCHIVER_HOME"
+ENV_LOG_FORMAT = "ARCHIVER_LOG_FORMAT"
+ENV_METRICS_FILE = "ARCHIVER_METRICS_FILE"
 
 APP_NAME = "smooth-archiver"
 DATABASE_FILENAME = "archive.db"
@@ -124,8 +146,31 @@ class SyncOptions:
     max_runtime_s: float | None = None
     page_size: int = DEFAULT_PAGE_SIZE
     discovery_overlap_s: float = DEFAULT_DISCOVERY_OVERLAP_S
+    # Artifacts (see archiver.artifacts); blob_url None means default_blob_url().
+    downloads: bool = DEFAULT_DOWNLOADS
+    blob_url: str | None = None
+    artifact_grace_s: float = DEFAULT_ARTIFACT_GRACE_S
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    artifact_link_refreshes: int = DEFAULT_ARTIFACT_LINK_REFRESHES
+    artifact_max_attempts: int = DEFAULT_ARTIFACT_MAX_ATTEMPTS
+    artifact_retry_backoff_s: float = DEFAULT_ARTIFACT_RETRY_BACKOFF_S
 
     def __post_init__(self) -> None:
+        if self.artifact_grace_s < 0:
+            raise ConfigError(
+                f"--artifact-grace {self.artifact_grace_s} is negative: use 0 or more seconds "
+                f"(default {format_duration(DEFAULT_ARTIFACT_GRACE_S)})."
+            )
+        if self.max_artifact_bytes < 1:
+            raise ConfigError(
+                f"--max-artifact-size {self.max_artifact_bytes} is not a positive size "
+                f"(default {format_size(DEFAULT_MAX_ARTIFACT_BYTES)})."
+            )
+        if self.artifact_link_refreshes < 0 or self.artifact_max_attempts < 1:
+            raise ConfigError(
+                f"artifact link refreshes {self.artifact_link_refreshes} / max attempts "
+                f"{self.artifact_max_attempts}: expected 0 or more / 1 or more."
+            )
         if self.concurrency < 1:
             raise ConfigError(
                 f"--concurrency {self.concurrency} is not a positive integer: use 1 or more "
@@ -140,3 +185,80 @@ class SyncOptions:
             raise ConfigError(
                 f"--max-runtime {self.max_runtime_s} is not a positive number of seconds."
             )
+
+
+# --- artifacts: blob root, sizes and durations ------------------------------------------
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}  # fmt: skip
+_DURATION_UNITS = {
+    "": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0,
+}  # fmt: skip
+
+
+def default_blob_url(environ: Mapping[str, str] | None = None) -> str:
+    """``ARCHIVER_BLOB_URL``, or the ``blobs`` folder inside the archiver's home."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_BLOB_URL):
+        return env[ENV_BLOB_URL]
+    return str(default_home(env) / DEFAULT_BLOB_DIRNAME)
+
+
+def parse_byte_size(value: str, *, option: str = "--max-artifact-size") -> int:
+    """``5GiB``, ``500MB``, ``1048576`` as a number of bytes; ConfigError otherwise."""
+    text = value.strip().lower().replace(" ", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if unit not in _SIZE_UNITS or not amount > 0 or amount != amount:
+        raise ConfigError(
+            f"{option} {value!r} is not a size: use a positive number of bytes or a number "
+            "with a unit (KB, MB, GB, TB or KiB, MiB, GiB, TiB), e.g. 5GiB or 500MB."
+        )
+    return int(amount * _SIZE_UNITS[unit])
+
+
+def parse_seconds(value: str, *, option: str = "--artifact-grace") -> float:
+    """``21600``, ``90s``, ``15m``, ``6h``, ``2d`` as seconds (0 allowed); ConfigError otherwise."""
+    text = value.strip().lower().replace(" ", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if unit not in _DURATION_UNITS or not amount >= 0 or amount == float("inf"):
+        raise ConfigError(
+            f"{option} {value!r} is not a duration: use a number of seconds or a number with "
+            "a unit s, m, h or d, e.g. 3600, 90m, 6h, 2d."
+        )
+    return amount * _DURATION_UNITS[unit]
+
+
+def format_size(size: int) -> str:
+    """``5 GiB``, ``12.3 MiB``, ``512 B``: binary units, for messages."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            exact = unit == "B" or value == int(value)
+            return f"{value:.0f} {unit}" if exact else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB" if value != int(value) else f"{value:.0f} TiB"
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``90 min``, ``6 h``, ``2.5 d``: for messages."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 3 * 3600:
+        return f"{round(seconds / 60, 1):g} min"
+    if seconds < 3 * 86400:
+        return f"{round(seconds / 3600, 1):g} h"
+    return f"{round(seconds / 86400, 1):g} d"

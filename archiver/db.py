@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from archiver.exceptions import ConfigError, StorageError
-from archiver.models import TaskEvent, TaskInfo, strip_query
+from archiver.models import TaskEvent, TaskInfo, dumps_json, strip_query
 from archiver.schema import sync_runs, sync_state, task_events, tasks
 from archiver.timestamps import to_utc
 
@@ -55,7 +55,7 @@ def create_db_engine(url: str) -> Engine:
         return _sqlite_engine(url, parsed.database)
     if backend == "postgresql":
         try:
-            return create_engine(url, pool_pre_ping=True, future=True)
+            return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
         except ImportError:
             raise ConfigError(
                 "PostgreSQL support is not installed: pip install 'smooth-archiver[postgres]'."
@@ -78,7 +78,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
                 f"cannot create the SQLite database {str(path)!r}: {exc.strerror}; "
                 "check the directory exists and is writable, or set ARCHIVER_HOME."
             ) from None
-    engine = create_engine(url, future=True)
+    engine = create_engine(url, json_serializer=dumps_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -134,7 +134,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), revision)
     except SQLAlchemyError as exc:
-        raise StorageError(f"migrating the database failed: {_db_message(exc)}") from None
+        raise StorageError(f"migrating the database failed: {db_message(exc)}") from None
 
 
 def ensure_current(engine: Engine) -> None:
@@ -143,7 +143,7 @@ def ensure_current(engine: Engine) -> None:
         upgrade(engine)
 
 
-def _db_message(exc: SQLAlchemyError) -> str:
+def db_message(exc: SQLAlchemyError) -> str:
     orig = getattr(exc, "orig", None)
     return str(orig or exc).splitlines()[0]
 
@@ -176,7 +176,7 @@ class Database:
             ensure_current(self.engine)
         except OperationalError as exc:
             raise StorageError(
-                f"cannot open the database {self.display_url()}: {_db_message(exc)}; "
+                f"cannot open the database {self.display_url()}: {db_message(exc)}; "
                 "check the URL, that the server runs, and permissions."
             ) from None
 
@@ -187,7 +187,7 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {_db_message(exc)}") from exc
+            raise StorageError(f"database error: {db_message(exc)}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -287,6 +287,28 @@ class TaskCursor:
     error_count: int
 
 
+def task_cursors(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskCursor]:
+    """Cursors of many tasks at once (missing ids are left out)."""
+    found: dict[str, TaskCursor] = {}
+    for start in range(0, len(task_ids), 500):
+        chunk = list(task_ids[start : start + 500])
+        query = select(
+            tasks.c.id,
+            tasks.c.event_t,
+            tasks.c.full_read_at,
+            tasks.c.finalized_at,
+            tasks.c.error_count,
+        ).where(tasks.c.id.in_(chunk))
+        for row in conn.execute(query):
+            found[row.id] = TaskCursor(
+                event_t=row.event_t,
+                full_read=row.full_read_at is not None,
+                finalized=row.finalized_at is not None,
+                error_count=row.error_count,
+            )
+    return found
+
+
 def task_cursor(conn: Connection, task_id: str) -> TaskCursor | None:
     row = conn.execute(
         select(
@@ -309,11 +331,12 @@ def insert_events(
     """Store the events not stored yet; returns how many were new."""
     rows: dict[str, dict[str, Any]] = {}
     for ev in events:
+        key = ev.key
         rows.setdefault(
-            ev.key,
+            key,
             {
                 "task_id": task_id,
-                "event_key": ev.key,
+                "event_key": key,
                 "event_id": ev.id,
                 "name": ev.name,
                 "payload": ev.payload,

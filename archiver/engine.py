@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from archiver import db as q
+from archiver.artifacts import ArtifactSync
 from archiver.client import SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
 from archiver.db import Database, LeaseLost
@@ -41,12 +44,15 @@ from archiver.exceptions import (
     TaskNotFound,
 )
 from archiver.locks import RunLock
+from archiver.logs import set_run_id
 from archiver.models import TaskEvent, TaskInfo
 from archiver.progress import NullProgress, Progress
 from archiver.timestamps import seconds_in_unit_of, to_seconds, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: A unit of work: a leased task and where its polling resumes.
+_Item = tuple[str, q.TaskCursor]
 
 #: First back-off after a failed poll; doubles with each failure in a row, up to the cap.
 ERROR_BACKOFF_S = 60.0
@@ -77,13 +83,66 @@ class RunResult:
         return (
             f"{self.command} {self.outcome}: discovered {c['tasks_discovered']}, "
             f"polled {c['tasks_polled']}, finalized {c['tasks_finalized']}, "
-            f"events inserted {c['events_inserted']}, gone {c['tasks_gone']}, "
-            f"errors {c['errors']}, requests {c['requests']}, {seconds:.1f}s"
+            f"events inserted {c['events_inserted']}, artifacts stored {c['artifacts_stored']}, "
+            f"gone {c['tasks_gone']}, errors {c['errors']}, requests {c['requests']}, "
+            f"duration {seconds:.1f}s"
         )
 
 
-class _Stop(Exception):
-    """Internal: the deadline passed or a signal asked the pass to stop."""
+class _GroupCommit:
+    """Saves that arrive while a transaction is running share the next transaction.
+
+    Each save runs in its own SAVEPOINT, so a task whose save fails (lease lost, data the
+    database refuses) is rolled back alone, and a task's events and high-water mark still
+    commit together. Batching amortises BEGIN/COMMIT over many tasks without adding any
+    waiting: a batch is just whatever queued up while the previous one ran.
+    """
+
+    def __init__(self, db: Database, executor: ThreadPoolExecutor) -> None:
+        self.db = db
+        self.executor = executor
+        self._pending: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def save(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((lambda conn: fn(conn, *args, **kwargs), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await loop.run_in_executor(
+                    self.executor, self._run, [call for call, _ in batch]
+                )
+            except Exception as exc:  # the transaction itself failed: every save did
+                outcomes = [exc] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    def _run(self, calls: list[Callable[[Any], Any]]) -> list[Any]:
+        outcomes: list[Any] = []
+        with self.db.transaction() as conn:
+            for call in calls:
+                try:
+                    with conn.begin_nested():
+                        outcomes.append(call(conn))
+                except LeaseLost as exc:
+                    outcomes.append(exc)
+                except SQLAlchemyError as exc:
+                    error = StorageError(f"database error: {q.db_message(exc)}")
+                    error.__cause__ = exc
+                    outcomes.append(error)
+        return outcomes
 
 
 class SyncEngine:
@@ -107,12 +166,25 @@ class SyncEngine:
         self.counts = result.counts
         self.progress = progress or NullProgress()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
+        self._writer = _GroupCommit(db, self._executor)
         loop_time = asyncio.get_running_loop().time()
         self._deadline = (
             loop_time + options.max_runtime_s if options.max_runtime_s is not None else None
         )
         self.stop_signal: int | None = None
         self._fatal: BaseException | None = None
+        #: ``--downloads``: copies recordings and downloads archives into blob storage.
+        self.artifacts: ArtifactSync | None = None
+        if options.downloads:
+            self.artifacts = ArtifactSync(
+                run_db=self._db,
+                client=client,
+                options=options,
+                client_config=client.config,
+                owner=lock.owner,
+                should_stop=lambda: self.stop_signal is not None,
+                counts=self.counts,
+            )
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -214,16 +286,22 @@ class SyncEngine:
 
     async def poll_all(self, task_ids: Sequence[str], *, from_zero: bool) -> None:
         """Poll these tasks with ``options.concurrency`` requests in flight."""
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        claimed = await self._db(self.lock.claim, list(task_ids))
-        self.progress.add_total(len(claimed))
-        for task_id in claimed:
-            queue.put_nowait(task_id)
+        queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        for item in await self._db(self._claim, list(task_ids)):
+            queue.put_nowait(item)
         await self._run_workers(queue, from_zero=from_zero, producer=None)
+
+    def _claim(self, conn: Any, task_ids: list[str]) -> list[_Item]:
+        """Lease the tasks and read where each one's polling resumes, in one transaction."""
+        claimed = self.lock.claim(conn, task_ids)
+        cursors = q.task_cursors(conn, claimed)
+        items = [(task_id, cursors[task_id]) for task_id in claimed if task_id in cursors]
+        self.progress.add_total(len(items))
+        return items
 
     async def _run_workers(
         self,
-        queue: asyncio.Queue[str | None],
+        queue: asyncio.Queue[_Item | None],
         *,
         from_zero: bool,
         producer: asyncio.Task[None] | None,
@@ -243,38 +321,40 @@ class SyncEngine:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _worker(self, queue: asyncio.Queue[str | None], *, from_zero: bool) -> None:
+    async def _worker(self, queue: asyncio.Queue[_Item | None], *, from_zero: bool) -> None:
         while True:
-            task_id = await queue.get()
-            if task_id is None:
+            item = await queue.get()
+            if item is None:
                 return
             if self.should_stop():
                 continue  # drain; unclaimed leases are released with the lock
             try:
-                await self.poll_task(task_id, from_zero=from_zero)
+                await self.poll_task(*item, from_zero=from_zero)
             except (AuthError, StorageError) as exc:
                 self._fatal = exc
             finally:
                 self.progress.advance()
 
-    async def poll_task(self, task_id: str, *, from_zero: bool) -> None:
+    async def poll_task(self, task_id: str, cursor: q.TaskCursor, *, from_zero: bool) -> None:
         """One task: read its new events (and sweep at the end), then save atomically."""
-        cursor = await self._db(q.task_cursor, task_id)
-        if cursor is None or cursor.finalized:
+        if cursor.finalized:
             return
         event_t = 0 if from_zero or cursor.event_t <= 0 else cursor.event_t - 1
         try:
-            task = await self.client.get_task(task_id, event_t=event_t)
+            downloads = self.artifacts is not None  # links are asked for on full reads only
+            task = await self.client.get_task(
+                task_id, event_t=event_t, downloads=downloads and event_t == 0
+            )
             events: list[TaskEvent] = list(task.events or [])
             full_read = event_t == 0
             if task.is_terminal and not full_read:
-                sweep = await self.client.get_task(task_id, event_t=0)
+                sweep = await self.client.get_task(task_id, event_t=0, downloads=downloads)
                 events.extend(sweep.events or [])
                 task, full_read = sweep, True
         except TaskNotFound as exc:
             await self._db(q.mark_gone, task_id, str(exc), owner=self.lock.owner, now=utcnow())
             self.counts["tasks_gone"] += 1
-            log.warning("task %s is gone: %s", task_id, exc)
+            log.warning("task %s is gone: %s", task_id, exc, extra={"task_id": task_id})
             return
         except AuthError:
             raise
@@ -282,8 +362,10 @@ class SyncEngine:
             await self._save_error(task_id, str(exc), cursor.error_count)
             return
         finalize = task.is_terminal and full_read
+        if finalize and self.artifacts is not None:
+            finalize = await self._settle_artifacts(task, events)
         try:
-            inserted = await self._db(
+            inserted = await self._writer.save(
                 q.save_poll,
                 task,
                 events,
@@ -300,12 +382,23 @@ class SyncEngine:
                 return
             raise
         except LeaseLost:
-            log.info("task %s: another run took it over; skipped", task_id)
+            log.info(
+                "task %s: another run took it over; skipped", task_id, extra={"task_id": task_id}
+            )
             return
         self.counts["tasks_polled"] += 1
         self.counts["events_inserted"] += inserted
         if finalize:
             self.counts["tasks_finalized"] += 1
+
+    async def _settle_artifacts(self, task: TaskInfo, events: Sequence[TaskEvent]) -> bool:
+        """``--downloads``: store the task's artifacts; True once each reached a final state."""
+        assert self.artifacts is not None
+        stamps = [ev.timestamp for ev in events if ev.timestamp is not None]
+        outcome = await self.artifacts.settle(task, event_t=max(stamps, default=0))
+        for message in outcome.errors.values():
+            self._task_failed(task.id, message)
+        return outcome.final
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
         backoff = timedelta(seconds=min(ERROR_BACKOFF_S * 2**streak, ERROR_BACKOFF_CAP_S))
@@ -322,7 +415,7 @@ class SyncEngine:
     def _task_failed(self, task_id: str | None, message: str) -> None:
         self.counts["errors"] += 1
         self.result.errors.append(message)
-        log.error("task %s failed: %s", task_id or "(listing)", message)
+        log.error("task %s failed: %s", task_id or "(listing)", message, extra={"task_id": task_id})
 
     # -- the two commands ------------------------------------------------------------
 
@@ -343,12 +436,12 @@ class SyncEngine:
             todo = await self._db(q.backfill_task_ids, since=None, only=list(ids))
             await self.poll_all(todo, from_zero=True)
             return
-        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.options.concurrency * 8)
+        queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.options.concurrency * 8)
         producer = asyncio.create_task(self._backfill_listing(queue, since))
         await self._run_workers(queue, from_zero=True, producer=producer)
 
     async def _backfill_listing(
-        self, queue: asyncio.Queue[str | None], since: datetime | None
+        self, queue: asyncio.Queue[_Item | None], since: datetime | None
     ) -> None:
         """Feed the workers while the (serial) listing goes on; resumable by its cursor."""
         since_s = since.timestamp() if since is not None else None
@@ -361,10 +454,8 @@ class SyncEngine:
         async def enqueue(ids: list[str]) -> None:
             fresh = [i for i in ids if i not in seen]
             seen.update(fresh)
-            claimed = await self._db(self.lock.claim, fresh) if fresh else []
-            self.progress.add_total(len(claimed))
-            for task_id in claimed:
-                await queue.put(task_id)
+            for item in await self._db(self._claim, fresh) if fresh else []:
+                await queue.put(item)
 
         # Tasks an interrupted backfill listed but did not finish come first.
         await enqueue(await self._db(q.backfill_task_ids, since=None))
@@ -419,6 +510,7 @@ def run_command(
     lock = RunLock(db, command)
     lock.acquire(wait_s=wait_lock_s)
     result = RunResult(run_id=lock.owner, command=command)
+    set_run_id(result.run_id)
     try:
         with db.transaction() as conn:
             q.start_run(
@@ -432,6 +524,13 @@ def run_command(
         asyncio.run(
             _run_async(command, db, client_config, options, lock, result, since, ids, progress)
         )
+    except BaseException as exc:
+        # An unexpected exception must not leave the run recorded as "ok" (status and
+        # metrics count "ok" runs as successful passes).
+        if result.outcome in ("ok", "partial"):
+            result.outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            result.message = f"unexpected error: {type(exc).__name__}: {exc}"[:2000]
+        raise
     finally:
         result.finished_at = utcnow()
         try:
@@ -446,6 +545,7 @@ def run_command(
                 )
         finally:
             lock.release()
+            set_run_id(None)
     return result
 
 
@@ -482,6 +582,8 @@ async def _run_async(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             result.counts["requests"] = client.requests
+            if engine.artifacts is not None:
+                await engine.artifacts.aclose()
             engine.close()
             (progress or NullProgress()).close()
         if result.outcome == "failed":

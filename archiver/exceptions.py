@@ -61,3 +61,27 @@ class LockHeld(ArchiverError):
 
 class StorageError(ArchiverError):
     """The database or blob storage failed (disk full, permissions, connection lost)."""
+
+
+class BlobStoreError(StorageError):
+    """The blob storage (local folder or fsspec backend) failed to create, write or read."""
+
+
+class ArtifactError(ArchiverError):
+    """Fetching one artifact (recording or downloads archive) failed; the pass goes on."""
+
+
+class ArtifactLinkRefused(ArtifactError):
+    """The artifact host answered 403/404/410: the presigned link expired or is not valid."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ArtifactTransferError(ArtifactError):
+    """A failure that may go away on a later pass: connection, timeout, 5xx, truncation."""
+
+
+class ArtifactRejected(ArtifactError):
+    """The artifact will not be fetched as it is: too large, or not an http(s) link."""

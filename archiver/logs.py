@@ -1,22 +1,111 @@
-"""Logging setup, with redaction of secrets in every record.
+"""Logging: human-readable lines or JSON lines on stderr, with secrets redacted.
 
-The API key is never logged on purpose; the filter here is the second line of defence,
-masking the key and presigned query strings wherever they might slip into a message.
+Two formats (``--log-format``):
+
+* ``text`` (default): ``2026-01-31T12:00:00 INFO archiver.engine: message``.
+* ``json``: one JSON object per line for log shippers, always with the keys ``time``
+  (UTC, ISO 8601 with milliseconds and ``Z``), ``level``, ``event`` (the message),
+  ``logger``, ``run_id`` and ``task_id`` (null when not about one run or task); the
+  summary line of a pass adds ``summary: true``, ``command``, ``outcome``, ``duration_s``
+  and ``counts``; progress lines add ``progress``; a logged exception adds ``exception``
+  (an uncaught one, i.e. a bug, becomes a ``critical`` line rather than a bare traceback).
+
+Verbosity: the default shows info lines (progress, the summary) and above; ``-q`` shows
+only warnings, errors and the summary of the pass; ``-v`` adds one line per HTTP request
+(method, URL without its query string, status) and the migrations applied; ``-vv`` adds
+debug lines of every library.
+
+The API key is never logged on purpose; :class:`RedactingFilter` is the second line of
+defence, masking the key (and any other given secret) and the query string of every URL
+(where presigned links keep their signature) in messages, tracebacks and extra fields,
+whichever format is used.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from archiver.config import ENV_API_KEY
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archiver.engine import RunResult
 
 #: Query strings of presigned links (the signature lives there).
 _PRESIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
 REDACTED = "********"
 
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_DATEFMT = "%Y-%m-%dT%H:%M:%S"
+
+#: Counters every summary carries, in this order (missing ones are 0).
+SUMMARY_COUNTS = (
+    "tasks_discovered",
+    "tasks_polled",
+    "tasks_finalized",
+    "events_inserted",
+    "artifacts_stored",
+    "tasks_gone",
+    "errors",
+    "requests",
+)
+#: Level of the summary line by the pass's outcome (anything else: ERROR).
+SUMMARY_LEVELS = {
+    "ok": logging.INFO,
+    "partial": logging.WARNING,
+    "interrupted": logging.WARNING,
+}
+#: Record attributes a JSON line carries when a log call sets them (``extra=``).
+_JSON_EXTRAS = ("summary", "command", "outcome", "duration_s", "counts", "progress")
+
+log = logging.getLogger("archiver")
+
+_run_id: str | None = None
+_format: str | None = None  # the active format once setup_logging ran
+
+
+def set_run_id(run_id: str | None) -> None:
+    """Tag every following log record with this run id (None: no run)."""
+    global _run_id
+    _run_id = run_id
+
+
+def active_format() -> str | None:
+    """The format set up by :func:`setup_logging`, or None before it ran."""
+    return _format
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with each secret and every URL query string masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return _PRESIGNED_QUERY.sub(r"\1?" + REDACTED, text)
+
+
+def _redact_value(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v, secrets) for v in value]
+    return value
+
 
 class RedactingFilter(logging.Filter):
-    """Masks the given secrets and any URL query string in log messages."""
+    """Masks the given secrets and any URL query string in messages, tracebacks and
+    string-valued extra fields, before any formatter sees the record."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -27,32 +116,158 @@ class RedactingFilter(logging.Filter):
         cleaned = redact(message, self.secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        for name in ("task_id", "run_id", *_JSON_EXTRAS):
+            value = getattr(record, name, None)
+            if value is not None:
+                setattr(record, name, _redact_value(value, self.secrets))
         return True
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return _PRESIGNED_QUERY.sub(r"\1?" + REDACTED, text)
+class ContextFilter(logging.Filter):
+    """Gives every record ``run_id`` (the current run's) and ``task_id`` attributes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "run_id", None) is None:
+            record.run_id = _run_id
+        if not hasattr(record, "task_id"):
+            record.task_id = None
+        return True
+
+
+class QuietFilter(logging.Filter):
+    """``-q``: warnings, errors and the summary of the pass only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or bool(getattr(record, "summary", False))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "logger": record.name,
+            "run_id": getattr(record, "run_id", None),
+            "task_id": getattr(record, "task_id", None),
+        }
+        for name in _JSON_EXTRAS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes around a progress bar on the same stream instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            with tqdm.external_write_mode(file=self.stream):
+                self.stream.write(message + self.terminator)
+                self.flush()
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``text`` or ``json`` lines."""
+    if log_format == "json":
+        return JsonFormatter()
+    if log_format == "text":
+        return logging.Formatter(TEXT_FORMAT, TEXT_DATEFMT)
+    from archiver.exceptions import ConfigError
+
+    raise ConfigError(
+        f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}: "
+        "set --log-format or ARCHIVER_LOG_FORMAT to text (default) or json."
+    )
 
 
 def setup_logging(
-    *, verbose: int = 0, quiet: bool = False, secrets: list[str] | None = None
+    *,
+    verbose: int = 0,
+    quiet: bool = False,
+    secrets: list[str] | None = None,
+    log_format: str = DEFAULT_LOG_FORMAT,
 ) -> None:
-    """Human-readable lines on stderr; -v adds detail, -q keeps warnings only."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
-    handler.addFilter(RedactingFilter(secrets or []))
+    """Log to stderr in ``log_format``; -v adds per-request lines, -q keeps warnings and
+    the summary only. The API key in the environment is always among the secrets."""
+    global _format
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(make_formatter(log_format))
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter([*(secrets or []), os.environ.get(ENV_API_KEY, "")]))
+    if quiet:
+        handler.addFilter(QuietFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
-    # httpx logs every request URL at INFO; only -v wants that.
-    logging.getLogger("httpx").setLevel(logging.INFO if verbose > 1 else logging.WARNING)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    # httpx logs every request (method, URL, status) at INFO: that is -v's detail.
+    logging.getLogger("httpx").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # -v also says which migrations ran (an upgrade is otherwise silent).
+    migration = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("alembic.runtime.migration").setLevel(migration)
+    # A crash (a bug) would otherwise print a bare traceback between the JSON lines.
+    if log_format == "json":
+        sys.excepthook = _log_uncaught
+    _format = log_format
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    log.critical("crashed: %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
+
+
+def log_summary(result: RunResult) -> None:
+    """The one line that ends every pass: what it did, at a level matching its outcome."""
+    finished = result.finished_at or datetime.now(UTC)
+    counts = {name: int(result.counts.get(name, 0)) for name in SUMMARY_COUNTS}
+    counts.update({k: int(v) for k, v in sorted(result.counts.items()) if k not in counts})
+    log.log(
+        SUMMARY_LEVELS.get(result.outcome, logging.ERROR),
+        "%s",
+        result.summary(),
+        extra={
+            "summary": True,
+            "run_id": result.run_id,
+            "command": result.command,
+            "outcome": result.outcome,
+            "duration_s": round((finished - result.started_at).total_seconds(), 3),
+            "counts": counts,
+        },
+    )
+
+
+def fatal(message: str) -> None:
+    """An error that ends the command: a JSON line in json format, else
+    ``archiver: error: ...`` on stderr (also before logging is set up)."""
+    if _format == "json":
+        log.error("%s", message)
+        return
+    secrets = [os.environ.get(ENV_API_KEY, "")]
+    sys.stderr.write(f"archiver: error: {redact(message, secrets)}\n")
+    sys.stderr.flush()

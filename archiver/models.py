@@ -13,12 +13,26 @@ import json
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from archiver.exceptions import MalformedPayload
 
 #: An integer that fits a SQL BIGINT; larger values are malformed, not stored truncated.
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
+
+
+def dumps_json(value: Any) -> str:
+    """Compact JSON with sorted keys: the canonical form used for hashing and storage.
+
+    orjson where it can (it is several times faster on the hot path of every poll), the
+    standard library where orjson refuses (integers beyond 64 bits, lone surrogates).
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
 
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
 ACTIVE_STATUSES = frozenset({"waiting", "running"})
@@ -43,12 +57,7 @@ class TaskEvent(BaseModel):
         yields the same key, while a tool response that reuses its request's ``id`` (the
         API reference says ids "match responses to requests") is still kept as its own row.
         """
-        canonical = json.dumps(
-            [self.id, self.name, self.timestamp, self.payload],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        canonical = dumps_json([self.id, self.name, self.timestamp, self.payload])
         return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 

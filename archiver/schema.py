@@ -140,6 +140,7 @@ artifacts = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
     Column("pending_since", UtcDateTime),
+    Column("next_attempt_at", UtcDateTime),
     Index("ix_artifacts_state", "state"),
 )
 

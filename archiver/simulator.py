@@ -66,7 +66,23 @@ Extras beyond the brief: the presigned file URLs are actually served
 (``GET /files/<id>/recording.mp4`` - deterministic bytes, ``GET /files/<id>/downloads.zip`` -
 a small deterministic zip) when the signature matches (403 otherwise) and the file is
 available (404 otherwise); ``X-Amz-Expires`` is not enforced. File requests count under
-``stats["file"]`` / ``stats["file:<id>"]`` only.
+``stats["file"]`` / ``stats["file:<id>"]`` / ``stats["file:<id>/<name>"]`` (and bytes sent
+under ``stats["file_bytes"]``) only.
+
+Artifact-host knobs (all off by default): ``recording_bytes`` (a recording of that size,
+generated on the fly so even 2 GiB is never held in memory), ``recording_content_type`` /
+``downloads_content_type``, ``hostile_zip_task_ids`` (member names ``../../etc/passwd``,
+``/etc/shadow``, ``C:/...``), ``corrupt_zip_task_ids`` (the zip's end is cut off),
+``recording_url_override`` (e.g. a ``file://`` link), ``link_ttl_s`` (links carry
+``X-Amz-Date`` and expire that many sim-seconds later: 403), ``single_use_links`` (each
+issued link works once: 403 after), ``file_transfer_s`` (the sim clock advances per file
+served, as a long transfer would), ``file_errors`` (statuses answered to the first
+requests of each file, e.g. ``(410,)``), ``truncate_file_requests`` (the first N
+transfers of each file stop halfway and hang up), ``file_chunk_bytes`` /
+``file_chunk_delay_s`` (slow transfers), ``file_chunked`` (no Content-Length) and
+``file_redirect`` (``"http"``: a 302 to ``/redirected/...`` on this server; any other
+value is sent as the Location, e.g. ``file:///etc/passwd``). Helpers for tests:
+:meth:`Simulator.file_bytes` and :meth:`Simulator.file_sha256`.
 
 Control endpoints (no api key, no latency, not counted in stats): ``POST /_sim/advance?seconds=X``,
 ``POST /_sim/set_time?t=X``, ``POST /_sim/finish_all``, ``POST /_sim/reset_stats``,
@@ -95,6 +111,7 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -156,6 +173,22 @@ class SimulatorConfig:
     malformed_task_ids: frozenset[str] = frozenset()  # Get Task -> 200 with a malformed body
     late_list_delay_s: float = 0.0  # every 5th task is listed only this long after creation
     recording_rate: float = 0.8  # P(a finished task has a recording)
+    # -- artifact serving (GET /files/...); the defaults keep the plain behaviour above
+    recording_bytes: int | None = None  # recording size; None = small (2-32 KB); streamed
+    recording_content_type: str = "video/mp4"
+    downloads_content_type: str = "application/zip"
+    hostile_zip_task_ids: frozenset[str] = frozenset()  # zips with ../, /abs, C:\ names
+    corrupt_zip_task_ids: frozenset[str] = frozenset()  # downloads.zip is a truncated zip
+    recording_url_override: str | None = None  # recording_url is this link (e.g. file://)
+    link_ttl_s: float | None = None  # file links expire this many sim-seconds after issue
+    single_use_links: bool = False  # each issued file link works once, then 403
+    file_transfer_s: float = 0.0  # sim clock advance per file fully served
+    file_errors: tuple[int, ...] = ()  # statuses for the first requests of each file
+    truncate_file_requests: int = 0  # the first N 200s of each file stop halfway
+    file_chunk_bytes: int = 64 * 1024  # bytes per write when serving a file
+    file_chunk_delay_s: float = 0.0  # wall-clock pause between chunks (slow transfer)
+    file_chunked: bool = False  # Transfer-Encoding: chunked, no Content-Length
+    file_redirect: str | None = None  # "http": 302 to /redirected/...; else a Location URL
 
     def __post_init__(self) -> None:
         if self.tasks < 0:
@@ -181,6 +214,12 @@ class SimulatorConfig:
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
+        if self.recording_bytes is not None and self.recording_bytes < 0:
+            raise ValueError("recording_bytes must be >= 0")
+        if self.file_chunk_bytes < 1:
+            raise ValueError("file_chunk_bytes must be >= 1")
+        if min(self.file_transfer_s, self.file_chunk_delay_s, self.link_ttl_s or 0.0) < 0:
+            raise ValueError("file_transfer_s, file_chunk_delay_s and link_ttl_s must be >= 0")
         if self.latency_ms < 0 or self.late_list_delay_s < 0:
             raise ValueError("latency_ms and late_list_delay_s must be >= 0")
 
@@ -462,6 +501,11 @@ class _Server(ThreadingHTTPServer):
             self._conns.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client hanging up mid-transfer (size limit, kill) is routine
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Cut idle keep-alive connections so a stopped simulator really stops answering."""
         with self._conns_lock:
@@ -495,6 +539,11 @@ def _json_bytes(obj: Any) -> bytes:
     return _ENCODER.encode(obj).encode()
 
 
+def _link_sig(base: str, issued: float, nonce: int) -> str:
+    """The signature of an expiring / single-use file link."""
+    return hashlib.sha256(f"{base}:{issued!r}:{nonce}".encode()).hexdigest()
+
+
 # --------------------------------------------------------------------------- the simulator
 
 
@@ -523,6 +572,9 @@ class Simulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._file_cache: dict[str, bytes] = {}
+        self._file_hits: collections.Counter[str] = collections.Counter()  # per "id/name"
+        self._links_issued = 0  # nonce of expiring / single-use links
+        self._links_used: set[str] = set()
 
     # ---- lifecycle
 
@@ -620,9 +672,21 @@ class Simulator:
     # ---- views
 
     def _file_url(self, t: _Task, name: str, sig: str) -> str:
+        cfg = self.config
+        if cfg.link_ttl_s is None and not cfg.single_use_links:
+            return (
+                f"{self._origin}/files/{t.id}/{name}"
+                f"?X-Amz-Signature={sig}&X-Amz-Expires={URL_EXPIRES_S}"
+            )
+        # Expiring / single-use links: each issue gets its own date, nonce and signature.
+        with self._lock:
+            self._links_issued += 1
+            nonce = self._links_issued
+            issued = self._now
+        expires = URL_EXPIRES_S if cfg.link_ttl_s is None else cfg.link_ttl_s
         return (
-            f"{self._origin}/files/{t.id}/{name}"
-            f"?X-Amz-Signature={sig}&X-Amz-Expires={URL_EXPIRES_S}"
+            f"{self._origin}/files/{t.id}/{name}?X-Amz-Date={issued!r}&X-Amz-Expires={expires}"
+            f"&X-Amz-Credential={nonce}&X-Amz-Signature={_link_sig(sig, issued, nonce)}"
         )
 
     def _view(self, t: _Task, now: float, *, downloads: bool, listing: bool) -> dict[str, Any]:
@@ -641,6 +705,8 @@ class Simulator:
             recording = (
                 self._file_url(t, "recording.mp4", t.sig_recording) if t.has_recording else ""
             )
+            if recording and self.config.recording_url_override is not None:
+                recording = self.config.recording_url_override
         dl: str | None = None
         if downloads and terminal and not listing:
             dl = self._file_url(t, "downloads.zip", t.sig_downloads) if t.has_downloads else ""
@@ -692,8 +758,9 @@ class Simulator:
                 status, body = self._api(h, path, query)
             elif path.startswith("/_sim/"):
                 status, body = self._control(h.command, path, query)
-            elif path.startswith("/files/"):
-                status, body, ctype = self._files(h.command, path, query)
+            elif path.startswith(("/files/", "/redirected/")):
+                self._files(h, path, query)  # streams its own response
+                return
             else:
                 raise _HTTPError(404, "Not Found")
         except _HTTPError as e:
@@ -828,36 +895,175 @@ class Simulator:
             return 200, _json_bytes(self.truth())
         return 200, _json_bytes({"now": self.now()})
 
-    def _files(self, method: str, path: str, query: dict[str, str]) -> tuple[int, bytes, str]:
-        if method not in ("GET", "HEAD"):
+    def _files(self, h: _Handler, path: str, query: dict[str, str]) -> None:
+        """Serve one presigned file link (or raise _HTTPError before anything is sent)."""
+        cfg = self.config
+        if h.command not in ("GET", "HEAD"):
             raise _HTTPError(405, "Method Not Allowed")
-        parts = path[len("/files/") :].split("/")
+        redirected = path.startswith("/redirected/")
+        parts = path.split("/", 2)[2].split("/")
         if len(parts) != 2 or parts[1] not in ("recording.mp4", "downloads.zip"):
             raise _HTTPError(404, "NoSuchKey")
         task_id, name = unquote(parts[0]), parts[1]
-        self._count("file", f"file:{task_id}")
+        key = f"{task_id}/{name}"
+        self._count("file", f"file:{task_id}", f"file:{key}")
+        with self._lock:
+            self._file_hits[key] += 1
+            hit = self._file_hits[key]
         t = self._by_id.get(task_id)
         now = self.now()
         if t is None or t.created > now:
             raise _HTTPError(404, "NoSuchKey")
         is_rec = name == "recording.mp4"
-        sig = t.sig_recording if is_rec else t.sig_downloads
-        if query.get("X-Amz-Signature") != sig:
-            raise _HTTPError(403, "SignatureDoesNotMatch")
+        self._check_link(t, is_rec, query, now, consume=not (cfg.file_redirect and not redirected))
+        if hit <= len(cfg.file_errors):
+            raise _HTTPError(cfg.file_errors[hit - 1], "simulated artifact host error")
         if is_rec:
             ok = t.has_recording and now >= t.end + ARTIFACT_DELAY_S
         else:
             ok = t.has_downloads and now >= t.end
         if not ok:
             raise _HTTPError(404, "NoSuchKey")
-        key = f"{task_id}/{name}"
+        if cfg.file_redirect and not redirected:
+            location = (
+                f"/redirected/{parts[0]}/{name}?{urlsplit(h.path).query}"
+                if cfg.file_redirect == "http"
+                else cfg.file_redirect
+            )
+            h.send_response(302)
+            h.send_header("Location", location)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        size, chunks = self._file_body(t, is_rec)
+        ctype = cfg.recording_content_type if is_rec else cfg.downloads_content_type
+        self._count(f"file_served:{key}")
+        self._stream(h, size, chunks, ctype, truncate=hit <= cfg.truncate_file_requests)
+
+    def _check_link(
+        self, t: _Task, is_rec: bool, query: dict[str, str], now: float, *, consume: bool
+    ) -> None:
+        cfg = self.config
+        sig = t.sig_recording if is_rec else t.sig_downloads
+        if cfg.link_ttl_s is None and not cfg.single_use_links:
+            if query.get("X-Amz-Signature") != sig:
+                raise _HTTPError(403, "SignatureDoesNotMatch")
+            return
+        try:
+            issued = float(query.get("X-Amz-Date", ""))
+            nonce = int(query.get("X-Amz-Credential", ""))
+        except ValueError:
+            raise _HTTPError(403, "AuthorizationQueryParametersError") from None
+        if query.get("X-Amz-Signature") != _link_sig(sig, issued, nonce):
+            raise _HTTPError(403, "SignatureDoesNotMatch")
+        if cfg.link_ttl_s is not None and now > issued + cfg.link_ttl_s:
+            raise _HTTPError(403, "AccessDenied: Request has expired")
+        if cfg.single_use_links:
+            token = f"{nonce}"
+            with self._lock:
+                if token in self._links_used:
+                    raise _HTTPError(403, "AccessDenied: link already used")
+                if consume:
+                    self._links_used.add(token)
+
+    def _file_body(self, t: _Task, is_rec: bool) -> tuple[int, Iterator[bytes]]:
+        """(size, chunks) of a file; big recordings are generated on the fly, never whole."""
+        cfg = self.config
+        if is_rec and cfg.recording_bytes is not None:
+            return cfg.recording_bytes, self._big_recording(t, cfg.recording_bytes)
+        key = f"{t.id}/{'rec' if is_rec else 'zip'}"
         with self._lock:
             data = self._file_cache.get(key)
         if data is None:
-            data = self._recording_bytes(t) if is_rec else self._downloads_zip(t)
+            if is_rec:
+                data = self._recording_bytes(t)
+            elif t.id in cfg.corrupt_zip_task_ids:
+                data = self._downloads_zip(t)[:-30]  # the end of the central directory is cut
+            elif t.id in cfg.hostile_zip_task_ids:
+                data = self._hostile_zip(t)
+            else:
+                data = self._downloads_zip(t)
             with self._lock:
                 self._file_cache[key] = data
-        return 200, data, "video/mp4" if is_rec else "application/zip"
+        step = cfg.file_chunk_bytes
+        return len(data), (data[i : i + step] for i in range(0, len(data), step))
+
+    def _big_recording(self, t: _Task, size: int) -> Iterator[bytes]:
+        """``size`` video-like bytes: an ftyp header, then a seeded 1 MiB block, cycled."""
+        rng = random.Random(f"{self.config.seed}:{t.id}:bigrec")
+        head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+        block = rng.randbytes(1024 * 1024)
+        twice = block + block
+        step = min(self.config.file_chunk_bytes, len(block))
+        first = head[:size]
+        if first:
+            yield first
+        sent, offset = len(first), 0
+        while sent < size:
+            n = min(step, size - sent)
+            yield twice[offset : offset + n]
+            offset = (offset + n) % len(block)
+            sent += n
+
+    def file_bytes(self, task_id: str, name: str) -> bytes:
+        """The exact bytes the file link of a task serves (tests; small files only)."""
+        t = self._by_id[task_id]
+        return b"".join(self._file_body(t, name == "recording.mp4")[1])
+
+    def file_sha256(self, task_id: str, name: str) -> tuple[int, str]:
+        """(size, SHA-256) of what a file link serves, computed as a stream."""
+        t = self._by_id[task_id]
+        size, chunks = self._file_body(t, name == "recording.mp4")
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        return size, digest.hexdigest()
+
+    def _stream(
+        self, h: _Handler, size: int, chunks: Iterator[bytes], ctype: str, *, truncate: bool
+    ) -> None:
+        cfg = self.config
+        h.send_response(200)
+        h.send_header("Content-Type", ctype)
+        if cfg.file_chunked:
+            h.send_header("Transfer-Encoding", "chunked")
+        else:
+            h.send_header("Content-Length", str(size))
+        h.end_headers()
+        if h.command == "HEAD":
+            return
+        limit = size // 2 if truncate else size
+        sent = 0
+        try:
+            for chunk in chunks:
+                if sent + len(chunk) > limit:
+                    chunk = chunk[: limit - sent]
+                if chunk:
+                    if cfg.file_chunked:
+                        h.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    else:
+                        h.wfile.write(chunk)
+                    sent += len(chunk)
+                    with self._lock:
+                        self.stats["file_bytes"] += len(chunk)
+                if sent >= limit:
+                    break
+                if cfg.file_chunk_delay_s > 0:
+                    time.sleep(cfg.file_chunk_delay_s)
+            if truncate:
+                h.wfile.flush()
+                h.close_connection = True
+                with contextlib.suppress(OSError):
+                    h.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if cfg.file_chunked:
+                h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except OSError:  # the client went away (e.g. it stopped at its size limit)
+            h.close_connection = True
+            return
+        if cfg.file_transfer_s > 0:
+            self.advance(cfg.file_transfer_s)
 
     def _recording_bytes(self, t: _Task) -> bytes:
         seed = hashlib.sha256(f"{self.config.seed}:{t.id}:rec".encode()).digest()
@@ -881,6 +1087,26 @@ class Simulator:
                 zf.writestr(info, (_words(rng, 20) + "\n").encode() * rng.randint(1, 20))
         return buf.getvalue()
 
+    def _hostile_zip(self, t: _Task) -> bytes:
+        """A zip whose member names try to escape: ../, absolute, drive and UNC paths."""
+        names = (
+            "../../etc/passwd",
+            "/etc/shadow",
+            "..\\..\\windows\\system32\\evil.dll",
+            "C:/Users/Public/evil.txt",
+            "a/../../../escape.txt",
+            "./ok/../../dot.txt",
+            "normal/ok.txt",
+            "ünïcödé/名前.txt",
+        )
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for k, name in enumerate(names):
+                info = zipfile.ZipInfo(name, (2026, 1, 2, 3, 4, 6))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, f"{t.id} member {k}\n".encode() * 10)
+        return buf.getvalue()
+
 
 # --------------------------------------------------------------------------- CLI
 
@@ -901,6 +1127,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=None)
     p.add_argument("--event-timestamp-unit", choices=sorted(_UNITS), default="ms")
     p.add_argument("--created-at-unit", choices=sorted(_UNITS), default="s")
+    p.add_argument("--recording-rate", type=float, default=0.8)
+    p.add_argument(
+        "--recording-bytes", type=int, default=None, help="recording size (generated on the fly)"
+    )
+    p.add_argument("--file-chunk-bytes", type=int, default=64 * 1024)
     a = p.parse_args(argv)
     sim = Simulator(
         SimulatorConfig(
@@ -913,6 +1144,9 @@ def main(argv: list[str] | None = None) -> int:
             api_key=a.api_key,
             event_timestamp_unit=a.event_timestamp_unit,
             created_at_unit=a.created_at_unit,
+            recording_rate=a.recording_rate,
+            recording_bytes=a.recording_bytes,
+            file_chunk_bytes=a.file_chunk_bytes,
         )
     )
     stop = threading.Event()

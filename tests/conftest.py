@@ -201,3 +201,43 @@ def assert_matches_truth(db: Database, sim: Simulator) -> None:
         assert row["event_count"] == len({e for e in events if e[0] == task_id}), task_id
         stamps = [e["timestamp"] for e in entry["events"] if e["timestamp"] is not None]
         assert row["event_t"] == (max(stamps) if stamps else 0), task_id
+
+
+# --- S3 blob storage: moto's S3-compatible server on loopback --------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 for the whole session (no network beyond loopback)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_blob_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty bucket on the moto server, as ``s3://bucket/prefix``; AWS_* env set for it
+    (in this process and in `archiver` subprocesses)."""
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    import s3fs
+
+    bucket = f"archive-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="testing", secret="testing").mkdir(bucket)
+    return f"s3://{bucket}/smooth"

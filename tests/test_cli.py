@@ -210,7 +210,18 @@ def test_demo_runs_without_an_api_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["sync", "backfill", "status", "demo", "db upgrade", "db current"]
+    "command",
+    [
+        "sync",
+        "backfill",
+        "status",
+        "demo",
+        "db upgrade",
+        "db current",
+        "report",
+        "report credits",
+        "report top",
+    ],
 )
 def test_every_command_has_an_example_in_help(command: str) -> None:
     """`--help` of each command shows an example and never an API key."""

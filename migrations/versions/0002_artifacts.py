@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text),
         sa.Column("pending_since", Utc),
+        sa.Column("next_attempt_at", Utc),
     )
     op.create_index("ix_artifacts_state", "artifacts", ["state"])
     op.create_table(

@@ -1,0 +1,400 @@
+"""The blob store: where archived artifacts (recordings, downloads archives) are kept.
+
+A store is a root URL handled by fsspec: a local path or ``file://`` URL, or a cloud URL
+such as ``s3://bucket/prefix`` (``pip install 'smooth-archiver[s3]'``) or ``gs://bucket``
+(``[gcs]``). Credentials and endpoints come from the backend's usual configuration (for
+S3: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for an
+S3-compatible server; or fsspec's ``FSSPEC_S3_*`` variables).
+
+Layout inside the root (a public interface, documented in the README)::
+
+    tasks/YYYY/MM/DD/<task>/recording.<ext>
+    tasks/YYYY/MM/DD/<task>/downloads.<ext>
+    .tmp/<task>.<kind>.<random>.part        # in-flight writes only
+
+``YYYY/MM/DD`` is the task's creation date (UTC), ``undated`` when the API gave none.
+``<task>`` is :func:`task_folder` of the task id: the id itself when it is made of
+``a-z 0-9 _ -`` only (1-100 characters), otherwise an encoded form starting with ``~``
+that can never contain a separator or dot segment, so no task id can steer a path.
+
+Writes are atomic: bytes go to a temporary name under ``.tmp/`` and are moved to their
+final name only after their size and SHA-256 are known, so a reader never sees a partial
+blob under a final name. On local disk, folders are created 0700 and files 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mimetypes
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import fsspec
+
+from archiver.exceptions import ArchiverError, BlobStoreError, ConfigError
+
+#: Read and write in pieces of this size: nothing is ever held whole in memory.
+CHUNK_BYTES = 1024 * 1024
+#: Buffer size of cloud writers (one multipart-upload part; S3's minimum is 5 MiB).
+UPLOAD_BLOCK_BYTES = 8 * 1024 * 1024
+TEMP_DIR = ".tmp"
+TASKS_DIR = "tasks"
+UNDATED = "undated"
+MAX_PLAIN_ID = 100
+#: Ids up to this many UTF-8 bytes are hex-encoded (reversible); longer ones are hashed.
+MAX_HEX_ID_BYTES = 60
+_PLAIN_ID = re.compile(rf"[a-z0-9_-]{{1,{MAX_PLAIN_ID}}}")
+
+#: Extensions for the content types artifact hosts send; anything else falls back to the
+#: link's own extension when it is a known one, then to ``.bin``.
+CONTENT_TYPE_EXTENSIONS = {
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "video/quicktime": ".mov",
+    "video/x-matroska": ".mkv",
+    "video/x-msvideo": ".avi",
+    "video/mpeg": ".mpeg",
+    "video/ogg": ".ogv",
+    "application/zip": ".zip",
+    "application/x-zip-compressed": ".zip",
+    "application/x-zip": ".zip",
+    "application/gzip": ".gz",
+    "application/x-tar": ".tar",
+    "application/json": ".json",
+    "application/pdf": ".pdf",
+    "text/plain": ".txt",
+}
+_GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+_KNOWN_EXTENSIONS = frozenset(CONTENT_TYPE_EXTENSIONS.values())
+DEFAULT_EXTENSION = ".bin"
+
+
+def task_folder(task_id: str) -> str:
+    """The one path segment that holds a task's blobs; never ``.``, ``..`` or a separator.
+
+    ``tsk_0a1b2c`` stays as it is. Anything else (upper case, dots, slashes, backslashes,
+    NUL, other characters) becomes ``~x`` + the hex of its UTF-8 bytes, or ``~s`` + its
+    SHA-256 when longer than 60 bytes: distinct ids always get distinct folders, and the
+    ``~`` marks an encoded one (a plain id never contains ``~``).
+    """
+    if _PLAIN_ID.fullmatch(task_id):
+        return task_id
+    raw = task_id.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_HEX_ID_BYTES:
+        return "~x" + raw.hex()
+    return "~s" + hashlib.sha256(raw).hexdigest()
+
+
+def extension_for(content_type: str | None, source_url: str | None = None) -> str:
+    """The file extension for a blob: from its content type, else its link, else ``.bin``."""
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype in CONTENT_TYPE_EXTENSIONS:
+        return CONTENT_TYPE_EXTENSIONS[ctype]
+    if ctype not in _GENERIC_TYPES:
+        guessed = mimetypes.guess_extension(ctype, strict=False)
+        if guessed and re.fullmatch(r"\.[a-z0-9]{1,8}", guessed):
+            return guessed
+    if source_url:
+        suffix = PurePosixPath(source_url.split("?", 1)[0]).suffix.lower()
+        if suffix in _KNOWN_EXTENSIONS:
+            return suffix
+    return DEFAULT_EXTENSION
+
+
+def blob_key(task_id: str, created: datetime | None, kind: str, extension: str) -> str:
+    """The key of a task's artifact, relative to the store's root."""
+    if kind not in ("recording", "downloads"):
+        raise ValueError(f"artifact kind {kind!r} is not 'recording' or 'downloads'")
+    if not re.fullmatch(r"\.[a-z0-9]{1,8}", extension):
+        raise ValueError(f"extension {extension!r} is not a short lower-case extension")
+    day = f"{created:%Y/%m/%d}" if created is not None else UNDATED
+    return f"{TASKS_DIR}/{day}/{task_folder(task_id)}/{kind}{extension}"
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a committed write left under its final name."""
+
+    key: str
+    url: str
+    size: int
+    sha256: str
+    rewritten: bool  # False when an identical blob was already there and was kept
+
+
+class BlobStore:
+    """One blob storage root, through fsspec."""
+
+    def __init__(
+        self, url: str, *, storage_options: dict[str, Any] | None = None, create: bool = True
+    ) -> None:
+        if not url or not url.strip():
+            raise ConfigError(
+                "the blob storage URL is empty: set --blob-url or ARCHIVER_BLOB_URL to a "
+                "local folder, file:///path, s3://bucket/prefix or gs://bucket/prefix."
+            )
+        self.local = "://" not in url or url.startswith("file://")
+        if self.local:
+            path = url[len("file://") :] if url.startswith("file://") else url
+            root = Path(path).expanduser().absolute()
+            self.fs: Any = fsspec.filesystem("file")
+            self.root = root.as_posix()
+            self.url = "file://" + self.root
+            if create:
+                self._make_local_dirs(root)
+            return
+        try:
+            fs, root_path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        except ImportError as exc:
+            protocol = url.split("://", 1)[0]
+            extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(protocol)
+            hint = (
+                f"pip install 'smooth-archiver[{extra}]'"
+                if extra
+                else "install the fsspec backend for it"
+            )
+            raise ConfigError(
+                f"blob storage URL {url!r} needs a backend that is not installed ({exc}): {hint}."
+            ) from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"blob storage URL {url!r} is not usable ({exc}): expected a local folder, "
+                "file:///path, s3://bucket/prefix or gs://bucket/prefix."
+            ) from None
+        self.fs = fs
+        self.root = str(root_path).rstrip("/")
+        if not self.root:
+            raise ConfigError(
+                f"blob storage URL {url!r} names no bucket: use e.g. s3://bucket/prefix."
+            )
+        self.url = str(fs.unstrip_protocol(self.root))
+
+    @classmethod
+    def for_blob_url(cls, url: str) -> tuple[BlobStore, str]:
+        """The store and key of a blob recorded under another root (``.../tasks/...``)."""
+        marker = f"/{TASKS_DIR}/"
+        if marker not in url:
+            raise BlobStoreError(
+                f"blob URL {url!r} is not in the archiver's layout (no '{marker}' in it); "
+                "check artifacts.blob_url or pass the --blob-url it was stored under."
+            )
+        root, key = url.rsplit(marker, 1)
+        return cls(root, create=False), f"{TASKS_DIR}/{key}"
+
+    def __repr__(self) -> str:
+        return f"BlobStore({self.url!r})"
+
+    # -- paths -------------------------------------------------------------------------
+
+    def path(self, key: str) -> str:
+        """The backend path of a key (relative to the root)."""
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+            raise BlobStoreError(
+                f"blob key {key!r} is not a clean relative path; this is a bug, please report it."
+            )
+        return f"{self.root}/{key}"
+
+    def url_for(self, key: str) -> str:
+        """The URL recorded in ``artifacts.blob_url``."""
+        return f"{self.url}/{key}"
+
+    def key_from_url(self, url: str) -> str | None:
+        """The key of a blob URL inside this root, or None when it is elsewhere."""
+        prefix = self.url + "/"
+        return url[len(prefix) :] if url.startswith(prefix) else None
+
+    # -- writing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """Third-party storage errors become BlobStoreError, naming what and where."""
+        try:
+            yield
+        except ArchiverError:
+            raise
+        except Exception as exc:
+            raise BlobStoreError(
+                f"blob storage {self.url}: {action} {key!r} failed "
+                f"({type(exc).__name__}: {str(exc)[:300]}); check that the location exists, "
+                "is writable and has space, and the credentials for it."
+            ) from exc
+
+    def _make_local_dirs(self, path: Path) -> None:
+        missing: list[Path] = []
+        probe = path
+        while not probe.exists():
+            missing.append(probe)
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        try:
+            for folder in reversed(missing):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, 0o700)
+        except OSError as exc:
+            raise BlobStoreError(
+                f"cannot create blob folder {str(path)!r}: {exc.strerror}; check permissions "
+                "or set --blob-url / ARCHIVER_BLOB_URL elsewhere."
+            ) from None
+
+    def _ensure_parent(self, key: str) -> None:
+        parent = self.path(key).rsplit("/", 1)[0]
+        if self.local:
+            self._make_local_dirs(Path(parent))
+        # Object stores have no folders to create.
+
+    def begin(self, task_id: str, kind: str) -> BlobWriter:
+        """Start writing a blob under a temporary name (see :meth:`BlobWriter.commit`)."""
+        temp_key = f"{TEMP_DIR}/{task_folder(task_id)}.{kind}.{uuid.uuid4().hex}.part"
+        with self._errors("creating", temp_key):
+            self._ensure_parent(temp_key)
+            path = self.path(temp_key)
+            if self.local:
+                # Created owner-only before fsspec opens it (opening keeps the mode).
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                handle = self.fs.open(path, "wb")
+            else:
+                handle = self.fs.open(path, "wb", block_size=UPLOAD_BLOCK_BYTES)
+        return BlobWriter(self, temp_key, handle)
+
+    def discard_temporaries(self, task_id: str, kind: str) -> int:
+        """Remove what an interrupted earlier write of this artifact left under ``.tmp``."""
+        prefix = f"{task_folder(task_id)}.{kind}."
+        removed = 0
+        with self._errors("cleaning up", TEMP_DIR):
+            folder = self.path(TEMP_DIR)
+            try:
+                names = self.fs.ls(folder, detail=False, refresh=True)
+            except FileNotFoundError:
+                return 0
+            for name in names:
+                if str(name).rsplit("/", 1)[-1].startswith(prefix):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.rm_file(name)
+                    removed += 1
+        return removed
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _invalidate(self, path: str) -> None:
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(path)
+
+    def exists(self, key: str) -> bool:
+        with self._errors("checking", key):
+            path = self.path(key)
+            self._invalidate(path)
+            return bool(self.fs.exists(path))
+
+    def size(self, key: str) -> int | None:
+        """The blob's size, or None when it does not exist."""
+        with self._errors("reading the size of", key):
+            path = self.path(key)
+            self._invalidate(path)
+            try:
+                return int(self.fs.size(path))
+            except FileNotFoundError:
+                return None
+
+    def open(self, key: str) -> IO[bytes]:
+        """A seekable binary reader (read in :data:`CHUNK_BYTES` blocks on cloud stores)."""
+        with self._errors("opening", key):
+            path = self.path(key)
+            self._invalidate(path)
+            if self.local:
+                return self.fs.open(path, "rb")  # type: ignore[no-any-return]
+            return self.fs.open(path, "rb", block_size=CHUNK_BYTES)  # type: ignore[no-any-return]
+
+    def sha256(self, key: str) -> tuple[int, str] | None:
+        """(size, SHA-256 hex) of a blob, read in chunks; None when it does not exist."""
+        digest = hashlib.sha256()
+        size = 0
+        with self._errors("reading", key):
+            try:
+                handle = self.open(key)
+            except BlobStoreError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    return None
+                raise
+            with handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+        return size, digest.hexdigest()
+
+    def remove(self, key: str) -> None:
+        with self._errors("removing", key), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(key))
+
+
+class BlobWriter:
+    """An in-flight write under a temporary name; hashes and counts what it writes."""
+
+    def __init__(self, store: BlobStore, temp_key: str, handle: Any) -> None:
+        self.store = store
+        self.temp_key = temp_key
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, chunk: bytes) -> None:
+        with self.store._errors("writing", self.temp_key):
+            self._handle.write(chunk)
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        handle = self._handle
+        if self.store.local:
+            handle.flush()
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                os.fsync(handle.fileno())
+        handle.close()
+
+    def commit(self, key: str) -> BlobInfo:
+        """Move the finished bytes to ``key``; keep an identical blob already there."""
+        store = self.store
+        with store._errors("storing", key):
+            self._close()
+            size, sha = self.size, self.sha256
+            existing = store.size(key)
+            if existing == size and store.sha256(key) == (size, sha):
+                self.abort()
+                return BlobInfo(key, store.url_for(key), size, sha, rewritten=False)
+            store._ensure_parent(key)
+            source, target = store.path(self.temp_key), store.path(key)
+            if store.local:
+                os.replace(source, target)  # atomic on one filesystem
+            else:
+                store.fs.mv(source, target)
+            store._invalidate(target)
+        return BlobInfo(key, store.url_for(key), size, sha, rewritten=True)
+
+    def abort(self) -> None:
+        """Drop the temporary bytes (best effort: a leftover is cleaned up next time)."""
+        if not self.closed and not self.store.local and hasattr(self._handle, "discard"):
+            # Cloud writers: cancel the multipart upload instead of completing it.
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self._handle.discard()
+                self._handle.closed = True  # nothing left for fsspec's __del__ to flush
+        with contextlib.suppress(Exception):
+            self._close()
+        with contextlib.suppress(Exception):
+            self.store.fs.rm_file(self.store.path(self.temp_key))

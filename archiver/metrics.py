@@ -1,0 +1,338 @@
+"""Health of the archive, for ``archiver status`` and Prometheus.
+
+:func:`read_health` answers the operator's questions from the database alone: when did
+the last successful pass finish and how long ago, how far behind is polling (the *lag*:
+age of the oldest non-finalized task's last poll), how many tasks wait on artifacts or
+sit in error back-off.
+
+A *successful* pass is a ``sync_runs`` row with outcome ``ok`` or ``partial``: the pass
+ran to its end; ``partial`` only means some tasks failed, and those are counted (and
+alerted on) separately as errors and tasks in error back-off. ``failed``,
+``interrupted``, ``crashed`` and ``running`` rows are not successes.
+
+:func:`write_metrics` writes Prometheus text-format metrics for node_exporter's textfile
+collector at the end of each pass, with the official client library: a dedicated
+:class:`CollectorRegistry` and ``write_to_textfile``, which writes a temporary file and
+renames it over the target, so the collector never reads half a file. Every metric
+carries a ``command`` label (``sync`` or ``backfill``) so both commands can write their
+own file into the same collector directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from sqlalchemy import Connection, distinct, func, select
+
+from archiver.exceptions import ArchiverError, ConfigError, StorageError
+from archiver.logs import SUMMARY_COUNTS
+from archiver.schema import artifacts, sync_runs, tasks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archiver.db import Database
+    from archiver.engine import RunResult
+
+log = logging.getLogger(__name__)
+
+#: Outcomes of ``sync_runs`` that count as a successful pass.
+SUCCESS_OUTCOMES = ("ok", "partial")
+#: Every outcome a pass can end with (``running`` while it runs).
+OUTCOMES = ("ok", "partial", "failed", "interrupted", "crashed")
+COMMANDS = ("sync", "backfill")
+#: ``archiver status --max-age``: the last successful pass is older than that (or none).
+EXIT_STALE = 3
+#: HELP text of the per-pass counters (keys: archiver.logs.SUMMARY_COUNTS).
+_COUNT_HELP = {
+    "tasks_discovered": "New tasks found by listing (or given by id)",
+    "tasks_polled": "Tasks read and saved",
+    "tasks_finalized": "Tasks finished and archived for good",
+    "events_inserted": "New events stored",
+    "artifacts_stored": "Recordings and downloads archives stored",
+    "tasks_gone": "Tasks the API answered 404 for",
+    "errors": "Task or listing failures",
+    "requests": "HTTP requests to the Smooth API",
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str, *, option: str = "--max-age") -> timedelta:
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a timedelta; ConfigError otherwise."""
+    match = _DURATION.match(value)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(
+            f"{option} {value!r} is not a positive duration: use a number of seconds or a "
+            "number with a unit s, m, h or d, e.g. 900, 15m, 2h, 1d."
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def format_age(seconds: float) -> str:
+    """A short human duration: ``42s``, ``5m 03s``, ``2h 10m``, ``3d 4h``."""
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Health:
+    """The archive's health at ``now``."""
+
+    now: datetime
+    #: Newest successful pass (``ok`` or ``partial``) of the commands asked about.
+    last_success_at: datetime | None
+    last_success_command: str | None
+    #: Newest successful pass per command (None: never).
+    last_success_by_command: dict[str, datetime | None]
+    #: Non-finalized tasks, and the one whose last poll (or discovery, if never polled)
+    #: is oldest: the lag.
+    active_tasks: int
+    lag_s: float
+    lagging_task_id: str | None
+    tasks_in_error_backoff: int
+    tasks_waiting_on_artifacts: int
+
+    @property
+    def last_success_age_s(self) -> float | None:
+        if self.last_success_at is None:
+            return None
+        return max((self.now - self.last_success_at).total_seconds(), 0.0)
+
+    def is_stale(self, max_age: timedelta) -> bool:
+        """True when there was no successful pass within ``max_age`` (or never one)."""
+        age = self.last_success_age_s
+        return age is None or age > max_age.total_seconds()
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["last_success_age_s"] = self.last_success_age_s
+        return _isoformat(data)
+
+
+def _isoformat(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, dict):
+        return {k: _isoformat(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def read_health(
+    conn: Connection, now: datetime | None = None, *, commands: Sequence[str] = COMMANDS
+) -> Health:
+    """Health facts from the database at ``now`` (default: the current time);
+    ``commands`` selects which passes count for the last success."""
+    now = now or datetime.now(UTC)
+    by_command: dict[str, datetime | None] = dict.fromkeys(COMMANDS)
+    for command, finished in conn.execute(
+        select(sync_runs.c.command, func.max(sync_runs.c.finished_at))
+        .where(sync_runs.c.outcome.in_(SUCCESS_OUTCOMES))
+        .group_by(sync_runs.c.command)
+    ):
+        by_command[command] = _aware(finished)
+    candidates = [(at, c) for c, at in by_command.items() if c in commands and at is not None]
+    last_at, last_command = max(candidates) if candidates else (None, None)
+
+    polled = func.coalesce(tasks.c.last_polled_at, tasks.c.first_seen_at)
+    active = tasks.c.finalized_at.is_(None)
+    active_count = conn.scalar(select(func.count()).where(active)) or 0
+    oldest = conn.execute(
+        select(tasks.c.id, polled.label("polled")).where(active).order_by(polled, tasks.c.id)
+    ).first()
+    oldest_polled = _aware(oldest.polled) if oldest is not None else None
+    lag = max((now - oldest_polled).total_seconds(), 0.0) if oldest_polled else 0.0
+    backoff = (
+        conn.scalar(select(func.count()).where(active, tasks.c.next_poll_at.is_not(None))) or 0
+    )
+    waiting = (
+        conn.scalar(
+            select(func.count(distinct(artifacts.c.task_id))).where(artifacts.c.state == "pending")
+        )
+        or 0
+    )
+    return Health(
+        now=now,
+        last_success_at=last_at,
+        last_success_command=last_command,
+        last_success_by_command=by_command,
+        active_tasks=active_count,
+        lag_s=lag,
+        lagging_task_id=oldest.id if oldest is not None else None,
+        tasks_in_error_backoff=backoff,
+        tasks_waiting_on_artifacts=waiting,
+    )
+
+
+def commands_for(choice: str) -> tuple[str, ...]:
+    """``--command``: ``sync``, ``backfill`` or ``any`` (both)."""
+    return COMMANDS if choice == "any" else (choice,)
+
+
+def health_lines(health: Health, max_age: timedelta | None = None) -> list[str]:
+    """The health section of ``archiver status``, one fact per line."""
+    if health.last_success_at is None:
+        success = "never (no sync or backfill has run to its end yet)"
+    else:
+        age = format_age(health.last_success_age_s or 0.0)
+        success = (
+            f"{health.last_success_at.isoformat(sep=' ', timespec='seconds')} "
+            f"({health.last_success_command}, {age} ago)"
+        )
+    lines = [f"last success: {success}"]
+    if max_age is not None:
+        verdict = "STALE" if health.is_stale(max_age) else "ok"
+        lines.append(f"max age:      {format_age(max_age.total_seconds())} -> {verdict}")
+    if health.lagging_task_id is None:
+        lag = "0s (no task waiting to be polled)"
+    else:
+        lag = (
+            f"{format_age(health.lag_s)} since the oldest last poll of the "
+            f"{health.active_tasks} active tasks ({health.lagging_task_id})"
+        )
+    lines += [
+        f"lag:          {lag}",
+        f"waiting on artifacts: {health.tasks_waiting_on_artifacts} tasks",
+        f"in error back-off:    {health.tasks_in_error_backoff} tasks",
+    ]
+    return lines
+
+
+def validate_metrics_path(path: str) -> Path:
+    """Check before a pass that the metrics file can be written; ConfigError if not."""
+    target = Path(path).expanduser()
+    folder = target.parent
+    if target.is_dir():
+        raise ConfigError(
+            f"--metrics-file {path!r} is a directory: give a file path inside the textfile "
+            "collector's directory, e.g. /var/lib/node_exporter/textfile/archiver-sync.prom."
+        )
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--metrics-file {path!r}: the directory {str(folder)!r} does not exist or is "
+            "not writable by this user; create it or point --metrics-file elsewhere."
+        )
+    if target.suffix != ".prom":
+        log.warning(
+            "--metrics-file %s does not end in .prom; node_exporter's textfile collector "
+            "only reads *.prom files",
+            path,
+        )
+    return target
+
+
+def build_registry(result: RunResult, health: Health | None) -> CollectorRegistry:
+    """The metrics of one finished pass (and of the archive, when ``health`` is known)."""
+    registry = CollectorRegistry(auto_describe=True)
+    label = {"command": result.command}
+
+    def gauge(name: str, doc: str, value: float, **labels: str) -> None:
+        names = ["command", *labels]
+        metric = Gauge(name, doc, names, registry=registry)
+        metric.labels(**label, **labels).set(value)
+
+    finished = result.finished_at or datetime.now(UTC)
+    succeeded = result.outcome in SUCCESS_OUTCOMES
+    gauge(
+        "archiver_last_run_timestamp_seconds",
+        "Unix time at which the last pass ended, whatever its outcome.",
+        finished.timestamp(),
+    )
+    gauge(
+        "archiver_last_run_duration_seconds",
+        "Duration of the last pass in seconds.",
+        (finished - result.started_at).total_seconds(),
+    )
+    gauge(
+        "archiver_last_run_success",
+        "1 if the last pass ran to its end (outcome ok or partial), else 0.",
+        1.0 if succeeded else 0.0,
+    )
+    outcome = Gauge(
+        "archiver_last_run_outcome",
+        "1 for the outcome of the last pass, 0 for the other outcomes.",
+        ["command", "outcome"],
+        registry=registry,
+    )
+    for name in OUTCOMES:
+        outcome.labels(command=result.command, outcome=name).set(
+            1.0 if result.outcome == name else 0.0
+        )
+    for name in SUMMARY_COUNTS:
+        gauge(
+            f"archiver_last_run_{name}",
+            f"{_COUNT_HELP[name]} in the last pass.",
+            float(result.counts.get(name, 0)),
+        )
+    last_success: datetime | None = finished if succeeded else None
+    if health is not None:
+        recorded = health.last_success_by_command.get(result.command)
+        if recorded is not None and (last_success is None or recorded > last_success):
+            last_success = recorded
+    gauge(
+        "archiver_last_success_timestamp_seconds",
+        "Unix time at which the last successful pass (ok or partial) ended; 0 if never.",
+        last_success.timestamp() if last_success else 0.0,
+    )
+    if health is not None:
+        gauge(
+            "archiver_lag_seconds",
+            "Age of the oldest non-finalized task's last poll (0 when none is active).",
+            health.lag_s,
+        )
+        gauge("archiver_tasks_active", "Tasks not finalized yet.", float(health.active_tasks))
+        gauge(
+            "archiver_tasks_in_error_backoff",
+            "Non-finalized tasks whose last poll failed, waiting for their back-off.",
+            float(health.tasks_in_error_backoff),
+        )
+        gauge(
+            "archiver_tasks_waiting_on_artifacts",
+            "Tasks with a recording or downloads archive still pending.",
+            float(health.tasks_waiting_on_artifacts),
+        )
+    return registry
+
+
+def write_metrics(path: str | Path, result: RunResult, database: Database | None) -> None:
+    """Write the pass's metrics to ``path`` atomically; StorageError if that fails.
+
+    Archive-wide gauges (lag, active tasks...) come from ``database``; if it cannot be
+    read, the pass's own metrics are still written and a warning says why.
+    """
+    health = None
+    if database is not None:
+        try:
+            with database.transaction() as conn:
+                health = read_health(conn, result.finished_at or datetime.now(UTC))
+        except ArchiverError as exc:
+            log.warning("metrics: archive-wide gauges left out: %s", exc)
+    registry = build_registry(result, health)
+    try:
+        write_to_textfile(str(Path(path).expanduser()), registry)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the metrics file {str(path)!r}: {exc.strerror or exc}; check the "
+            "directory exists, is writable and the disk is not full."
+        ) from None

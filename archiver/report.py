@@ -1,0 +1,505 @@
+"""``archiver report``: what tasks cost, for people without a SQL client.
+
+The numbers come from the SQL views analysts use (``credits_by_day``, ``task_summary``;
+see docs/analysts.md), so a report and a query never disagree. ``credits`` adds the
+view's days up into weeks (starting Monday) or months, optionally broken down by status
+and/or device; ``top`` lists the most expensive tasks. Each renders as an aligned table
+(with totals and a bar per row), CSV or JSON.
+
+Dates are UTC calendar dates of task creation; ``--since`` and ``--until`` are both
+inclusive. Tasks whose creation time is not known yet (tracked by id, never polled) have
+no day: they appear as ``(no date)`` when no date range is given and are left out of
+ranges. 1 credit = US$0.01; dollars are computed from the credit sums, exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    Numeric,
+    Text,
+    column,
+    select,
+    table,
+)
+
+from archiver.exceptions import ConfigError
+
+BY_CHOICES = ("day", "week", "month")
+GROUP_CHOICES = ("status", "device")
+FORMATS = ("table", "csv", "json")
+DEFAULT_TOP_LIMIT = 10
+BAR_WIDTH = 24
+OUTPUT_PREVIEW_CHARS = 40
+NO_DATE = "(no date)"
+NONE_LABEL = "-"
+
+#: The views, as lightweight SQLAlchemy selectables (not part of archiver.schema's
+#: metadata: they are created by migration 0003, not by create_all or autogenerate).
+credits_by_day = table(
+    "credits_by_day",
+    column("day", Date),
+    column("status", Text),
+    column("device", Text),
+    column("tasks", BigInteger),
+    column("credits_used", BigInteger),
+    column("usd", Numeric(20, 2)),
+)
+task_summary = table(
+    "task_summary",
+    column("task_id", Text),
+    column("status", Text),
+    column("device", Text),
+    column("credits_used", BigInteger),
+    column("usd", Numeric(20, 2)),
+    column("created_at_utc", DateTime(timezone=True)),
+    column("day", Date),
+    column("finalized_at", DateTime(timezone=True)),
+    column("duration_s", Float),
+    column("events", Integer),
+    column("first_event_utc", DateTime(timezone=True)),
+    column("last_event_utc", DateTime(timezone=True)),
+    column("recording_state", Text),
+    column("downloads_state", Text),
+    column("output_type", Text),
+    column("output_text", Text),
+)
+event_counts = table(
+    "event_counts",
+    column("task_id", Text),
+    column("name", Text),
+    column("events", Integer),
+    column("first_timestamp_utc", DateTime(timezone=True)),
+    column("last_timestamp_utc", DateTime(timezone=True)),
+)
+
+
+def usd(credits: int | None) -> Decimal | None:
+    """US dollars for a number of credits (1 credit = US$0.01), exact."""
+    return None if credits is None else Decimal(credits) / 100
+
+
+# --- options -------------------------------------------------------------------------
+
+
+def parse_day(value: str | None, *, option: str) -> date | None:
+    """A UTC calendar date given as YYYY-MM-DD; ConfigError naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is not a date: use YYYY-MM-DD (a UTC day, inclusive), "
+            "e.g. 2026-01-31."
+        ) from None
+
+
+def check_range(since: date | None, until: date | None) -> None:
+    if since is not None and until is not None and until < since:
+        raise ConfigError(
+            f"--until {until.isoformat()} is before --since {since.isoformat()}: "
+            "the range is inclusive at both ends, so give --until on or after --since."
+        )
+
+
+def check_choice(value: str, choices: Sequence[str], option: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{option} {value!r} is not valid: use one of {', '.join(choices)}.")
+    return value
+
+
+# --- credits -------------------------------------------------------------------------
+
+
+def period_start(day: date, by: str) -> date:
+    """The first day of the day/week (Monday)/month that ``day`` falls in."""
+    if by == "week":
+        return day - timedelta(days=day.weekday())
+    if by == "month":
+        return day.replace(day=1)
+    return day
+
+
+def period_label(start: date | None, by: str) -> str | None:
+    """``2026-01-31`` for days and weeks (the Monday), ``2026-01`` for months."""
+    if start is None:
+        return None
+    return start.strftime("%Y-%m") if by == "month" else start.isoformat()
+
+
+@dataclass
+class CreditsRow:
+    """One period (and group): how many tasks were created and what they cost."""
+
+    period: date | None
+    groups: tuple[str | None, ...]
+    tasks: int = 0
+    credits_used: int = 0
+
+    @property
+    def usd(self) -> Decimal:
+        return Decimal(self.credits_used) / 100
+
+
+@dataclass
+class CreditsReport:
+    by: str
+    group_by: tuple[str, ...]
+    since: date | None
+    until: date | None
+    rows: list[CreditsRow] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> int:
+        return sum(row.tasks for row in self.rows)
+
+    @property
+    def credits_used(self) -> int:
+        return sum(row.credits_used for row in self.rows)
+
+    @property
+    def usd(self) -> Decimal:
+        return Decimal(self.credits_used) / 100
+
+
+def _sort_key(value: Any) -> tuple[bool, Any]:
+    return (value is None, value if value is not None else "")
+
+
+def credits_report(
+    conn: Connection,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    by: str = "day",
+    group_by: Sequence[str] = (),
+) -> CreditsReport:
+    """Tasks and credits per day, week or month (and status/device), from credits_by_day."""
+    check_choice(by, BY_CHOICES, "--by")
+    groups = tuple(dict.fromkeys(check_choice(g, GROUP_CHOICES, "--group-by") for g in group_by))
+    check_range(since, until)
+    view = credits_by_day
+    query = select(view.c.day, view.c.status, view.c.device, view.c.tasks, view.c.credits_used)
+    if since is not None:
+        query = query.where(view.c.day >= since)
+    if until is not None:
+        query = query.where(view.c.day <= until)
+    buckets: dict[tuple[date | None, tuple[str | None, ...]], CreditsRow] = {}
+    for row in conn.execute(query):
+        day = _as_date(row.day)
+        start = period_start(day, by) if day is not None else None
+        key_groups = tuple(getattr(row, g) for g in groups)
+        bucket = buckets.setdefault((start, key_groups), CreditsRow(start, key_groups))
+        bucket.tasks += int(row.tasks)
+        bucket.credits_used += int(row.credits_used or 0)
+    ordered = sorted(
+        buckets.values(),
+        key=lambda r: (_sort_key(r.period), *(_sort_key(g) for g in r.groups)),
+    )
+    return CreditsReport(by=by, group_by=groups, since=since, until=until, rows=ordered)
+
+
+def _as_date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+# --- top -----------------------------------------------------------------------------
+
+
+@dataclass
+class TopTask:
+    task_id: str
+    status: str | None
+    device: str | None
+    created_at_utc: datetime | None
+    credits_used: int | None
+    duration_s: float | None
+    events: int
+    output_text: str | None
+
+    @property
+    def usd(self) -> Decimal | None:
+        return usd(self.credits_used)
+
+
+def top_tasks(
+    conn: Connection,
+    *,
+    limit: int = DEFAULT_TOP_LIMIT,
+    since: date | None = None,
+    until: date | None = None,
+    status: str | None = None,
+) -> list[TopTask]:
+    """The ``limit`` most expensive tasks (by credits_used) from task_summary."""
+    if limit < 1:
+        raise ConfigError(f"--limit {limit} is not a positive number of tasks: use 1 or more.")
+    check_range(since, until)
+    view = task_summary
+    query = (
+        select(
+            view.c.task_id,
+            view.c.status,
+            view.c.device,
+            view.c.created_at_utc,
+            view.c.credits_used,
+            view.c.duration_s,
+            view.c.events,
+            view.c.output_text,
+        )
+        .where(view.c.credits_used.is_not(None))
+        .order_by(view.c.credits_used.desc(), view.c.task_id)
+        .limit(limit)
+    )
+    if since is not None:
+        query = query.where(view.c.day >= since)
+    if until is not None:
+        query = query.where(view.c.day <= until)
+    if status is not None:
+        known = sorted(s for s in conn.scalars(select(view.c.status).distinct()) if s)
+        if status not in known:
+            raise ConfigError(
+                f"--status {status!r} is not the status of any archived task: use one of "
+                f"{', '.join(known) or '(none yet)'}."
+            )
+        query = query.where(view.c.status == status)
+    return [
+        TopTask(
+            task_id=row.task_id,
+            status=row.status,
+            device=row.device,
+            created_at_utc=_utc(row.created_at_utc),
+            credits_used=row.credits_used,
+            duration_s=None if row.duration_s is None else float(row.duration_s),
+            events=int(row.events or 0),
+            output_text=row.output_text,
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def supports_unicode(stream: Any = None) -> bool:
+    """Whether block characters can be written to ``stream`` (default stdout)."""
+    encoding = getattr(stream or sys.stdout, "encoding", None) or "ascii"
+    try:
+        "█▏".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def bar(value: float, maximum: float, *, width: int = BAR_WIDTH, unicode: bool = True) -> str:
+    """A horizontal bar ``value/maximum`` of ``width`` characters (block or ``#``)."""
+    if maximum <= 0 or value <= 0:
+        return ""
+    fraction = min(value / maximum, 1.0)
+    if not unicode:
+        return "#" * max(1, round(fraction * width))
+    eighths = max(1, round(fraction * width * 8))
+    full, rest = divmod(eighths, 8)
+    return "█" * full + (_EIGHTHS[rest] if rest else "")
+
+
+def _money(value: Decimal | None) -> str:
+    return "" if value is None else f"{value:,.2f}"
+
+
+def _int(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return [line(headers), rule, *(line(row) for row in rows)]
+
+
+def _range_text(since: date | None, until: date | None) -> str:
+    if since is None and until is None:
+        return "all dates"
+    return f"{since.isoformat() if since else '...'} to {until.isoformat() if until else '...'}"
+
+
+def render_credits(report: CreditsReport, fmt: str, *, unicode: bool | None = None) -> str:
+    """The report as ``table``, ``csv`` or ``json`` text (ending with a newline)."""
+    check_choice(fmt, FORMATS, "--format")
+    if fmt == "json":
+        return json.dumps(_credits_json(report), indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["period", *report.group_by, "tasks", "credits_used", "usd"])
+        for row in report.rows:
+            writer.writerow(
+                [
+                    period_label(row.period, report.by) or "",
+                    *(g or "" for g in row.groups),
+                    row.tasks,
+                    row.credits_used,
+                    f"{row.usd:.2f}",
+                ]
+            )
+        return out.getvalue()
+    unicode = supports_unicode() if unicode is None else unicode
+    top = max((row.credits_used for row in report.rows), default=0)
+    headers = [report.by, *report.group_by, "tasks", "credits", "usd", ""]
+    n_groups = len(report.group_by)
+    body = [
+        [
+            period_label(row.period, report.by) or NO_DATE,
+            *(g if g is not None else NONE_LABEL for g in row.groups),
+            _int(row.tasks),
+            _int(row.credits_used),
+            _money(row.usd),
+            bar(row.credits_used, top, unicode=unicode),
+        ]
+        for row in report.rows
+    ]
+    total = ["total", *([""] * n_groups), _int(report.tasks), _int(report.credits_used)]
+    total += [_money(report.usd), ""]
+    right = {n_groups + 1, n_groups + 2, n_groups + 3}
+    lines = _table(headers, [*body, total], right)
+    rule = lines[1]
+    title = f"Credits by {report.by}"
+    if report.group_by:
+        title += f", by {' and '.join(report.group_by)}"
+    title += f", {_range_text(report.since, report.until)} (UTC day of task creation)"
+    if report.by == "week":
+        title += "; weeks start on Monday"
+    if not report.rows:
+        lines = [*lines[:2], "(no tasks)", *lines[2:]]
+    lines.insert(len(lines) - 1, rule)
+    return "\n".join([title, "", *lines, "", "1 credit = US$0.01"]) + "\n"
+
+
+def _credits_json(report: CreditsReport) -> dict[str, Any]:
+    return {
+        "by": report.by,
+        "group_by": list(report.group_by),
+        "since": report.since.isoformat() if report.since else None,
+        "until": report.until.isoformat() if report.until else None,
+        "rows": [
+            {
+                "period": period_label(row.period, report.by),
+                **dict(zip(report.group_by, row.groups, strict=True)),
+                "tasks": row.tasks,
+                "credits_used": row.credits_used,
+                "usd": float(row.usd),
+            }
+            for row in report.rows
+        ],
+        "totals": {
+            "tasks": report.tasks,
+            "credits_used": report.credits_used,
+            "usd": float(report.usd),
+        },
+    }
+
+
+def _top_dict(task: TopTask) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "status": task.status,
+        "device": task.device,
+        "created_at_utc": (
+            task.created_at_utc.isoformat(timespec="seconds") if task.created_at_utc else None
+        ),
+        "credits_used": task.credits_used,
+        "usd": None if task.usd is None else float(task.usd),
+        "duration_s": task.duration_s,
+        "events": task.events,
+        "output_text": task.output_text,
+    }
+
+
+def _one_line(text: str | None, limit: int = OUTPUT_PREVIEW_CHARS) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def render_top(tasks: list[TopTask], fmt: str, *, unicode: bool | None = None) -> str:
+    """The most expensive tasks as ``table``, ``csv`` or ``json`` text."""
+    check_choice(fmt, FORMATS, "--format")
+    dicts = [_top_dict(task) for task in tasks]
+    if fmt == "json":
+        return json.dumps({"tasks": dicts}, indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        fields = list(_top_dict(TopTask("", None, None, None, None, None, 0, None)))
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for entry in dicts:
+            writer.writerow(
+                {k: "" if v is None else f"{v:.2f}" if k == "usd" else v for k, v in entry.items()}
+            )
+        return out.getvalue()
+    unicode = supports_unicode() if unicode is None else unicode
+    ellipsis = "…" if unicode else "..."
+    top = max((task.credits_used or 0 for task in tasks), default=0)
+    headers = ["task", "status", "device", "created (UTC)", "credits", "usd", "duration"]
+    headers += ["events", "output", ""]
+    body = [
+        [
+            task.task_id,
+            task.status or NONE_LABEL,
+            task.device or NONE_LABEL,
+            task.created_at_utc.strftime("%Y-%m-%d %H:%M") if task.created_at_utc else "",
+            _int(task.credits_used),
+            _money(task.usd),
+            "" if task.duration_s is None else f"{task.duration_s:,.0f}s",
+            _int(task.events),
+            _one_line(task.output_text).replace("…", ellipsis),
+            bar(task.credits_used or 0, top, width=12, unicode=unicode),
+        ]
+        for task in tasks
+    ]
+    credits = sum(task.credits_used or 0 for task in tasks)
+    total = ["total", "", "", "", _int(credits), _money(Decimal(credits) / 100), "", "", "", ""]
+    lines = _table(headers, [*body, total], {4, 5, 6, 7})
+    if not tasks:
+        lines = [*lines[:2], "(no tasks)", *lines[2:]]
+    lines.insert(len(lines) - 1, lines[1])
+    title = f"The {len(tasks)} most expensive task{'s' if len(tasks) != 1 else ''}"
+    return "\n".join([title, "", *lines, "", "1 credit = US$0.01"]) + "\n"

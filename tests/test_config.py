@@ -1,0 +1,55 @@
+"""Settings helpers (archiver.config): artifact sizes and durations."""
+
+from __future__ import annotations
+
+import pytest
+
+from archiver.config import (
+    DEFAULT_ARTIFACT_GRACE_S,
+    DEFAULT_MAX_ARTIFACT_BYTES,
+    SyncOptions,
+    format_duration,
+    format_size,
+    parse_byte_size,
+    parse_seconds,
+)
+from archiver.exceptions import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("5GiB", 5 * 1024**3), ("500MB", 500 * 10**6), ("1048576", 1048576), ("1.5 KiB", 1536)],
+)
+def test_sizes_parse_with_decimal_and_binary_units(text: str, expected: int) -> None:
+    """--max-artifact-size accepts bytes, KB/MB/GB and KiB/MiB/GiB."""
+    assert parse_byte_size(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [("6h", 21600), ("90min", 5400), ("0", 0)])
+def test_durations_parse_with_units(text: str, expected: float) -> None:
+    """--artifact-grace accepts seconds or s/m/min/h/d units, and 0."""
+    assert parse_seconds(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1", "5 parsecs", "nan"])
+def test_bad_sizes_and_durations_are_config_errors(text: str) -> None:
+    """Unparseable values raise ConfigError naming the option and examples."""
+    with pytest.raises(ConfigError, match="--max-artifact-size"):
+        parse_byte_size(text)
+    with pytest.raises(ConfigError, match="--artifact-grace"):
+        parse_seconds(text)
+
+
+def test_defaults_round_trip_through_their_display() -> None:
+    """The defaults shown in --help parse back to themselves."""
+    assert parse_byte_size(format_size(DEFAULT_MAX_ARTIFACT_BYTES)) == DEFAULT_MAX_ARTIFACT_BYTES
+    assert parse_seconds(format_duration(DEFAULT_ARTIFACT_GRACE_S)) == DEFAULT_ARTIFACT_GRACE_S
+    assert parse_seconds(format_duration(5400)) == 5400
+
+
+def test_artifact_options_are_validated() -> None:
+    """A negative grace period or a zero size limit is refused up front."""
+    with pytest.raises(ConfigError, match="--artifact-grace"):
+        SyncOptions(artifact_grace_s=-1)
+    with pytest.raises(ConfigError, match="--max-artifact-size"):
+        SyncOptions(max_artifact_bytes=0)
