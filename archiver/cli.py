@@ -33,6 +33,7 @@ from archiver.config import (
     ENV_LOG_FORMAT,
     ENV_MAX_ARTIFACT_SIZE,
     ENV_METRICS_FILE,
+    ENV_RATE_LIMIT,
     ClientConfig,
     SyncOptions,
     api_key_from_env,
@@ -106,6 +107,17 @@ def api_options(fn: F) -> F:
         show_default=True,
         help="Task requests in flight at once.",
     )(fn)
+    fn = click.option(
+        "--rate-limit",
+        envvar=ENV_RATE_LIMIT,
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="PER_SECOND",
+        expose_value=False,
+        callback=_remember_client_option,
+        help=f"At most this many API requests per second, shared by all concurrent "
+        f"requests [env {ENV_RATE_LIMIT}; default: no limit].",
+    )(fn)
     return click.option(
         "--wait-lock",
         type=click.FloatRange(min=0),
@@ -113,6 +125,14 @@ def api_options(fn: F) -> F:
         metavar="SECONDS",
         help="Wait this long for another run of the same command instead of exiting 75.",
     )(fn)
+
+
+_CLIENT_META = "archiver.client_options"
+
+
+def _remember_client_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(_CLIENT_META, {})[param.name] = value
+    return value
 
 
 _ARTIFACT_META = "archiver.artifact_options"
@@ -206,10 +226,13 @@ def cli() -> None:
 
 
 def _client_config(api_url: str, concurrency: int) -> ClientConfig:
+    ctx = click.get_current_context(silent=True)
+    extra = ctx.meta.get(_CLIENT_META, {}) if ctx is not None else {}
     return ClientConfig(
         api_url=validate_api_url(api_url),
         api_key=api_key_from_env(),
         max_connections=concurrency,
+        rate_limit=extra.get("rate_limit"),
     )
 
 

@@ -8,6 +8,7 @@ switch them off with ``stamina.set_testing(True)``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ from urllib.parse import quote
 
 import httpx
 import stamina
+from aiolimiter import AsyncLimiter
 from httpx_aiohttp import AiohttpTransport
 
 from archiver.config import ClientConfig
 from archiver.exceptions import (
     ApiError,
     AuthError,
+    CircuitOpen,
     MalformedPayload,
     TaskNotFound,
     TransientApiError,
@@ -83,6 +86,10 @@ class SmoothClient:
     ) -> None:
         self.config = config
         self.requests = 0
+        self.consecutive_failures = 0
+        self._limiter = (
+            AsyncLimiter(config.rate_limit, 1.0) if config.rate_limit is not None else None
+        )
         limits = httpx.Limits(
             max_connections=config.max_connections,
             max_keepalive_connections=config.max_connections,
@@ -149,6 +156,27 @@ class SmoothClient:
     async def _get_json(
         self, path: str, params: dict[str, Any], *, context: str, task_id: str | None = None
     ) -> Any:
+        """GET with retries; counts failures in a row for the circuit breaker."""
+        threshold = self.config.circuit_breaker_failures
+        if self.consecutive_failures >= threshold:
+            raise CircuitOpen(
+                f"{context}: not sent; the last {self.consecutive_failures} API requests failed "
+                "in a row, so this pass stops early (the next pass starts afresh)."
+            )
+        try:
+            body = await self._get_json_retrying(path, params, context=context, task_id=task_id)
+        except (TaskNotFound, AuthError):
+            self.consecutive_failures = 0
+            raise
+        except ApiError:
+            self.consecutive_failures += 1
+            raise
+        self.consecutive_failures = 0
+        return body
+
+    async def _get_json_retrying(
+        self, path: str, params: dict[str, Any], *, context: str, task_id: str | None
+    ) -> Any:
         async for attempt in stamina.retry_context(
             on=_backoff_hook,
             attempts=self.config.retry_attempts,
@@ -163,9 +191,14 @@ class SmoothClient:
     async def _get_json_once(
         self, path: str, params: dict[str, Any], *, context: str, task_id: str | None
     ) -> Any:
+        if self._limiter is not None:
+            await self._limiter.acquire()
         self.requests += 1
         try:
-            async with self._http.stream("GET", path, params=params) as response:
+            async with (
+                asyncio.timeout(self.config.total_timeout_s),
+                self._http.stream("GET", path, params=params) as response,
+            ):
                 status = response.status_code
                 if status in (401, 403):
                     raise AuthError(
@@ -189,7 +222,7 @@ class SmoothClient:
                         status_code=status,
                     )
                 raw = await self._read_capped(response, context)
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise TransientApiError(f"{context}: timed out ({type(exc).__name__}).") from None
         except httpx.TransportError as exc:
             raise TransientApiError(
@@ -200,6 +233,11 @@ class SmoothClient:
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedPayload(
                 f"{context}: the body is not valid JSON ({exc}); first bytes: {raw[:80]!r}."
+            ) from None
+        except RecursionError:
+            raise MalformedPayload(
+                f"{context}: the JSON body is nested too deeply to read; "
+                "this is not a TaskResponse."
             ) from None
 
     async def _read_capped(self, response: httpx.Response, context: str) -> bytes:

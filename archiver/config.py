@@ -29,6 +29,10 @@ DEFAULT_DISCOVERY_OVERLAP_S = 600.0
 #: Largest API response body accepted; a bigger one fails that request only.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_RETRY_ATTEMPTS = 5
+DEFAULT_TOTAL_TIMEOUT_S = 120.0
+DEFAULT_CIRCUIT_BREAKER_FAILURES = 10
+#: First back-off after a failed poll of a task; doubles with each failure in a row.
+DEFAULT_ERROR_BACKOFF_S = 60.0
 
 # Artifacts (--downloads): recordings and downloads archives copied into blob storage.
 DEFAULT_DOWNLOADS = False
@@ -54,6 +58,7 @@ ENV_API_KEY = "CIRCLEMIND_API_KEY"
 ENV_API_URL = "ARCHIVER_API_URL"
 ENV_DATABASE_URL = "ARCHIVER_DATABASE_URL"
 ENV_HOME = "ARCHIVER_HOME"
+ENV_RATE_LIMIT = "ARCHIVER_RATE_LIMIT"
 ENV_LOG_FORMAT = "ARCHIVER_LOG_FORMAT"
 ENV_METRICS_FILE = "ARCHIVER_METRICS_FILE"
 
@@ -134,6 +139,24 @@ class ClientConfig:
     max_connections: int = DEFAULT_CONCURRENCY
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     retry_attempts: int = DEFAULT_RETRY_ATTEMPTS
+    #: Whole-request deadline (connect + wait + body), on top of connect/read timeouts.
+    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
+    #: Requests per second across all concurrent requests; None = unlimited.
+    rate_limit: float | None = None
+    #: After this many failed requests in a row the pass stops (circuit breaker).
+    circuit_breaker_failures: int = DEFAULT_CIRCUIT_BREAKER_FAILURES
+
+    def __post_init__(self) -> None:
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ConfigError(
+                f"--rate-limit {self.rate_limit} is not a positive number of requests per "
+                f"second: use e.g. 10, or leave it unset for no limit (env {ENV_RATE_LIMIT})."
+            )
+        if self.circuit_breaker_failures < 1:
+            raise ConfigError(
+                f"circuit breaker threshold {self.circuit_breaker_failures} must be 1 or more "
+                f"(default {DEFAULT_CIRCUIT_BREAKER_FAILURES})."
+            )
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,8 @@ class SyncOptions:
     max_runtime_s: float | None = None
     page_size: int = DEFAULT_PAGE_SIZE
     discovery_overlap_s: float = DEFAULT_DISCOVERY_OVERLAP_S
+    #: Back-off before a failed task is polled again (doubles per failure, capped at 1 h).
+    error_backoff_s: float = DEFAULT_ERROR_BACKOFF_S
     # Artifacts (see archiver.artifacts); blob_url None means default_blob_url().
     downloads: bool = DEFAULT_DOWNLOADS
     blob_url: str | None = None

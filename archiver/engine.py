@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from archiver import db as q
@@ -40,6 +41,7 @@ from archiver.exceptions import (
     ApiError,
     ArchiverError,
     AuthError,
+    CircuitOpen,
     StorageError,
     TaskNotFound,
 )
@@ -54,8 +56,7 @@ T = TypeVar("T")
 #: A unit of work: a leased task and where its polling resumes.
 _Item = tuple[str, q.TaskCursor]
 
-#: First back-off after a failed poll; doubles with each failure in a row, up to the cap.
-ERROR_BACKOFF_S = 60.0
+#: Longest back-off of a failing task (the first one is SyncOptions.error_backoff_s).
 ERROR_BACKOFF_CAP_S = 3600.0
 
 EXIT_OK = 0
@@ -142,7 +143,17 @@ class _GroupCommit:
                     error = StorageError(f"database error: {q.db_message(exc)}")
                     error.__cause__ = exc
                     outcomes.append(error)
+                except (ValueError, TypeError, RecursionError) as exc:
+                    # Data that cannot be encoded for storage (too deep, bad surrogates):
+                    # that task's problem, not the database's.
+                    outcomes.append(
+                        _UnstorableData(f"cannot store this payload: {type(exc).__name__}: {exc}")
+                    )
         return outcomes
+
+
+class _UnstorableData(Exception):
+    """A task's payload could not be encoded for the database (internal)."""
 
 
 class SyncEngine:
@@ -330,8 +341,16 @@ class SyncEngine:
                 continue  # drain; unclaimed leases are released with the lock
             try:
                 await self.poll_task(*item, from_zero=from_zero)
-            except (AuthError, StorageError) as exc:
+            except (AuthError, CircuitOpen, StorageError) as exc:
                 self._fatal = exc
+            except Exception as exc:  # one task must never end the pass
+                log.exception("task %s: unexpected error", item[0])
+                try:
+                    await self._save_error(
+                        item[0], f"internal error: {type(exc).__name__}: {exc}", item[1].error_count
+                    )
+                except StorageError as storage_exc:
+                    self._fatal = storage_exc
             finally:
                 self.progress.advance()
 
@@ -381,6 +400,9 @@ class SyncEngine:
                 await self._save_error(task_id, str(exc), cursor.error_count)
                 return
             raise
+        except _UnstorableData as exc:
+            await self._save_error(task_id, str(exc), cursor.error_count)
+            return
         except LeaseLost:
             log.info(
                 "task %s: another run took it over; skipped", task_id, extra={"task_id": task_id}
@@ -401,7 +423,8 @@ class SyncEngine:
         return outcome.final
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
-        backoff = timedelta(seconds=min(ERROR_BACKOFF_S * 2**streak, ERROR_BACKOFF_CAP_S))
+        first = self.options.error_backoff_s
+        backoff = timedelta(seconds=min(first * 2**streak, max(first, ERROR_BACKOFF_CAP_S)))
         await self._db(
             q.record_task_error,
             task_id,
@@ -426,7 +449,13 @@ class SyncEngine:
                 q.insert_task_stubs, explicit, utcnow()
             )
         elif self.options.discover:
-            await self.discover()
+            try:
+                await self.discover()
+            except (AuthError, CircuitOpen):
+                raise
+            except ApiError as exc:
+                # Known tasks can still be polled; discovery resumes next pass.
+                self._task_failed(None, f"discovery stopped: {exc}")
         due = await self._db(q.due_task_ids, utcnow(), only=explicit or None)
         await self.poll_all(due, from_zero=False)
 
@@ -487,9 +516,12 @@ class SyncEngine:
 
 
 def _is_data_error(exc: Exception) -> bool:
-    from sqlalchemy.exc import DataError
+    """Whether the database refused the values themselves (not a lock, disk or connection)."""
+    from sqlalchemy.exc import DataError, StatementError
 
-    return isinstance(exc, DataError)
+    return isinstance(exc, DataError) or (
+        isinstance(exc, StatementError) and isinstance(exc.orig, ValueError | TypeError)
+    )
 
 
 # --- running a whole command -------------------------------------------------------------
@@ -505,8 +537,12 @@ def run_command(
     since: datetime | None = None,
     ids: Sequence[str] | None = None,
     progress: Progress | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunResult:
-    """Run ``sync`` or ``backfill`` under its lock, recording the run in ``sync_runs``."""
+    """Run ``sync`` or ``backfill`` under its lock, recording the run in ``sync_runs``.
+
+    ``transport`` replaces the HTTP transport (tests feed hostile payloads through it).
+    """
     lock = RunLock(db, command)
     lock.acquire(wait_s=wait_lock_s)
     result = RunResult(run_id=lock.owner, command=command)
@@ -522,7 +558,9 @@ def run_command(
                 now=result.started_at,
             )
         asyncio.run(
-            _run_async(command, db, client_config, options, lock, result, since, ids, progress)
+            _run_async(
+                command, db, client_config, options, lock, result, since, ids, progress, transport
+            )
         )
     except BaseException as exc:
         # An unexpected exception must not leave the run recorded as "ok" (status and
@@ -559,9 +597,10 @@ async def _run_async(
     since: datetime | None,
     ids: Sequence[str] | None,
     progress: Progress | None,
+    transport: httpx.AsyncBaseTransport | None,
 ) -> None:
     loop = asyncio.get_running_loop()
-    async with SmoothClient(client_config) as client:
+    async with SmoothClient(client_config, transport=transport) as client:
         engine = SyncEngine(db, client, lock, options, result, progress=progress)
 
         def on_signal(signum: int) -> None:

@@ -53,6 +53,10 @@ class MalformedPayload(ApiError):
     """The API answered, but the body is not what the API reference describes."""
 
 
+class CircuitOpen(ApiError):
+    """Too many API requests failed in a row: the pass stops instead of hammering the API."""
+
+
 class LockHeld(ArchiverError):
     """Another run of the same command holds the archive's lock."""
 

@@ -148,6 +148,9 @@ _FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
+FAULT_KINDS = ("500", "502", "503", "429", "drop", "truncate", "garbage", "html200", "spike")
+
+
 @dataclass(frozen=True)
 class SimulatorConfig:
     """Knobs of a simulated scenario. Same config (incl. seed) -> same scenario."""
@@ -173,6 +176,16 @@ class SimulatorConfig:
     malformed_task_ids: frozenset[str] = frozenset()  # Get Task -> 200 with a malformed body
     late_list_delay_s: float = 0.0  # every 5th task is listed only this long after creation
     recording_rate: float = 0.8  # P(a finished task has a recording)
+    # API fault injection (chaos tests): each API request draws one fault with this
+    # probability, the kind chosen uniformly from fault_kinds. Deterministic per fault_seed
+    # and request order. Kinds: "500", "502", "503", "429" (with Retry-After: 0), "drop"
+    # (connection closed, no response), "truncate" (half the body, then close), "garbage"
+    # (200 with bytes that are not JSON), "html200" (200 with an HTML error page),
+    # "spike" (latency_spike_ms added, then a normal answer).
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_seed: int = 0
+    latency_spike_ms: float = 500.0
     # -- artifact serving (GET /files/...); the defaults keep the plain behaviour above
     recording_bytes: int | None = None  # recording size; None = small (2-32 KB); streamed
     recording_content_type: str = "video/mp4"
@@ -191,6 +204,9 @@ class SimulatorConfig:
     file_redirect: str | None = None  # "http": 302 to /redirected/...; else a Location URL
 
     def __post_init__(self) -> None:
+        unknown = set(self.fault_kinds) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; valid: {list(FAULT_KINDS)}")
         if self.tasks < 0:
             raise ValueError("tasks must be >= 0")
         if self.events_per_task < 0:
@@ -211,6 +227,7 @@ class SimulatorConfig:
             "null_event_id_rate",
             "null_event_timestamp_rate",
             "recording_rate",
+            "fault_rate",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
@@ -560,6 +577,8 @@ class Simulator:
         self._order = sorted(self._tasks, key=lambda t: (t.created_at, t.id), reverse=True)
         self._order_neg_ca = [-t.created_at for t in self._order]
         self._lock = threading.Lock()
+        self._fault_lock = threading.Lock()
+        self._fault_rng = random.Random(self.config.fault_seed)
         if cfg.initial_time is not None:
             self._now = float(cfg.initial_time)
         elif self._tasks:
@@ -755,6 +774,9 @@ class Simulator:
         extra: dict[str, str] = {}
         try:
             if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+                fault = self._draw_fault()
+                if fault is not None and self._apply_fault(h, fault):
+                    return
                 status, body = self._api(h, path, query)
             elif path.startswith("/_sim/"):
                 status, body = self._control(h.command, path, query)
@@ -777,6 +799,61 @@ class Simulator:
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(body)
+
+    def _draw_fault(self) -> str | None:
+        cfg = self.config
+        if cfg.fault_rate <= 0 or not cfg.fault_kinds:
+            return None
+        with self._fault_lock:
+            if self._fault_rng.random() >= cfg.fault_rate:
+                return None
+            return self._fault_rng.choice(cfg.fault_kinds)
+
+    def _apply_fault(self, h: _Handler, fault: str) -> bool:
+        """Answer with ``fault``; False when the request should then proceed normally."""
+        self._count("fault", f"fault:{fault}")
+        if fault == "spike":
+            time.sleep(self.config.latency_spike_ms / 1000.0)
+            return False
+        if fault == "drop":
+            h.close_connection = True
+            with contextlib.suppress(OSError):
+                h.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        headers: dict[str, str] = {}
+        if fault in ("500", "502", "503", "429"):
+            status, ctype = int(fault), "application/json"
+            body = _json_bytes({"detail": f"simulated {fault}"})
+            if fault == "429":
+                headers["Retry-After"] = "0"
+        elif fault == "garbage":
+            status, ctype, body = 200, "application/json", b'\x00\xff{"r": [garbage'
+        elif fault == "html200":
+            status, ctype = 200, "text/html"
+            body = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+        elif fault == "truncate":
+            status, ctype = 200, "application/json"
+            body = _json_bytes({"r": {"id": "x", "status": "running", "events": []}}) * 4
+            h.send_response(status)
+            h.send_header("Content-Type", ctype)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            with contextlib.suppress(OSError):
+                h.wfile.write(body[: len(body) // 2])
+                h.wfile.flush()
+                h.connection.shutdown(socket.SHUT_RDWR)
+            h.close_connection = True
+            return True
+        else:
+            raise ValueError(f"unknown fault kind {fault!r}")
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            h.send_header(name, value)
+        h.end_headers()
+        h.wfile.write(body)
+        return True
 
     def _api(self, h: _Handler, path: str, query: dict[str, str]) -> tuple[int, bytes]:
         cfg = self.config

@@ -39,10 +39,24 @@ def main() -> None:
     args = parser.parse_args()
 
     sim = subprocess.Popen(
-        [sys.executable, "-m", "archiver.simulator", "--port", "0", "--finish-all",
-         "--tasks", str(args.tasks), "--events", str(args.events),
-         "--latency-ms", str(args.latency_ms), "--seed", str(args.seed),
-         "--api-key", "bench-key"],
+        [
+            sys.executable,
+            "-m",
+            "archiver.simulator",
+            "--port",
+            "0",
+            "--finish-all",
+            "--tasks",
+            str(args.tasks),
+            "--events",
+            str(args.events),
+            "--latency-ms",
+            str(args.latency_ms),
+            "--seed",
+            str(args.seed),
+            "--api-key",
+            "bench-key",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -59,8 +73,7 @@ def main() -> None:
                 "ARCHIVER_DATABASE_URL": database_url,
                 "ARCHIVER_HOME": home,
             }
-            subprocess.run([str(BIN), "db", "upgrade"], env=env, check=True,
-                           capture_output=True)
+            subprocess.run([str(BIN), "db", "upgrade"], env=env, check=True, capture_output=True)
             started = time.perf_counter()
             proc = subprocess.Popen(
                 [str(BIN), "backfill", "-q", "--concurrency", str(args.concurrency)],
@@ -83,22 +96,28 @@ def main() -> None:
     requests = stats.get("list", 0) + stats.get("get", 0)
     events = args.tasks * args.events
     ideal = requests * args.latency_ms / 1000 / args.concurrency
-    print(json.dumps({
-        "tasks": args.tasks,
-        "events_per_task": args.events,
-        "latency_ms": args.latency_ms,
-        "concurrency": args.concurrency,
-        "database": "sqlite" if args.database_url is None else args.database_url.split(":")[0],
-        "wall_s": round(wall, 3),
-        "requests": requests,
-        "list_requests": stats.get("list", 0),
-        "events_per_s": round(events / wall, 1),
-        "archiver_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-        "simulator_cpu_s": sim_cpu,
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "ideal_s": round(ideal, 3),
-        "efficiency": round(ideal / wall, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "tasks": args.tasks,
+                "events_per_task": args.events,
+                "latency_ms": args.latency_ms,
+                "concurrency": args.concurrency,
+                "database": "sqlite"
+                if args.database_url is None
+                else args.database_url.split(":")[0],
+                "wall_s": round(wall, 3),
+                "requests": requests,
+                "list_requests": stats.get("list", 0),
+                "events_per_s": round(events / wall, 1),
+                "archiver_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+                "simulator_cpu_s": sim_cpu,
+                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                "ideal_s": round(ideal, 3),
+                "efficiency": round(ideal / wall, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,220 @@
+"""The API client in isolation: httpx.MockTransport stands in for the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import stamina
+
+from archiver.client import MAX_RETRY_AFTER_S, SmoothClient, _backoff_hook, parse_retry_after
+from archiver.config import ApiKey, ClientConfig
+from archiver.exceptions import (
+    AuthError,
+    CircuitOpen,
+    MalformedPayload,
+    TaskNotFound,
+    TransientApiError,
+)
+
+KEY = "sk-unit-7d1f00aa"
+TASK = {"id": "t1", "status": "running", "events": [{"name": "x", "payload": {}, "timestamp": 5}]}
+
+
+def make_client(
+    handler: Callable[[httpx.Request], httpx.Response], **config: object
+) -> SmoothClient:
+    cfg = ClientConfig(api_url="http://api.test/api/v1", api_key=ApiKey(KEY), **config)  # type: ignore[arg-type]
+    return SmoothClient(cfg, transport=httpx.MockTransport(handler))
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+async def _get(client: SmoothClient, task_id: str = "t1"):  # type: ignore[no-untyped-def]
+    async with client:
+        return await client.get_task(task_id, event_t=7, downloads=True)
+
+
+def test_get_task_sends_key_header_and_cursor() -> None:
+    """Get Task sends the apikey header, event_t and downloads=true, and parses the task."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, json={"r": TASK})
+
+    task = run(_get(make_client(handler)))
+    assert task.id == "t1" and task.events and task.events[0].timestamp == 5
+    assert seen[0].headers["apikey"] == KEY
+    assert seen[0].url.params["event_t"] == "7" and seen[0].url.params["downloads"] == "true"
+
+
+def test_task_id_is_encoded_into_one_path_segment() -> None:
+    """An id with a slash or '..' cannot address another endpoint."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(404, json={"detail": "nope"})
+
+    with pytest.raises(TaskNotFound):
+        run(_get(make_client(handler), "../x/y"))
+    assert seen[0].startswith("/api/v1/task/..%2Fx%2Fy")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_key_raises_auth_error_without_the_key(status: int) -> None:
+    """401/403 raise AuthError (exit 2) whose message never contains the key."""
+    client = make_client(lambda r: httpx.Response(status, json={"detail": f"bad key {KEY}"}))
+    with pytest.raises(AuthError) as info:
+        run(_get(client))
+    assert info.value.exit_code == 2
+    assert KEY not in str(info.value)
+
+
+def test_transient_errors_are_retried_until_success() -> None:
+    """5xx and connection errors are retried (stamina), then the answer is used."""
+    stamina.set_testing(True, attempts=4)
+    answers: list[Callable[[], httpx.Response]] = [
+        lambda: httpx.Response(503),
+        lambda: (_ for _ in ()).throw(httpx.ConnectError("refused")),
+        lambda: httpx.Response(429, headers={"Retry-After": "0"}),
+        lambda: httpx.Response(200, json={"r": {**TASK, "status": "done"}}),
+    ]
+    client = make_client(lambda r: answers.pop(0)())
+    task = run(_get(client))
+    assert task.status == "done" and client.requests == 4
+
+
+def test_retries_give_up_with_a_transient_error() -> None:
+    """When every attempt fails the last transient error surfaces, naming the status."""
+    stamina.set_testing(True, attempts=3)
+    client = make_client(lambda r: httpx.Response(502))
+    with pytest.raises(TransientApiError, match="HTTP 502"):
+        run(_get(client))
+    assert client.requests == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"<html><h1>Bad gateway</h1></html>", "not valid JSON"),
+        (b"\xff\xfe{not utf-8", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply|not valid JSON"),
+        (json.dumps({"r": {"id": "t1", "status": 5}}).encode(), "field 'status'"),
+        (json.dumps({"r": {"status": "done"}}).encode(), "field 'id'"),
+        (json.dumps({"x": 1}).encode(), "'r' member"),
+        (json.dumps({"r": {"id": "other", "status": "done"}}).encode(), "expected 't1'"),
+        (
+            json.dumps({"r": {**TASK, "events": [{"name": "x", "timestamp": 2**70}]}}).encode(),
+            "timestamp",
+        ),
+    ],
+)
+def test_bodies_that_are_not_a_task_raise_malformed_payload(body: bytes, match: str) -> None:
+    """HTML, invalid UTF-8, absurd nesting, wrong types and missing fields: MalformedPayload."""
+    client = make_client(lambda r: httpx.Response(200, content=body))
+    with pytest.raises(MalformedPayload, match=match):
+        run(_get(client))
+
+
+def test_oversized_body_is_refused_while_streaming() -> None:
+    """A body over max_response_bytes fails that request without being read whole."""
+    client = make_client(
+        lambda r: httpx.Response(200, content=b"x" * 5000), max_response_bytes=1000
+    )
+    with pytest.raises(MalformedPayload, match="larger than 1000 bytes"):
+        run(_get(client))
+
+
+def test_circuit_breaker_stops_sending_after_consecutive_failures() -> None:
+    """After N failures in a row the client refuses further requests with CircuitOpen."""
+    client = make_client(lambda r: httpx.Response(500), circuit_breaker_failures=3)
+
+    async def hammer() -> None:
+        async with client:
+            for _ in range(3):
+                with pytest.raises(TransientApiError):
+                    await client.get_task("t1")
+            with pytest.raises(CircuitOpen):
+                await client.get_task("t1")
+
+    run(hammer())
+    assert client.requests == 3
+
+
+def test_a_success_resets_the_circuit_breaker() -> None:
+    """Failures separated by successes never open the circuit."""
+    answers = iter([500, 200, 500, 200, 500, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        return httpx.Response(status, json={"r": {**TASK, "status": "done"}})
+
+    client = make_client(handler, circuit_breaker_failures=2)
+
+    async def alternate() -> int:
+        ok = 0
+        async with client:
+            for _ in range(6):
+                try:
+                    await client.get_task("t1")
+                    ok += 1
+                except TransientApiError:
+                    pass
+        return ok
+
+    assert run(alternate()) == 3
+
+
+def test_rate_limit_spaces_out_concurrent_requests() -> None:
+    """With --rate-limit 20, 30 concurrent requests cannot all start within one second."""
+    starts: list[float] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        starts.append(asyncio.get_running_loop().time())
+        return httpx.Response(200, json={"r": {**TASK, "status": "done"}})
+
+    client = make_client(handler, rate_limit=20.0)  # type: ignore[arg-type]
+
+    async def burst() -> None:
+        async with client:
+            await asyncio.gather(*(client.get_task("t1") for _ in range(30)))
+
+    run(burst())
+    assert len(starts) == 30
+    # A leaky bucket of 20/s admits at most ~20 in the first second: the 30th comes later.
+    assert starts[-1] - starts[0] >= 0.4
+
+
+def test_list_tasks_keeps_valid_items_and_reports_malformed_ones() -> None:
+    """One malformed item in a List page is reported; the other tasks are still returned."""
+    page = {"r": [{"id": "a", "status": "done"}, {"id": 5}, {"id": "b", "status": "running"}]}
+    client = make_client(lambda r: httpx.Response(200, json=page))
+
+    async def listing():  # type: ignore[no-untyped-def]
+        async with client:
+            return await client.list_tasks(before=None, limit=3)
+
+    result = run(listing())
+    assert [t.id for t in result.tasks] == ["a", "b"]
+    assert result.size == 3 and len(result.errors) == 1 and "item 1" in result.errors[0]
+
+
+def test_retry_after_seconds_date_and_cap() -> None:
+    """Retry-After in seconds or as an HTTP date, capped, and used as stamina's wait."""
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("3") == 3.0
+    date = (now + timedelta(seconds=20)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert parse_retry_after(date, now=now) == pytest.approx(20.0)
+    assert parse_retry_after("99999") == MAX_RETRY_AFTER_S
+    assert parse_retry_after("soon") is None
+    assert _backoff_hook(TransientApiError("x", retry_after=4.0)) == 4.0
+    assert _backoff_hook(TransientApiError("x")) is True
+    assert _backoff_hook(MalformedPayload("x")) is False
