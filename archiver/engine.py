@@ -375,7 +375,7 @@ class SyncEngine:
             self.counts["tasks_gone"] += 1
             log.warning("task %s is gone: %s", task_id, exc, extra={"task_id": task_id})
             return
-        except AuthError:
+        except (AuthError, CircuitOpen):
             raise
         except ApiError as exc:  # malformed payload, retries exhausted, unexpected status
             await self._save_error(task_id, str(exc), cursor.error_count)

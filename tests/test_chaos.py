@@ -1,0 +1,95 @@
+"""Chaos: passes under API faults, then a clean pass, must end in exactly the ground truth.
+
+The fault mix is every kind the simulator injects (5xx, 429, dropped connections,
+truncated bodies, garbage and HTML bodies with a 200, latency spikes). ARCHIVER_CHAOS_PASSES
+raises the number of faulty passes (default 8) for a longer soak.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from archiver.config import SyncOptions
+from archiver.db import Database, insert_task_stubs
+from archiver.engine import run_command
+from archiver.simulator import FAULT_KINDS
+from archiver.timestamps import utcnow
+from tests.conftest import assert_matches_truth, client_config
+
+PASSES = int(os.environ.get("ARCHIVER_CHAOS_PASSES", "8"))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_faulty_passes_then_a_clean_one_reach_ground_truth(
+    database: Database, make_simulator, seed: int
+) -> None:
+    """30% of API requests fail in every way; nothing is lost or stored twice."""
+    sim = make_simulator(
+        tasks=24,
+        events_per_task=15,
+        seed=seed,
+        spacing_s=30.0,
+        duration_s=(60.0, 500.0),
+        event_tie_rate=0.3,
+        null_event_id_rate=0.2,
+        null_event_timestamp_rate=0.05,
+        created_at_group=3,
+        fault_rate=0.3,
+        fault_seed=seed,
+        latency_spike_ms=30.0,
+    )
+    options = SyncOptions(concurrency=6, error_backoff_s=0.0, page_size=8)
+    outcomes = set()
+    for _ in range(PASSES):
+        result = run_command("sync", database, client_config(sim), options)
+        outcomes.add(result.exit_code)
+        assert result.exit_code in (0, 1), result.message
+        sim.advance(70.0)
+    assert sim.stats["fault"] > 0
+    assert {f"fault:{kind}" for kind in FAULT_KINDS} <= set(sim.stats)
+    sim.config = replace(sim.config, fault_rate=0.0)
+    sim.finish_all()
+    clean = run_command("sync", database, client_config(sim), options)
+    assert clean.exit_code == 0, clean.errors
+    assert_matches_truth(database, sim)
+
+
+def test_backfill_under_faults_completes_on_the_next_run(
+    database: Database, make_simulator
+) -> None:
+    """A backfill whose listing and polls fail part-way finishes on the next clean run."""
+    sim = make_simulator(
+        tasks=60, events_per_task=8, seed=5, fault_rate=0.25, fault_seed=5,
+        latency_spike_ms=20.0,
+    )
+    sim.finish_all()
+    options = SyncOptions(concurrency=8, error_backoff_s=0.0)
+    first = run_command("backfill", database, client_config(sim), options)
+    assert first.exit_code in (0, 1)
+    sim.config = replace(sim.config, fault_rate=0.0)
+    second = run_command("backfill", database, client_config(sim), options)
+    assert second.exit_code == 0, second.errors
+    run_command("sync", database, client_config(sim), options)
+    assert_matches_truth(database, sim)
+
+
+def test_circuit_breaker_ends_the_pass_early_and_records_it(
+    database: Database, make_simulator
+) -> None:
+    """When every request fails, the pass stops after the threshold and exits 1."""
+    sim = make_simulator(tasks=40, seed=6, fault_rate=1.0, fault_kinds=("503",))
+    sim.finish_all()
+    with database.transaction() as conn:  # 40 known, active tasks
+        insert_task_stubs(conn, sorted(sim.truth()), utcnow())
+    result = run_command(
+        "sync",
+        database,
+        client_config(sim, circuit_breaker_failures=5),
+        SyncOptions(concurrency=1, discover=False),
+    )
+    assert result.exit_code == 1
+    assert result.outcome == "failed" and "in a row" in (result.message or "")
+    assert sim.stats["fault"] == 5
