@@ -62,7 +62,11 @@ def test_backfill_under_faults_completes_on_the_next_run(
 ) -> None:
     """A backfill whose listing and polls fail part-way finishes on the next clean run."""
     sim = make_simulator(
-        tasks=60, events_per_task=8, seed=5, fault_rate=0.25, fault_seed=5,
+        tasks=60,
+        events_per_task=8,
+        seed=5,
+        fault_rate=0.25,
+        fault_seed=5,
         latency_spike_ms=20.0,
     )
     sim.finish_all()
