@@ -788,7 +788,7 @@ def verify_blobs(
     db: Database, store: BlobStore, task_ids: Sequence[str] | None
 ) -> tuple[list[Check], list[StoredArtifact]]:
     """Check every stored blob (or those of ``task_ids``); also returns the failed rows."""
-    with db.transaction() as conn:
+    with db.reading() as conn:
         stored = artifacts_to_verify(conn, task_ids)
         failed = artifacts_to_verify(conn, task_ids, states=(FAILED,))
     checks = []

@@ -484,7 +484,7 @@ def status(
     try:
         max_age_td = metrics.parse_duration(max_age) if max_age else None
         database = open_database(database_url)
-        with database.transaction() as conn:
+        with database.reading() as conn:
             report = q.status_report(conn)
             report.update(artifact_status(conn))
             health = metrics.read_health(conn, commands=metrics.commands_for(command_choice))
@@ -734,7 +734,7 @@ def report_credits(
     try:
         since_d, until_d = _report_dates(since, until)
         database = open_database(database_url)
-        with database.transaction() as conn:
+        with database.reading() as conn:
             result = reports.credits_report(
                 conn, since=since_d, until=until_d, by=by, group_by=group_by
             )
@@ -772,7 +772,7 @@ def report_top(
     try:
         since_d, until_d = _report_dates(since, until)
         database = open_database(database_url)
-        with database.transaction() as conn:
+        with database.reading() as conn:
             tasks = reports.top_tasks(
                 conn, limit=limit, since=since_d, until=until_d, status=status
             )

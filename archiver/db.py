@@ -29,6 +29,8 @@ from archiver.schema import sync_runs, sync_state, task_events, tasks
 from archiver.timestamps import to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Connection.info flag: the transaction only reads (SQLite: deferred BEGIN, no write lock).
+_READ_ONLY = "archiver_read_only"
 SUPPORTED_SCHEMES = ("sqlite:///PATH", "postgresql://USER@HOST/DB")
 
 
@@ -93,7 +95,8 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front; readers (status, report) take a snapshot only.
+        conn.exec_driver_sql("BEGIN" if conn.info.get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -123,7 +126,11 @@ def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        conn.info[_READ_ONLY] = True
+        try:
+            return MigrationContext.configure(conn).get_current_revision()
+        finally:
+            conn.info.pop(_READ_ONLY, None)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -186,6 +193,21 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {db_message(exc)}") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction: one consistent snapshot that never waits for a writer
+        (on SQLite it takes no write lock, so it also works on a read-only file)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.info[_READ_ONLY] = True
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.info.pop(_READ_ONLY, None)
         except SQLAlchemyError as exc:
             raise StorageError(f"database error: {db_message(exc)}") from exc
 

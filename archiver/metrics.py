@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from sqlalchemy import Connection, distinct, func, select
 
+from archiver.config import parse_seconds
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
 from archiver.logs import SUMMARY_COUNTS
 from archiver.schema import artifacts, sync_runs, tasks
@@ -60,19 +60,17 @@ _COUNT_HELP = {
     "errors": "Task or listing failures",
     "requests": "HTTP requests to the Smooth API",
 }
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(value: str, *, option: str = "--max-age") -> timedelta:
-    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a timedelta; ConfigError otherwise."""
-    match = _DURATION.match(value)
-    if not match or float(match.group(1)) <= 0:
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta; ConfigError otherwise."""
+    seconds = parse_seconds(value, option=option)
+    if seconds <= 0:
         raise ConfigError(
             f"{option} {value!r} is not a positive duration: use a number of seconds or a "
             "number with a unit s, m, h or d, e.g. 900, 15m, 2h, 1d."
         )
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return timedelta(seconds=seconds)
 
 
 def format_age(seconds: float) -> str:
@@ -324,7 +322,7 @@ def write_metrics(path: str | Path, result: RunResult, database: Database | None
     health = None
     if database is not None:
         try:
-            with database.transaction() as conn:
+            with database.reading() as conn:
                 health = read_health(conn, result.finished_at or datetime.now(UTC))
         except ArchiverError as exc:
             log.warning("metrics: archive-wide gauges left out: %s", exc)

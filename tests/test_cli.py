@@ -229,3 +229,24 @@ def test_every_command_has_an_example_in_help(command: str) -> None:
     assert done.returncode == 0
     assert "Example" in done.stdout
     assert TEST_API_KEY not in done.stdout
+
+
+def test_status_and_report_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """While another process holds SQLite's write lock, status and report still answer."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/busy.db"
+    assert run_archiver("db", "upgrade", "--database-url", url).returncode == 0
+    writer = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO tasks (id, first_seen_at) VALUES ('t', '2026-01-01 00:00:00')")
+    try:
+        env = {"ARCHIVER_DATABASE_URL": url}
+        status = run_archiver("status", "--json", env=env, timeout=20)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["tasks"] == 0  # the uncommitted row is not seen
+        report = run_archiver("report", "top", env=env, timeout=20)
+        assert report.returncode == 0, report.stderr
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
