@@ -62,7 +62,7 @@ from archiver.exceptions import (
     BlobStoreError,
 )
 from archiver.logs import redact
-from archiver.models import TaskInfo, strip_query
+from archiver.models import TERMINAL_STATUSES, TaskInfo, strip_query
 from archiver.schema import artifact_files, artifacts, tasks
 from archiver.timestamps import to_utc, utcnow
 
@@ -161,6 +161,26 @@ def save_artifact(
         conn.execute(delete(artifact_files).where(artifact_files.c.task_id == task_id))
         if files:
             conn.execute(artifact_files.insert(), [{"task_id": task_id, **f} for f in files])
+
+
+def tasks_missing_artifacts(conn: Connection) -> list[str]:
+    """Finalized terminal tasks archived while downloads were off: some kind has no row.
+
+    ``backfill --downloads`` revisits them, so turning downloads on later also covers the
+    history that is already archived.
+    """
+    complete = (
+        select(artifacts.c.task_id).group_by(artifacts.c.task_id).having(func.count() >= len(KINDS))
+    )
+    query = (
+        select(tasks.c.id)
+        .where(tasks.c.finalized_at.is_not(None))
+        .where(tasks.c.gone_at.is_(None))
+        .where(tasks.c.status.in_(sorted(TERMINAL_STATUSES)))
+        .where(tasks.c.id.not_in(complete))
+        .order_by(tasks.c.created_at.desc(), tasks.c.id)
+    )
+    return list(conn.scalars(query))
 
 
 def artifact_status(conn: Connection) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from archiver import db as q
-from archiver.artifacts import ArtifactSync
+from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
 from archiver.client import SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
 from archiver.db import Database, LeaseLost
@@ -295,11 +295,18 @@ class SyncEngine:
 
     # -- polling ---------------------------------------------------------------------
 
-    async def poll_all(self, task_ids: Sequence[str], *, from_zero: bool) -> None:
-        """Poll these tasks with ``options.concurrency`` requests in flight."""
+    async def poll_all(
+        self, task_ids: Sequence[str], *, from_zero: bool, reopen: bool = False
+    ) -> None:
+        """Poll these tasks with ``options.concurrency`` requests in flight.
+
+        ``reopen`` polls finalized tasks too (to fetch artifacts they were archived without).
+        """
         queue: asyncio.Queue[_Item | None] = asyncio.Queue()
-        for item in await self._db(self._claim, list(task_ids)):
-            queue.put_nowait(item)
+        for task_id, cursor in await self._db(self._claim, list(task_ids)):
+            if reopen:
+                cursor = replace(cursor, finalized=False)
+            queue.put_nowait((task_id, cursor))
         await self._run_workers(queue, from_zero=from_zero, producer=None)
 
     def _claim(self, conn: Any, task_ids: list[str]) -> list[_Item]:
@@ -468,6 +475,10 @@ class SyncEngine:
         queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.options.concurrency * 8)
         producer = asyncio.create_task(self._backfill_listing(queue, since))
         await self._run_workers(queue, from_zero=True, producer=producer)
+        if self.artifacts is not None and not self.should_stop():
+            # Tasks finalized while downloads were off get their artifacts now.
+            revisit = await self._db(tasks_missing_artifacts)
+            await self.poll_all(revisit, from_zero=True, reopen=True)
 
     async def _backfill_listing(
         self, queue: asyncio.Queue[_Item | None], since: datetime | None

@@ -718,3 +718,23 @@ def test_sigterm_during_a_download_drops_the_partial_blob_and_exits_143(
     db = Database(database_url)
     assert not finalized(db, task_id)
     db.dispose()
+
+
+def test_backfill_with_downloads_covers_tasks_archived_while_downloads_were_off(
+    database: Database, make_simulator, tmp_path: Path
+) -> None:
+    """Turning downloads on later: backfill --downloads fetches artifacts of finalized tasks."""
+    sim = make_simulator(tasks=8, events_per_task=3, seed=41)
+    sim.finish_all()
+    assert run_command("sync", database, client_config(sim), SyncOptions()).exit_code == 0
+    assert artifact_rows(database) == {}
+    options = SyncOptions(downloads=True, blob_url=str(tmp_path / "blobs"))
+    result = run_command("backfill", database, client_config(sim), options)
+    assert result.exit_code == 0, result.errors
+    rows = artifact_rows(database)
+    assert {task_id for task_id, _ in rows} == set(sim.truth())
+    assert all(row["state"] in ("stored", "absent") for row in rows.values())
+    assert all(finalized(database, task_id) for task_id in sim.truth())
+    sim.reset_stats()
+    again = run_command("backfill", database, client_config(sim), options)
+    assert again.exit_code == 0 and sim.stats["get"] == 0
