@@ -9,6 +9,7 @@ UPDATE or an ``INSERT ... ON CONFLICT``, which is atomic there.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,14 +19,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, create_engine, event, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from archiver.exceptions import ConfigError, StorageError
 from archiver.models import TaskEvent, TaskInfo, dumps_json, strip_query
-from archiver.schema import sync_runs, sync_state, task_events, tasks
+from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.timestamps import to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -348,15 +363,18 @@ def task_cursor(conn: Connection, task_id: str) -> TaskCursor | None:
 
 
 def insert_events(
-    conn: Connection, task_id: str, events: Sequence[TaskEvent], now: datetime
-) -> int:
-    """Store the events not stored yet; returns how many were new."""
-    rows: dict[str, dict[str, Any]] = {}
-    for ev in events:
-        key = ev.key
-        rows.setdefault(
-            key,
-            {
+    conn: Connection,
+    batches: Sequence[tuple[str, Sequence[TaskEvent]]],
+    now: datetime,
+) -> None:
+    """Store the events not stored yet, for several tasks at once (re-reads are no-ops)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for task_id, events in batches:
+        for ev in events:
+            key = ev.key
+            if (task_id, key) in rows:
+                continue
+            rows[(task_id, key)] = {
                 "task_id": task_id,
                 "event_key": key,
                 "event_id": ev.id,
@@ -365,20 +383,125 @@ def insert_events(
                 "timestamp": ev.timestamp,
                 "timestamp_utc": to_utc(ev.timestamp),
                 "archived_at": now,
-            },
-        )
+            }
     if not rows:
-        return 0
-    stmt = (
-        dialect_insert(conn, task_events)
-        .on_conflict_do_nothing(index_elements=["task_id", "event_key"])
-        .returning(task_events.c.id)
+        return
+    stmt = dialect_insert(conn, task_events).on_conflict_do_nothing(
+        index_elements=["task_id", "event_key"]
     )
-    return len(conn.execute(stmt, list(rows.values())).all())
+    conn.execute(stmt, list(rows.values()))
 
 
 class LeaseLost(Exception):
     """The task's lease passed to another run before this one could save (internal)."""
+
+
+@dataclass(frozen=True)
+class PollSave:
+    """What one poll of one task stores."""
+
+    task: TaskInfo
+    events: Sequence[TaskEvent]
+    full_read: bool
+    finalize: bool
+
+
+def save_polls(
+    conn: Connection, saves: Sequence[PollSave], *, owner: str, now: datetime
+) -> list[int]:
+    """Store several polls in the caller's transaction; returns new events per save.
+
+    One INSERT for every event of the batch and one executemany UPDATE of the tasks, so a
+    group commit costs a handful of round trips whatever its size. Each task's events and
+    its high-water mark (which only moves forwards) land in the same transaction. Raises
+    LeaseLost when another run took any of the tasks meanwhile: the caller rolls back.
+    """
+    if not saves:
+        return []
+    ids = [save.task.id for save in saves]
+    before = dict(
+        conn.execute(select(tasks.c.id, tasks.c.event_count).where(tasks.c.id.in_(ids))).all()
+    )
+    insert_events(conn, [(save.task.id, save.events) for save in saves], now)
+    # event_count is recounted, not incremented: exact whatever happened before, and it
+    # tells how many of this batch's events were new without a slow INSERT ... RETURNING.
+    after: dict[str, int] = dict(
+        conn.execute(
+            select(task_events.c.task_id, func.count())
+            .where(task_events.c.task_id.in_(ids))
+            .group_by(task_events.c.task_id)
+        ).all()
+    )
+    params = []
+    for save in saves:
+        columns = _task_columns(save.task)
+        stamps = [ev.timestamp for ev in save.events if ev.timestamp is not None]
+        params.append(
+            {
+                "p_id": save.task.id,
+                "p_owner": owner,
+                "p_now": now,
+                "p_event_count": after.get(save.task.id, 0),
+                "p_high": max(stamps) if stamps else None,
+                "p_full_read": save.full_read,
+                "p_finalize": save.finalize,
+                "p_created_at": columns.get("created_at"),
+                "p_created_at_utc": columns.get("created_at_utc"),
+                **{f"p_{name}": columns[name] for name in _POLL_COLUMNS},
+            }
+        )
+    result = conn.execute(_poll_update(), params)
+    if result.rowcount != len(saves):
+        raise LeaseLost(", ".join(ids))
+    return [after.get(task_id, 0) - before.get(task_id, 0) for task_id in ids]
+
+
+_POLL_COLUMNS = (
+    "status",
+    "output",
+    "credits_used",
+    "device",
+    "live_url",
+    "recording_url",
+    "downloads_url",
+    "payload",
+)
+
+
+@functools.cache
+def _poll_update() -> Any:
+    """The UPDATE behind :func:`save_polls`, one statement for every kind of poll."""
+    p = bindparam
+    now = p("p_now", type_=UtcDateTime)
+    high = p("p_high", type_=BigInteger)
+    return (
+        update(tasks)
+        .where(tasks.c.id == p("p_id"), tasks.c.lease_owner == p("p_owner"))
+        .values(
+            **{name: p(f"p_{name}", type_=tasks.c[name].type) for name in _POLL_COLUMNS},
+            created_at=func.coalesce(p("p_created_at", type_=BigInteger), tasks.c.created_at),
+            created_at_utc=func.coalesce(
+                p("p_created_at_utc", type_=UtcDateTime), tasks.c.created_at_utc
+            ),
+            event_count=p("p_event_count", type_=Integer),
+            event_t=case(
+                (and_(high.is_not(None), tasks.c.event_t < high), high),
+                else_=tasks.c.event_t,
+            ),
+            full_read_at=case(
+                (p("p_full_read", type_=Boolean), func.coalesce(tasks.c.full_read_at, now)),
+                else_=tasks.c.full_read_at,
+            ),
+            finalized_at=case((p("p_finalize", type_=Boolean), now), else_=tasks.c.finalized_at),
+            last_polled_at=now,
+            last_error=None,
+            error_count=0,
+            next_poll_at=None,
+            gone_at=None,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
 
 
 def save_poll(
@@ -391,37 +514,9 @@ def save_poll(
     finalize: bool,
     now: datetime,
 ) -> int:
-    """Store one poll's events and the task's new state in the caller's transaction.
-
-    The high-water mark only moves forwards, and only together with the events it covers.
-    Raises LeaseLost (the caller rolls back) when another run took the task meanwhile.
-    """
-    inserted = insert_events(conn, task.id, events, now)
-    values: dict[str, Any] = {
-        **_task_columns(task),
-        "event_count": tasks.c.event_count + inserted,
-        "last_polled_at": now,
-        "last_error": None,
-        "error_count": 0,
-        "next_poll_at": None,
-        "gone_at": None,
-        "lease_owner": None,
-        "lease_until": None,
-    }
-    stamps = [ev.timestamp for ev in events if ev.timestamp is not None]
-    if stamps:
-        high = max(stamps)
-        values["event_t"] = case((tasks.c.event_t < high, high), else_=tasks.c.event_t)
-    if full_read:
-        values["full_read_at"] = func.coalesce(tasks.c.full_read_at, now)
-    if finalize:
-        values["finalized_at"] = now
-    result = conn.execute(
-        update(tasks).where(tasks.c.id == task.id, tasks.c.lease_owner == owner).values(values)
-    )
-    if result.rowcount != 1:
-        raise LeaseLost(task.id)
-    return inserted
+    """:func:`save_polls` for one task; returns how many of its events were new."""
+    save = PollSave(task=task, events=events, full_read=full_read, finalize=finalize)
+    return save_polls(conn, [save], owner=owner, now=now)[0]
 
 
 def record_task_error(

@@ -91,23 +91,27 @@ class RunResult:
 
 
 class _GroupCommit:
-    """Saves that arrive while a transaction is running share the next transaction.
+    """Polls saved while a transaction is running share the next transaction.
 
-    Each save runs in its own SAVEPOINT, so a task whose save fails (lease lost, data the
-    database refuses) is rolled back alone, and a task's events and high-water mark still
-    commit together. Batching amortises BEGIN/COMMIT over many tasks without adding any
-    waiting: a batch is just whatever queued up while the previous one ran.
+    The common case is one INSERT and one executemany UPDATE for the whole batch. When
+    that fails (a lease was lost, the database refused some task's data), the batch is
+    rolled back and saved again task by task, each in its own SAVEPOINT, so the failure
+    stays with the task that caused it. Either way a task's events and its high-water
+    mark commit together. Batching adds no waiting: a batch is whatever queued up while
+    the previous one ran.
     """
 
-    def __init__(self, db: Database, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, db: Database, executor: ThreadPoolExecutor, owner: str) -> None:
         self.db = db
         self.executor = executor
-        self._pending: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+        self.owner = owner
+        self._pending: list[tuple[q.PollSave, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def save(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((lambda conn: fn(conn, *args, **kwargs), future))
+    async def save(self, save: q.PollSave) -> int:
+        """Queue one poll's save; returns how many of its events were new once committed."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((save, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -116,10 +120,9 @@ class _GroupCommit:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending, []
+            saves = [save for save, _ in batch]
             try:
-                outcomes = await loop.run_in_executor(
-                    self.executor, self._run, [call for call, _ in batch]
-                )
+                outcomes: list[Any] = await loop.run_in_executor(self.executor, self._run, saves)
             except Exception as exc:  # the transaction itself failed: every save did
                 outcomes = [exc] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -130,13 +133,21 @@ class _GroupCommit:
                 else:
                     future.set_result(outcome)
 
-    def _run(self, calls: list[Callable[[Any], Any]]) -> list[Any]:
+    def _run(self, saves: list[q.PollSave]) -> list[Any]:
+        try:
+            with self.db.engine.begin() as conn:
+                return list(q.save_polls(conn, saves, owner=self.owner, now=utcnow()))
+        except (LeaseLost, SQLAlchemyError, ValueError, TypeError, RecursionError):
+            return self._one_by_one(saves)
+
+    def _one_by_one(self, saves: list[q.PollSave]) -> list[Any]:
         outcomes: list[Any] = []
         with self.db.transaction() as conn:
-            for call in calls:
+            now = utcnow()
+            for save in saves:
                 try:
                     with conn.begin_nested():
-                        outcomes.append(call(conn))
+                        outcomes.append(q.save_polls(conn, [save], owner=self.owner, now=now)[0])
                 except LeaseLost as exc:
                     outcomes.append(exc)
                 except SQLAlchemyError as exc:
@@ -177,7 +188,7 @@ class SyncEngine:
         self.counts = result.counts
         self.progress = progress or NullProgress()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
-        self._writer = _GroupCommit(db, self._executor)
+        self._writer = _GroupCommit(db, self._executor, lock.owner)
         loop_time = asyncio.get_running_loop().time()
         self._deadline = (
             loop_time + options.max_runtime_s if options.max_runtime_s is not None else None
@@ -392,13 +403,7 @@ class SyncEngine:
             finalize = await self._settle_artifacts(task, events)
         try:
             inserted = await self._writer.save(
-                q.save_poll,
-                task,
-                events,
-                owner=self.lock.owner,
-                full_read=full_read,
-                finalize=finalize,
-                now=utcnow(),
+                q.PollSave(task=task, events=events, full_read=full_read, finalize=finalize)
             )
         except StorageError as exc:
             if isinstance(exc.__cause__, Exception) and _is_data_error(exc.__cause__):
