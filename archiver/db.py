@@ -72,7 +72,11 @@ def create_db_engine(url: str) -> Engine:
         return _sqlite_engine(url, parsed.database)
     if backend == "postgresql":
         try:
-            return create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
+            # executemany runs in psycopg's pipeline mode; insertmanyvalues would re-render
+            # and re-parse one huge INSERT per batch size instead.
+            return create_engine(
+                url, pool_pre_ping=True, json_serializer=dumps_json, use_insertmanyvalues=False
+            )
         except ImportError:
             raise ConfigError(
                 "PostgreSQL support is not installed: pip install 'smooth-archiver[postgres]'."
@@ -253,33 +257,35 @@ def _task_columns(task: TaskInfo) -> dict[str, Any]:
 
 def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime) -> list[str]:
     """Insert the listed tasks not yet known; returns the ids that were new."""
-    if not listed:
-        return []
     rows = {
         task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed
     }
-    stmt = (
-        dialect_insert(conn, tasks)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(tasks.c.id)
-    )
-    # Uniform keys per row: executemany needs every row to name the same columns.
-    keys = set().union(*(row.keys() for row in rows.values()))
-    params = [{key: row.get(key) for key in keys} for row in rows.values()]
-    return [row[0] for row in conn.execute(stmt, params)]
+    return _insert_missing_tasks(conn, rows)
 
 
 def insert_task_stubs(conn: Connection, task_ids: Iterable[str], now: datetime) -> int:
     """Track tasks known only by id (``--task``, ``--ids-file``); returns how many were new."""
-    params = [{"id": task_id, "first_seen_at": now} for task_id in dict.fromkeys(task_ids)]
-    if not params:
-        return 0
-    stmt = (
-        dialect_insert(conn, tasks)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(tasks.c.id)
-    )
-    return len(conn.execute(stmt, params).all())
+    rows = {task_id: {"id": task_id, "first_seen_at": now} for task_id in task_ids}
+    return len(_insert_missing_tasks(conn, rows))
+
+
+def _insert_missing_tasks(conn: Connection, rows: dict[str, dict[str, Any]]) -> list[str]:
+    """INSERT the rows whose id is not in ``tasks`` yet (ON CONFLICT DO NOTHING covers a
+    concurrent insert); returns their ids. Plain executemany, no RETURNING (see
+    create_db_engine)."""
+    ids = list(rows)
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        known.update(conn.scalars(select(tasks.c.id).where(tasks.c.id.in_(chunk))))
+    new = [task_id for task_id in ids if task_id not in known]
+    if not new:
+        return []
+    # Uniform keys per row: executemany needs every row to name the same columns.
+    keys = set().union(*(rows[task_id].keys() for task_id in new))
+    params = [{key: rows[task_id].get(key) for key in keys} for task_id in new]
+    conn.execute(dialect_insert(conn, tasks).on_conflict_do_nothing(index_elements=["id"]), params)
+    return new
 
 
 def due_task_ids(
