@@ -31,6 +31,7 @@ from archiver.exceptions import (
     TaskNotFound,
     TransientApiError,
 )
+from archiver.logs import redact
 from archiver.models import TaskInfo, parse_envelope, parse_task
 
 log = logging.getLogger(__name__)
@@ -165,11 +166,15 @@ class SmoothClient:
             )
         try:
             body = await self._get_json_retrying(path, params, context=context, task_id=task_id)
-        except (TaskNotFound, AuthError):
-            self.consecutive_failures = 0
+        except TransientApiError:
+            # Only failures of the API as a whole count; a malformed task is that task's
+            # problem and neither opens nor resets the circuit.
+            self.consecutive_failures += 1
+            raise
+        except MalformedPayload:
             raise
         except ApiError:
-            self.consecutive_failures += 1
+            self.consecutive_failures = 0
             raise
         self.consecutive_failures = 0
         return body
@@ -218,7 +223,7 @@ class SmoothClient:
                     detail = (await self._read_capped(response, context))[:200]
                     raise ApiError(
                         f"{context}: unexpected HTTP {status}: "
-                        f"{detail.decode('utf-8', 'replace')!r}",
+                        f"{self._scrub(repr(detail.decode('utf-8', 'replace')))}",
                         status_code=status,
                     )
                 raw = await self._read_capped(response, context)
@@ -232,13 +237,19 @@ class SmoothClient:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedPayload(
-                f"{context}: the body is not valid JSON ({exc}); first bytes: {raw[:80]!r}."
+                f"{context}: the body is not valid JSON ({exc}); first bytes: "
+                f"{self._scrub(repr(raw[:80]))}."
             ) from None
         except RecursionError:
             raise MalformedPayload(
                 f"{context}: the JSON body is nested too deeply to read; "
                 "this is not a TaskResponse."
             ) from None
+
+    def _scrub(self, excerpt: str) -> str:
+        """A body excerpt for an error message (stored in last_error and sync_runs): the
+        key (a 422 may echo the apikey header) and URL query strings are masked."""
+        return redact(excerpt, [self.config.api_key.reveal()])
 
     async def _read_capped(self, response: httpx.Response, context: str) -> bytes:
         limit = self.config.max_response_bytes

@@ -44,6 +44,7 @@ from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tas
 from archiver.timestamps import to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_LOCK_TIMEOUT_MS = 30_000
 #: Connection.info flag: the transaction only reads (SQLite: deferred BEGIN, no write lock).
 _READ_ONLY = "archiver_read_only"
 SUPPORTED_SCHEMES = ("sqlite:///PATH", "postgresql://USER@HOST/DB")
@@ -75,7 +76,13 @@ def create_db_engine(url: str) -> Engine:
             # executemany runs in psycopg's pipeline mode; insertmanyvalues would re-render
             # and re-parse one huge INSERT per batch size instead.
             return create_engine(
-                url, pool_pre_ping=True, json_serializer=dumps_json, use_insertmanyvalues=False
+                url,
+                pool_pre_ping=True,
+                json_serializer=dumps_json,
+                use_insertmanyvalues=False,
+                # A row lock held elsewhere (an analyst's SELECT ... FOR UPDATE, a session
+                # idle in a transaction) fails the statement instead of hanging the pass.
+                connect_args={"options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"},
             )
         except ImportError:
             raise ConfigError(
@@ -170,8 +177,17 @@ def ensure_current(engine: Engine) -> None:
 
 
 def db_message(exc: SQLAlchemyError) -> str:
+    """The driver's first line; a full disk also says what to do about it."""
     orig = getattr(exc, "orig", None)
-    return str(orig or exc).splitlines()[0]
+    message = str(orig or exc).splitlines()[0]
+    code = getattr(orig, "sqlite_errorcode", None) or getattr(orig, "sqlstate", None)
+    # SQLITE_FULL (13), PostgreSQL's disk_full (53100), or the OS's ENOSPC text.
+    if code in (13, "53100") or "disk is full" in message or "No space left" in message:
+        message += (
+            "; free space on the disk holding the database, then run again (the archive "
+            "is consistent and the next pass resumes)"
+        )
+    return message
 
 
 def dialect_insert(conn: Connection, table: Any) -> Any:
@@ -504,6 +520,7 @@ def _poll_update() -> Any:
             error_count=0,
             next_poll_at=None,
             gone_at=None,
+            not_found_count=0,
             lease_owner=None,
             lease_until=None,
         )
@@ -549,20 +566,36 @@ def record_task_error(
     )
 
 
-def mark_gone(conn: Connection, task_id: str, message: str, *, owner: str, now: datetime) -> None:
-    """A task the API no longer knows (404): recorded, finalized, never polled again."""
-    conn.execute(
+def record_not_found(
+    conn: Connection,
+    task_id: str,
+    message: str,
+    *,
+    owner: str,
+    now: datetime,
+    backoff: timedelta,
+    gone_after: int,
+) -> bool:
+    """A 404 for the task. One 404 can be a glitch (read-after-create lag, a proxy): the
+    task is retried after ``backoff`` and only recorded as gone, finalized and never
+    polled again, after ``gone_after`` 404s in a row. Returns whether it is now gone."""
+    gone = tasks.c.not_found_count + 1 >= gone_after
+    row = conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id, tasks.c.lease_owner == owner)
         .values(
+            not_found_count=tasks.c.not_found_count + 1,
             last_error=message[:2000],
-            gone_at=now,
-            finalized_at=now,
             last_polled_at=now,
+            next_poll_at=case((gone, None), else_=now + backoff),
+            gone_at=case((gone, now), else_=tasks.c.gone_at),
+            finalized_at=case((gone, now), else_=tasks.c.finalized_at),
             lease_owner=None,
             lease_until=None,
         )
-    )
+        .returning(tasks.c.gone_at)
+    ).first()
+    return row is not None and row.gone_at is not None
 
 
 # --- sync state (versioned, migrated step by step) -----------------------------------

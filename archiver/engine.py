@@ -58,6 +58,8 @@ _Item = tuple[str, q.TaskCursor]
 
 #: Longest back-off of a failing task (the first one is SyncOptions.error_backoff_s).
 ERROR_BACKOFF_CAP_S = 3600.0
+#: 404s in a row (each after the error back-off) before a task is recorded as gone.
+GONE_AFTER_NOT_FOUND = 3
 
 EXIT_OK = 0
 EXIT_TASK_ERRORS = 1
@@ -221,7 +223,7 @@ class SyncEngine:
         return await loop.run_in_executor(self._executor, work)
 
     def should_stop(self) -> bool:
-        if self.stop_signal is not None or self._fatal is not None:
+        if self.stop_signal is not None or self._fatal is not None or self.lock.lost:
             return True
         return self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline
 
@@ -234,6 +236,11 @@ class SyncEngine:
         """Walk List Tasks from the newest down to just below what is already known."""
         state = await self._db(q.get_state, "discovery") or {}
         known_newest: int | None = state.get("newest_created_at")
+        # A created_at in the future (absurd, or in another unit) is no watermark: every
+        # later pass would stop on its first page and miss the tasks beyond it.
+        horizon = utcnow().timestamp() + self.options.discovery_overlap_s
+        if known_newest is not None and to_seconds(known_newest) > horizon:
+            known_newest = None  # one full walk replaces a watermark stored before the fix
         stop_below = None
         if known_newest is not None:
             stop_below = known_newest - seconds_in_unit_of(
@@ -243,11 +250,13 @@ class SyncEngine:
 
         async def on_page(page: list[TaskInfo]) -> bool:
             nonlocal newest
-            new_ids = await self._db(q.insert_new_tasks, page, utcnow())
+            new_ids, _ = await self._insert_listed(page)
             self.counts["tasks_discovered"] += len(new_ids)
             stamps = [t.created_at for t in page if t.created_at is not None]
             if stamps:
-                newest = max(stamps) if newest is None else max(newest, *stamps)
+                plausible = [s for s in stamps if to_seconds(s) <= horizon]
+                if plausible:
+                    newest = max(plausible) if newest is None else max(newest, *plausible)
                 if stop_below is not None and min(stamps) < stop_below:
                     return False
             return True
@@ -256,6 +265,39 @@ class SyncEngine:
         if completed and newest is not None and newest != known_newest:
             await self._db(q.put_state, "discovery", {"newest_created_at": newest}, utcnow())
 
+    async def _insert_listed(self, page: list[TaskInfo]) -> tuple[list[str], list[TaskInfo]]:
+        """Insert a listing page's new tasks; returns (new ids, the page's storable tasks).
+
+        A listed task the database cannot hold (lone surrogates, nesting too deep, NUL on
+        PostgreSQL) must not end the pass: the page is then inserted task by task, such a
+        task is tracked by its id alone (its poll records the problem in last_error), and
+        one whose very id cannot be stored is a listing error.
+        """
+        try:
+            return await self._db(q.insert_new_tasks, page, utcnow()), page
+        except Exception as exc:
+            if not _is_unstorable(exc):
+                raise
+        new_ids: list[str] = []
+        kept: list[TaskInfo] = []
+        for task in page:
+            try:
+                new_ids += await self._db(q.insert_new_tasks, [task], utcnow())
+            except Exception as exc:
+                if not _is_unstorable(exc):
+                    raise
+                try:
+                    if await self._db(q.insert_task_stubs, [task.id], utcnow()):
+                        new_ids.append(task.id)
+                except Exception as stub_exc:
+                    if not _is_unstorable(stub_exc):
+                        raise
+                    reason = f"{type(stub_exc).__name__}: {stub_exc}"
+                    self._task_failed(None, f"listed task {task.id!r} cannot be stored: {reason}")
+                    continue
+            kept.append(task)
+        return new_ids, kept
+
     async def walk_listing(
         self,
         start_t: int | None,
@@ -263,13 +305,18 @@ class SyncEngine:
         on_page: Callable[[list[TaskInfo]], Any],
         on_cursor: Callable[[int | None], Any] | None = None,
     ) -> bool:
-        """Page through List Tasks from ``start_t`` down; True if it reached the end.
+        """Page through List Tasks from ``start_t`` down.
+
+        Returns True when the walk is complete (``on_page`` asked to stop, or the listing
+        ended) and False when it was cut short (deadline, signal, an unusable page), so
+        callers only move their watermark after a complete walk.
 
         The next page starts at the oldest ``created_at`` + 1, so the boundary group is
         re-read and tasks sharing a ``created_at`` across a page break are not lost (the
         caller's inserts are idempotent). A page made entirely of one ``created_at`` is
         re-read at the largest page size; only a group larger than that cannot be paged
-        through with a strictly-before cursor, and is reported.
+        through with a strictly-before cursor, and is reported. A cursor that does not move
+        down (an API ignoring ``t``) stops the walk instead of looping forever.
         """
         t = start_t
         size = page_size
@@ -281,10 +328,10 @@ class SyncEngine:
                 self._task_failed(None, message)
             keep_going = await on_page(page.tasks)
             if keep_going is False or page.size < size:
-                return keep_going is not False
+                return True
             stamps = [task.created_at for task in page.tasks if task.created_at is not None]
             if not stamps:
-                log.warning("List Tasks page at t=%s has no created_at; stopping discovery", t)
+                self._task_failed(None, f"List Tasks page at t={t} has no created_at to page by")
                 return False
             oldest = min(stamps)
             if oldest == max(stamps):
@@ -297,9 +344,17 @@ class SyncEngine:
                     MAX_PAGE_SIZE,
                     oldest,
                 )
-                t = oldest
+                next_t = oldest
             else:
-                t = oldest + 1
+                next_t = oldest + 1
+            if t is not None and next_t >= t:
+                self._task_failed(
+                    None,
+                    f"List Tasks did not move below t={t} (the next page would start at "
+                    f"t={next_t}): the API ignored the cursor, so listing stops here",
+                )
+                return False
+            t = next_t
             size = page_size
             if on_cursor is not None:
                 await on_cursor(t)
@@ -389,9 +444,23 @@ class SyncEngine:
                 events.extend(sweep.events or [])
                 task, full_read = sweep, True
         except TaskNotFound as exc:
-            await self._db(q.mark_gone, task_id, str(exc), owner=self.lock.owner, now=utcnow())
-            self.counts["tasks_gone"] += 1
-            log.warning("task %s is gone: %s", task_id, exc, extra={"task_id": task_id})
+            gone = await self._db(
+                q.record_not_found,
+                task_id,
+                str(exc),
+                owner=self.lock.owner,
+                now=utcnow(),
+                backoff=self._backoff(cursor.error_count),
+                gone_after=GONE_AFTER_NOT_FOUND,
+            )
+            self.counts["tasks_gone" if gone else "tasks_not_found"] += 1
+            log.warning(
+                "task %s %s: %s",
+                task_id,
+                "is gone" if gone else "was not found (will ask again)",
+                exc,
+                extra={"task_id": task_id},
+            )
             return
         except (AuthError, CircuitOpen):
             raise
@@ -434,9 +503,13 @@ class SyncEngine:
             self._task_failed(task.id, message)
         return outcome.final
 
-    async def _save_error(self, task_id: str, message: str, streak: int) -> None:
+    def _backoff(self, streak: int) -> timedelta:
+        """How long a task that failed ``streak`` times in a row is held back."""
         first = self.options.error_backoff_s
-        backoff = timedelta(seconds=min(first * 2**streak, max(first, ERROR_BACKOFF_CAP_S)))
+        return timedelta(seconds=min(first * 2**streak, max(first, ERROR_BACKOFF_CAP_S)))
+
+    async def _save_error(self, task_id: str, message: str, streak: int) -> None:
+        backoff = self._backoff(streak)
         await self._db(
             q.record_task_error,
             task_id,
@@ -513,9 +586,9 @@ class SyncEngine:
                 for t in page
                 if since_s is None or t.created_at is None or to_seconds(t.created_at) >= since_s
             ]
-            new_ids = await self._db(q.insert_new_tasks, in_range, utcnow())
+            new_ids, stored = await self._insert_listed(in_range)
             self.counts["tasks_discovered"] += len(new_ids)
-            todo = await self._db(q.backfill_task_ids, since=None, only=[t.id for t in in_range])
+            todo = await self._db(q.backfill_task_ids, since=None, only=[t.id for t in stored])
             await enqueue(todo)
             return len(in_range) == len(page)
 
@@ -538,6 +611,16 @@ def _is_data_error(exc: Exception) -> bool:
     return isinstance(exc, DataError) or (
         isinstance(exc, StatementError) and isinstance(exc.orig, ValueError | TypeError)
     )
+
+
+def _is_unstorable(exc: BaseException) -> bool:
+    """Whether a write failed on the values themselves: they cannot be encoded (surrogates,
+    nesting too deep, out of range) or the database refused them (a data error, not
+    lock/disk/network)."""
+    if isinstance(exc, ValueError | TypeError | RecursionError | OverflowError):
+        return True
+    cause = exc.__cause__
+    return isinstance(exc, StorageError) and isinstance(cause, Exception) and _is_data_error(cause)
 
 
 # --- running a whole command -------------------------------------------------------------
@@ -620,7 +703,17 @@ async def _run_async(
         engine = SyncEngine(db, client, lock, options, result, progress=progress)
 
         def on_signal(signum: int) -> None:
+            if engine.stop_signal is not None:
+                # A second signal means "now": default action, no more waiting.
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
             engine.stop_signal = signum
+            log.warning(
+                "stopping after the writes in flight (signal %s); send it again to stop now",
+                signal.Signals(signum).name,
+            )
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)

@@ -87,6 +87,8 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.held = False
+        #: Set when another run took the lock over from this one (heartbeat found it gone).
+        self.lost = False
 
     # -- the command lock ------------------------------------------------------------
 
@@ -215,11 +217,15 @@ class RunLock:
     def heartbeat(self) -> None:
         now = utcnow()
         with self.db.transaction() as conn:
-            conn.execute(
+            kept = conn.execute(
                 update(locks)
                 .where(locks.c.name == self.name, locks.c.owner == self.owner)
                 .values(heartbeat_at=now)
-            )
+            ).rowcount
+            if kept == 0 and self.held:
+                # Taken over (our heartbeat went stale, e.g. a long freeze): stop starting
+                # work; task leases still keep every task to one run at a time.
+                self.lost = True
             conn.execute(
                 update(tasks)
                 .where(tasks.c.lease_owner == self.owner)

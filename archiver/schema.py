@@ -53,6 +53,7 @@ tasks = Table(
     Column("error_count", Integer, nullable=False, server_default="0"),
     Column("next_poll_at", UtcDateTime),
     Column("gone_at", UtcDateTime),
+    Column("not_found_count", Integer, nullable=False, server_default="0"),
     Column("full_read_at", UtcDateTime),
     Column("payload", Json),
     Column("lease_owner", Text),

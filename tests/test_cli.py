@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -250,3 +251,34 @@ def test_status_and_report_do_not_wait_for_a_writer(tmp_path: Path) -> None:
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_a_second_sigterm_stops_at_once(tmp_path: Path, make_simulator) -> None:
+    """SIGTERM waits for in-flight work; a second SIGTERM ends the process right away."""
+    sim = make_simulator(tasks=4, seed=36, latency_ms=20_000.0)
+    url = f"sqlite:///{tmp_path}/sig.db"
+    proc = subprocess.Popen(
+        [ARCHIVER_BIN, "sync", "--no-discover", "--task", "t1", "-q"],
+        env={**os.environ, **env_for(sim, url)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import sqlite3
+
+    deadline = time.monotonic() + 30
+    running = 0
+    while not running and time.monotonic() < deadline:  # the run has started its pass
+        time.sleep(0.1)
+        with contextlib.suppress(sqlite3.Error), sqlite3.connect(tmp_path / "sig.db") as conn:
+            running = conn.execute(
+                "select count(*) from sync_runs where outcome = 'running'"
+            ).fetchone()[0]
+    time.sleep(1.0)  # its one Get Task is now in flight for 20 s
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still finishing the request in flight
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "send it again to stop now" in err

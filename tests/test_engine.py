@@ -116,20 +116,38 @@ def test_list_paging_keeps_tasks_that_share_created_at(database: Database, make_
 def test_gone_task_is_recorded_and_does_not_fail_the_pass(
     database: Database, make_simulator
 ) -> None:
-    """A 404 marks the task gone and finalized; the pass exits 0 and never asks again."""
+    """404s exit 0; after three in a row the task is gone, finalized and never asked again."""
     probe = make_simulator(tasks=5, seed=8)
     victim = sorted(probe.truth())[0]
     sim = make_simulator(tasks=5, seed=8, gone_task_ids=frozenset({victim}))
     sim.finish_all()
-    result = sync(database, sim)
-    assert result.exit_code == 0
-    rows, _, _ = stored_state(database)
-    assert rows[victim]["gone_at"] is not None
+    for attempt in (1, 2, 3):
+        result = sync(database, sim, error_backoff_s=0.0)
+        assert result.exit_code == 0
+        rows, _, _ = stored_state(database)
+        assert "404" in rows[victim]["last_error"]
+        assert rows[victim]["not_found_count"] == attempt
+        assert (rows[victim]["gone_at"] is not None) == (attempt == 3)
     assert rows[victim]["finalized_at"] is not None
-    assert "404" in rows[victim]["last_error"]
+    assert result.counts["tasks_gone"] == 1
     sim.reset_stats()
-    sync(database, sim)
+    sync(database, sim, error_backoff_s=0.0)
     assert sim.stats[f"get:{victim}"] == 0
+
+
+def test_a_single_404_is_not_fatal_for_a_task(database: Database, make_simulator) -> None:
+    """A task that answers 404 once and then normally is archived in full, not lost."""
+    probe = make_simulator(tasks=4, seed=26)
+    flaky = sorted(probe.truth())[1]
+    glitch = make_simulator(tasks=4, seed=26, gone_task_ids=frozenset({flaky}))
+    glitch.finish_all()
+    sync(database, glitch, error_backoff_s=0.0)
+    healthy = make_simulator(tasks=4, seed=26)
+    healthy.finish_all()
+    assert sync(database, healthy, error_backoff_s=0.0).exit_code == 0
+    assert_matches_truth(database, healthy)
+    rows, _, _ = stored_state(database)
+    assert rows[flaky]["gone_at"] is None and rows[flaky]["not_found_count"] == 0
 
 
 def test_malformed_task_fails_alone_with_its_error_recorded(
@@ -208,7 +226,7 @@ def test_backfill_since_skips_older_tasks(database: Database, make_simulator) ->
 
 
 def test_backfill_from_ids(database: Database, make_simulator) -> None:
-    """backfill with explicit ids archives just those; an unknown id is recorded as gone."""
+    """backfill with explicit ids archives just those; an unknown id records its 404."""
     sim = make_simulator(tasks=10, seed=23)
     sim.finish_all()
     wanted = sorted(sim.truth())[:3]
@@ -218,7 +236,7 @@ def test_backfill_from_ids(database: Database, make_simulator) -> None:
     assert result.exit_code == 0
     rows, _, _ = stored_state(database)
     assert set(rows) == {*wanted, "tsk_nope"}
-    assert rows["tsk_nope"]["gone_at"] is not None
+    assert "404" in rows["tsk_nope"]["last_error"] and rows["tsk_nope"]["finalized_at"] is None
     assert all(rows[t]["finalized_at"] is not None for t in wanted)
 
 
@@ -232,3 +250,50 @@ def test_sync_task_option_tracks_only_the_named_task(database: Database, make_si
     rows, _, _ = stored_state(database)
     assert set(rows) == {one}
     assert sim.stats["list"] == 0
+
+
+def test_discovery_watermark_advances_so_listing_cost_stays_flat(
+    database: Database, make_simulator
+) -> None:
+    """Each incremental pass lists about one page, however much history has piled up."""
+    from archiver.db import get_state
+
+    sim = make_simulator(
+        tasks=400, events_per_task=1, seed=25, spacing_s=60.0, initial_time=1_764_000_000 + 60 * 40
+    )
+    sync(database, sim)
+    pages = []
+    for _ in range(8):
+        sim.advance(600.0)  # ten new tasks per pass
+        sim.reset_stats()
+        assert sync(database, sim).exit_code == 0
+        pages.append(sim.stats["list"])
+        with database.transaction() as conn:
+            state = get_state(conn, "discovery")
+        newest = max(e["task"]["created_at"] for e in sim.truth().values())
+        assert state == {"newest_created_at": newest}
+    assert max(pages) <= 2, pages
+
+
+def test_an_api_that_ignores_the_list_cursor_cannot_loop_forever(database: Database) -> None:
+    """A List Tasks that returns the same full page for every t stops with a recorded error."""
+    import httpx
+
+    from archiver.config import ApiKey, ClientConfig
+
+    page = {"r": [{"id": f"t{i}", "status": "done", "created_at": 1000 + i} for i in range(32)]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/task"):
+            return httpx.Response(200, json=page)
+        task_id = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(200, json={"r": {"id": task_id, "status": "done", "events": []}})
+
+    config = ClientConfig(api_url="http://api.test/api/v1", api_key=ApiKey("k-123456"))
+    result = run_command(
+        "sync", database, config, SyncOptions(), transport=httpx.MockTransport(handler)
+    )
+    assert result.exit_code == 1
+    assert any("did not move below" in message for message in result.errors)
+    rows, _, _ = stored_state(database)
+    assert len(rows) == 32 and all(r["finalized_at"] is not None for r in rows.values())
