@@ -88,6 +88,8 @@ class SmoothClient:
         self.config = config
         self.requests = 0
         self.consecutive_failures = 0
+        #: Event-loop time after which failed requests are not retried (set by the engine).
+        self.retry_deadline: float | None = None
         self._limiter = (
             AsyncLimiter(config.rate_limit, 1.0) if config.rate_limit is not None else None
         )
@@ -182,10 +184,14 @@ class SmoothClient:
     async def _get_json_retrying(
         self, path: str, params: dict[str, Any], *, context: str, task_id: str | None
     ) -> Any:
+        retry_budget = None
+        if self.retry_deadline is not None:
+            # --max-runtime: no new retries once the run's deadline has passed.
+            retry_budget = max(self.retry_deadline - asyncio.get_running_loop().time(), 0.001)
         async for attempt in stamina.retry_context(
             on=_backoff_hook,
             attempts=self.config.retry_attempts,
-            timeout=None,
+            timeout=retry_budget,
             wait_initial=RETRY_WAIT_INITIAL_S,
             wait_max=RETRY_WAIT_MAX_S,
         ):

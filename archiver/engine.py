@@ -195,6 +195,7 @@ class SyncEngine:
         self._deadline = (
             loop_time + options.max_runtime_s if options.max_runtime_s is not None else None
         )
+        client.retry_deadline = self._deadline
         self.stop_signal: int | None = None
         self._fatal: BaseException | None = None
         #: ``--downloads``: copies recordings and downloads archives into blob storage.

@@ -218,3 +218,18 @@ def test_retry_after_seconds_date_and_cap() -> None:
     assert _backoff_hook(TransientApiError("x", retry_after=4.0)) == 4.0
     assert _backoff_hook(TransientApiError("x")) is True
     assert _backoff_hook(MalformedPayload("x")) is False
+
+
+def test_no_retries_after_the_run_deadline() -> None:
+    """With --max-runtime passed, a failing request is not retried for minutes."""
+    stamina.set_testing(False)  # real retry timing: the deadline is what is under test
+    client = make_client(lambda r: httpx.Response(500))
+
+    async def late() -> None:
+        client.retry_deadline = asyncio.get_running_loop().time() - 1.0
+        async with client:
+            with pytest.raises(TransientApiError):
+                await client.get_task("t1")
+
+    run(late())
+    assert client.requests <= 2  # five attempts without a deadline
