@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import stamina
@@ -151,6 +153,20 @@ def run_archiver(
         input=stdin,
     )
     return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_archiver(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen[str]:
+    """Start the real `archiver` command in the background (output discarded by default)."""
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen([ARCHIVER_BIN, *args], env={**os.environ, **env}, text=True, **popen)
+
+
+def wait_for_gets(sim: Simulator, count: int, timeout: float = 30.0) -> None:
+    """Block until the simulator has answered ``count`` Get Task requests (or timeout)."""
+    deadline = time.monotonic() + timeout
+    while sim.stats["get"] < count and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def canonical(value: object) -> str:

@@ -19,7 +19,9 @@ from tests.conftest import (
     TEST_API_KEY,
     assert_matches_truth,
     run_archiver,
+    start_archiver,
     stored_state,
+    wait_for_gets,
 )
 
 
@@ -92,17 +94,9 @@ def test_second_sync_exits_75_while_the_first_runs(database_url: str, make_simul
     sim = make_simulator(tasks=20, events_per_task=3, seed=33, latency_ms=150.0)
     sim.finish_all()
     env = env_for(sim, database_url)
-    first = subprocess.Popen(
-        [ARCHIVER_BIN, "sync", "--concurrency", "1", "-q"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_archiver("sync", "--concurrency", "1", "-q", env=env, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while sim.stats["get"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_gets(sim, 1)
         second = run_archiver("sync", env=env)
         assert second.returncode == 75
         assert f"pid {first.pid}" in second.stderr
@@ -120,15 +114,8 @@ def test_lock_of_a_killed_sync_is_taken_over(database_url: str, make_simulator) 
     sim = make_simulator(tasks=30, events_per_task=5, seed=34, latency_ms=100.0)
     sim.finish_all()
     env = env_for(sim, database_url)
-    proc = subprocess.Popen(
-        [ARCHIVER_BIN, "sync", "--concurrency", "2", "-q"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while sim.stats["get"] < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = start_archiver("sync", "--concurrency", "2", "-q", env=env)
+    wait_for_gets(sim, 4)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = run_archiver("sync", "-q", env=env)
@@ -147,16 +134,8 @@ def test_sigterm_stops_gracefully_with_143(database_url: str, make_simulator) ->
     sim = make_simulator(tasks=40, events_per_task=3, seed=35, latency_ms=100.0)
     sim.finish_all()
     env = env_for(sim, database_url)
-    proc = subprocess.Popen(
-        [ARCHIVER_BIN, "sync", "--concurrency", "2", "-q"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while sim.stats["get"] < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = start_archiver("sync", "--concurrency", "2", "-q", env=env, stderr=subprocess.PIPE)
+    wait_for_gets(sim, 4)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
