@@ -226,6 +226,9 @@ def setup_logging(
     logging.getLogger("httpx").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # psycopg warns once per aborted pipeline ("error ignored terminating ...") after a
+    # failed executemany: noise beside the error that is raised and reported (-vv shows it).
+    logging.getLogger("psycopg").setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
     # -v also says which migrations ran (an upgrade is otherwise silent).
     migration = logging.INFO if verbose else logging.WARNING
     logging.getLogger("alembic.runtime.migration").setLevel(migration)

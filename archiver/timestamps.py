@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 MILLISECONDS_THRESHOLD = 10**11
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# datetime covers years 1..9999; beyond that a value is absurd and gets no UTC column.
+# datetime covers years 1..9999 (not symmetric around 1970); beyond that, with a day's
+# margin for time zones, a value is absurd and gets no UTC column.
+_MIN_SECONDS = (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH).total_seconds()
 _MAX_SECONDS = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH).total_seconds()
 
 
@@ -31,7 +33,7 @@ def to_utc(value: int | None) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
     seconds = to_seconds(value)
-    if not -_MAX_SECONDS < seconds < _MAX_SECONDS:
+    if not _MIN_SECONDS < seconds < _MAX_SECONDS:
         return None
     return _EPOCH + timedelta(seconds=seconds)
 

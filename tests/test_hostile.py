@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import count
@@ -20,16 +20,16 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.db import Database
+from archiver.db import Database, get_state, insert_task_stubs, put_state
 from archiver.engine import RunResult, run_command
 from archiver.schema import metadata, sync_runs, task_events, tasks
-from archiver.timestamps import to_utc
-from tests.conftest import canonical
+from archiver.timestamps import to_utc, utcnow
+from tests.conftest import assert_matches_truth, canonical, client_config
 
 API_URL = "http://api.test/api/v1"
 KEY = "sk-hostile-5c1d9e2b7a"
@@ -71,13 +71,19 @@ class FakeApi:
         return self.tasks[task_id].response()
 
 
-def run_pass(db: Database, api: FakeApi, **options: Any) -> RunResult:
-    """One sync pass against ``api``; failed tasks are due again at once."""
+def run_pass(
+    db: Database,
+    api: FakeApi,
+    *,
+    command: str = "sync",
+    ids: list[str] | None = None,
+    **options: Any,
+) -> RunResult:
+    """One pass against ``api`` (sync, or backfill); failed tasks are due again at once."""
     config = ClientConfig(api_url=API_URL, api_key=ApiKey(KEY), max_response_bytes=MAX_BODY)
     options.setdefault("error_backoff_s", 0.0)
-    return run_command(
-        "sync", db, config, SyncOptions(**options), transport=httpx.MockTransport(api)
-    )
+    transport = httpx.MockTransport(api)
+    return run_command(command, db, config, SyncOptions(**options), ids=ids, transport=transport)
 
 
 def task(task_id: str, **fields: Any) -> dict[str, Any]:
@@ -167,6 +173,9 @@ DUPLICATED = [ev("a", 5, {"k": [1, 2]}, "d1"), ev("a", 5, {"k": [1, 2]}, "d1"), 
 BACKWARDS = [ev("late", 900, event_id="b3"), ev("mid", 500, event_id="b2"), ev("early", 100)]
 ABSURD_OK = [ev("far", 2**63 - 1, event_id="f1"), ev("low", -(2**63), event_id="f2")]
 NUL_EVENTS = [ev("nul\x00name", 3, {"k\x00": "v\x00"}, "x\x00")]
+#: One second before 0001-01-01: no datetime holds it (it once raised OverflowError).
+BEFORE_YEAR_1 = -62_135_596_801
+ANCIENT = [ev("a", BEFORE_YEAR_1), ev("b", BEFORE_YEAR_1 * 1000), ev("c", -62_135_596_800)]
 
 
 def bad_inputs() -> dict[str, tuple[Reply, str | None]]:
@@ -196,7 +205,7 @@ def bad_inputs() -> dict[str, tuple[Reply, str | None]]:
             Reply({"r": task("t_huge", output="x" * (MAX_BODY + 1), events=[])}),
             "larger than",
         ),
-        "t_deep": (Reply(raw_task("t_deep", deep_json(50_000))), "nested too deeply"),
+        "t_deep": (Reply(raw_task("t_deep", deep_json(20_000))), "nested too deeply"),
         "t_absurd_created_at": (
             Reply({"r": task("t_absurd_created_at", created_at=2**63)}),
             "field 'created_at'",
@@ -219,6 +228,10 @@ def bad_inputs() -> dict[str, tuple[Reply, str | None]]:
         ),
         "t_negative": (Reply({"r": task("t_negative", created_at=-5, events=NEGATIVE)}), None),
         "t_extreme_int64": (Reply({"r": task("t_extreme_int64", events=ABSURD_OK)}), None),
+        "t_before_year_1": (
+            Reply({"r": task("t_before_year_1", created_at=BEFORE_YEAR_1, events=ANCIENT)}),
+            None,
+        ),
         "t_duplicated": (Reply({"r": task("t_duplicated", events=DUPLICATED)}), None),
         "t_backwards": (Reply({"r": task("t_backwards", events=BACKWARDS)}), None),
         "t_nul": (Reply({"r": task("t_nul", output="a\x00b", events=NUL_EVENTS)}), None),
@@ -226,8 +239,7 @@ def bad_inputs() -> dict[str, tuple[Reply, str | None]]:
 
 
 def test_each_bad_input_is_recorded_or_stored_faithfully(database: Database) -> None:
-    """Each listed bad input fails its own task with a clear last_error, or is stored as
-    sent; the pass ends (partial, exit 1) and nothing is stored twice."""
+    """Each listed bad input fails only its task with a clear last_error, or is stored as sent."""
     cases = bad_inputs()
     if database.dialect == "postgresql":  # PostgreSQL refuses NUL in text and jsonb
         cases["t_nul"] = (cases["t_nul"][0], "database error")
@@ -259,6 +271,8 @@ def test_each_bad_input_is_recorded_or_stored_faithfully(database: Database) -> 
         assert as_utc(row.timestamp_utc) == to_utc(row.timestamp), row
     extreme = {r.timestamp: r.timestamp_utc for r in event_rows(database)}
     assert extreme[2**63 - 1] is None and extreme[-(2**63)] is None
+    assert extreme[BEFORE_YEAR_1] is None and extreme[BEFORE_YEAR_1 * 1000] is None
+    assert rows["t_before_year_1"].created_at_utc is None
     assert rows["t_extreme_int64"].event_t == 2**63 - 1
     # Duplicates within one response are one row each.
     assert rows["t_duplicated"].event_count == 2
@@ -272,8 +286,7 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 def test_bad_tasks_are_retried_and_then_archived_once_fixed(database: Database) -> None:
-    """A task that failed on a bad payload is polled again and archived once the API
-    answers properly; a second identical pass adds nothing."""
+    """A task refused for a bad payload is archived once, when the API answers properly."""
     api = FakeApi(tasks={"t1": Reply(HTML), "t2": Reply({"r": task("t2", events=DUPLICATED)})})
     first = run_pass(database, api, task_ids=("t1", "t2"))
     assert first.exit_code == 1
@@ -293,7 +306,7 @@ def test_bad_tasks_are_retried_and_then_archived_once_fixed(database: Database) 
     [
         Reply(HTML),
         Reply(b"\xff\xfe not json"),
-        Reply(b'{"r": ' + deep_json(100_000) + b"}"),
+        Reply(b'{"r": ' + deep_json(20_000) + b"}"),
         Reply({"r": "x" * (MAX_BODY + 1)}),
         Reply({"r": {"id": "t1", "status": "done"}}),
         Reply({"detail": "Internal"}),
@@ -320,8 +333,7 @@ def test_a_hostile_listing_stops_discovery_but_not_the_pass(tmp_path: Path, list
 
 
 def test_unstorable_list_items_fail_alone(database: Database) -> None:
-    """List items the database cannot hold (lone surrogates, deep nesting, NUL on
-    PostgreSQL) are recorded as errors; the other tasks of the page are archived."""
+    """List items the database cannot hold fail alone; the rest of the page is archived."""
     deep: Any = "leaf"
     for _ in range(600):
         deep = [deep]
@@ -333,10 +345,12 @@ def test_unstorable_list_items_fail_alone(database: Database) -> None:
         task("t_nul_output", output="\x00"),
         task("t_nul_\x00_id"),
         task("t_ok2", status="running"),
+        task("t_before_year_1", created_at=BEFORE_YEAR_1),
     ]
     bodies = {
         "t_ok": Reply({"r": task("t_ok", events=GOOD_EVENTS)}),
         "t_ok2": Reply({"r": task("t_ok2", events=BACKWARDS)}),
+        "t_before_year_1": Reply({"r": task("t_before_year_1", created_at=BEFORE_YEAR_1)}),
         "t_surrogate_output": Reply({"r": task("t_surrogate_output", output="\udfff")}),
         "t_deep_output": Reply({"r": task("t_deep_output", events=GOOD_EVENTS)}),
         "t_nul_output": Reply({"r": task("t_nul_output", output="\x00", events=NUL_EVENTS)}),
@@ -350,6 +364,9 @@ def test_unstorable_list_items_fail_alone(database: Database) -> None:
     assert any("t_\\ud800_id" in error for error in result.errors), result.errors
     assert_stored_faithfully(database, "t_ok", GOOD_EVENTS)
     assert_stored_faithfully(database, "t_ok2", BACKWARDS)
+    assert rows["t_before_year_1"].last_error is None
+    assert rows["t_before_year_1"].created_at == BEFORE_YEAR_1
+    assert rows["t_before_year_1"].created_at_utc is None
     # Known by id; its poll records why its payload cannot be stored.
     assert "cannot store" in (rows["t_surrogate_output"].last_error or "")
     # The listing's deep output was refused, the full payload from Get Task is fine.
@@ -364,42 +381,91 @@ def test_unstorable_list_items_fail_alone(database: Database) -> None:
     assert_no_duplicates(database)
 
 
-def test_absurd_created_at_does_not_stall_discovery(tmp_path: Path) -> None:
-    """One task with an absurd (far-future) created_at must not become the discovery
-    watermark: later passes still find every new task, beyond the first page."""
-    listed = [task("absurd", status="running", created_at=2**62)]
+def test_garbage_and_html_200s_from_the_simulator_fail_only_their_task(
+    database: Database, make_simulator
+) -> None:
+    """Over HTTP, garbage/HTML 200s fail only their task; a clean pass reaches the truth."""
+    sim = make_simulator(
+        tasks=12, events_per_task=5, seed=91, fault_rate=0.4, fault_kinds=("garbage", "html200")
+    )
+    sim.finish_all()
+    with database.transaction() as conn:
+        insert_task_stubs(conn, sorted(sim.truth()), utcnow())
+    options = SyncOptions(discover=False, error_backoff_s=0.0)
+    result = run_command("sync", database, client_config(sim), options)
+    assert result.exit_code == 1 and result.outcome == "partial", result.message
+    failed = [row for row in task_rows(database).values() if row.last_error]
+    assert len(failed) == result.counts["errors"] == sim.stats["fault"] > 0
+    assert all("the body is not valid JSON" in row.last_error for row in failed)
+    assert_no_duplicates(database)
+    sim.config = replace(sim.config, fault_rate=0.0)
+    clean = run_command("sync", database, client_config(sim), options)
+    assert clean.exit_code == 0, clean.errors
+    assert_matches_truth(database, sim)
 
-    def listing(request: httpx.Request) -> httpx.Response:
-        before = int(request.url.params.get("t", 2**63))
-        limit = int(request.url.params["l"])
-        page = sorted(
-            (t for t in listed if t["created_at"] < before),
-            key=lambda t: (-t["created_at"], t["id"]),
-        )[:limit]
-        return httpx.Response(200, json={"r": page})
 
-    api = FakeApi()
-    api.listing = Reply({"r": []})
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: SQLite gives a column declared JSON NUMERIC affinity, so a top-level "
+    "JSON number is stored as an SQL number (1.0 -> 1, 10**20 + 1 -> 1e20); fixing it needs "
+    "a migration that rebuilds tasks/task_events with a TEXT-affinity JSON type",
+)
+def test_sqlite_keeps_top_level_json_numbers_as_sent(tmp_path: Path) -> None:
+    """A task output or event payload that is a bare JSON number is stored as sent."""
     db = Database(f"sqlite:///{tmp_path}/a.db")
     db.prepare()
+    numbers = [10**20 + 1, 4.272077493720705e16, 1.0]
+    events = [ev(f"n{i}", i, number) for i, number in enumerate(numbers)]
+    api = FakeApi(tasks={"t": Reply({"r": task("t", output=10**20 + 1, events=events)})})
+    assert run_pass(db, api, task_ids=("t",)).exit_code == 0
+    stored = {row.name: row.payload for row in event_rows(db)}
+    output = task_rows(db)["t"].output
+    db.dispose()
+    assert output == 10**20 + 1 and isinstance(output, int)
+    for i, number in enumerate(numbers):
+        assert canonical(stored[f"n{i}"]) == canonical(number)
+
+
+@dataclass
+class PagedApi(FakeApi):
+    """List Tasks pages through ``listed`` like the real API (``t`` strictly before)."""
+
+    listed: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/task":
+            before = int(request.url.params.get("t", 2**63))
+            page = sorted(
+                (t for t in self.listed if t["created_at"] < before),
+                key=lambda t: (-t["created_at"], t["id"]),
+            )[: int(request.url.params["l"])]
+            return httpx.Response(200, json={"r": page})
+        return super().__call__(request)
+
+
+@pytest.mark.parametrize("where", ["listed", "stored-by-an-older-version"])
+def test_absurd_created_at_does_not_stall_discovery(tmp_path: Path, where: str) -> None:
+    """A far-future created_at never becomes the watermark; discovery still finds all tasks."""
+    db = Database(f"sqlite:///{tmp_path}/a.db")
+    db.prepare()
+    api = PagedApi()
+    if where == "listed":
+        api.listed.append(task("absurd", status="running", created_at=2**62))
+    else:
+        with db.transaction() as conn:
+            put_state(conn, "discovery", {"newest_created_at": 2**62}, utcnow())
     for batch in range(3):
-        listed += [
+        api.listed += [
             task(f"t{batch}_{i:02d}", status="running", created_at=1_764_000_000 + batch * 100 + i)
-            for i in range(45)
+            for i in range(45)  # more than a page (32) per pass
         ]
-        api.tasks = {t["id"]: Reply({"r": t}, 202) for t in listed}
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            if request.url.path == "/api/v1/task":
-                return listing(request)
-            return api(request)
-
-        config = ClientConfig(api_url=API_URL, api_key=ApiKey(KEY))
-        result = run_command(
-            "sync", db, config, SyncOptions(), transport=httpx.MockTransport(handler)
-        )
+        api.tasks = {t["id"]: Reply({"r": t}, 202) for t in api.listed}
+        result = run_pass(db, api)
         assert result.exit_code == 0, result.errors
-        assert set(task_rows(db)) == {t["id"] for t in listed}, f"pass {batch}"
+        assert set(task_rows(db)) == {t["id"] for t in api.listed}, f"pass {batch}"
+    with db.transaction() as conn:
+        state = get_state(conn, "discovery")
+    assert state == {"newest_created_at": 1_764_000_244}
     db.dispose()
 
 
@@ -424,7 +490,9 @@ def json_values(text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
         st.none(),
         st.booleans(),
         st.integers(-(2**80), 2**80),
-        st.floats(allow_nan=False, allow_infinity=False),
+        # + 0.0: jsonb has no negative zero, so on PostgreSQL -0.0 and 0.0 (two event keys)
+        # would read back as the same row; NaN and Infinity are not JSON.
+        st.floats(allow_nan=False, allow_infinity=False).map(lambda f: f + 0.0),
         text,
     )
     return st.recursive(
@@ -435,6 +503,11 @@ def json_values(text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
 
 
 GOOD_JSON = json_values(SAFE_TEXT)
+#: A column's top-level JSON number beyond 2**53 is not kept exactly on SQLite (see
+#: test_sqlite_keeps_top_level_json_numbers_as_sent); nested ones are.
+PAYLOADS = GOOD_JSON.filter(
+    lambda v: isinstance(v, bool) or not isinstance(v, int | float) or abs(v) < 2**53
+)
 
 
 @st.composite
@@ -446,7 +519,7 @@ def good_events(draw: st.DrawFn) -> list[dict[str, Any]]:
                 {"name": SAFE_TEXT},
                 optional={
                     "id": st.none() | SAFE_TEXT,
-                    "payload": GOOD_JSON,
+                    "payload": PAYLOADS,
                     "timestamp": TIMESTAMPS,
                 },
             ),
@@ -538,7 +611,7 @@ def mutated(draw: st.DrawFn, body: dict[str, Any]) -> tuple[Any, str]:
             else:
                 target["payload"] = {"v": text}
         return body, "either"
-    depth = draw(st.sampled_from([100, 300, 900, 5_000, 200_000]))
+    depth = draw(st.sampled_from([100, 300, 900, 5_000, 20_000]))
     raw = json.dumps({"r": body}).encode()
     return raw[:-2] + b', "deep": ' + deep_json(depth) + b"}}", "either"
 
@@ -567,7 +640,7 @@ RAW_BODIES = st.one_of(
             b'{"r": null}',
             b'{"r": "\xff"}',
             b'{"detail": "x"}',
-            b'{"r": ' + deep_json(100_000) + b"}",
+            b'{"r": ' + deep_json(20_000) + b"}",
             b'{"r": "' + b"x" * (MAX_BODY + 10) + b'"}',
         ]
     ),
@@ -586,7 +659,7 @@ class Case:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[FakeApi, list[Case], bool]:
+def scenarios(draw: st.DrawFn) -> tuple[FakeApi, list[Case], str]:
     n = draw(st.integers(1, 4))
     suffixes = st.sampled_from(["", "a", "/x", " y", "..", "%2F", "é"])
     ids = [f"tsk_{i}" + draw(suffixes) for i in range(n)]
@@ -616,20 +689,35 @@ def scenarios(draw: st.DrawFn) -> tuple[FakeApi, list[Case], bool]:
             )
         else:
             cases.append(Case(task_id, Reply(draw(RAW_BODIES), status), "bad"))
-    discover = draw(st.booleans())
+    mode = draw(st.sampled_from(["sync", "sync --task", "backfill", "backfill --ids-file"]))
     listing: Reply = Reply({"r": []})
-    if discover:
+    if mode in ("sync", "backfill"):
         if draw(st.booleans()):
-            items = [
-                draw(st.sampled_from([_list_item(c), {"id": c.task_id, "status": "running"}]))
-                for c in cases
-            ]
+            items = [draw(list_items(c)) for c in cases]
             items += draw(st.lists(st.sampled_from(items), max_size=2))  # listed twice
             listing = Reply({"r": items})
         else:
             listing = Reply(draw(RAW_BODIES | st.builds(lambda v: {"r": v}, GOOD_JSON)))
     api = FakeApi(listing=listing, tasks={c.task_id: c.reply for c in cases})
-    return api, cases, discover
+    return api, cases, mode
+
+
+def list_items(case: Case) -> st.SearchStrategy[dict[str, Any]]:
+    """The task as List Tasks shows it, or a minimal item, or one with a hostile output."""
+    minimal = {"id": case.task_id, "status": "running"}
+    outputs = st.sampled_from(HOSTILE_STRINGS) | st.sampled_from([300, 600]).map(nested)
+    return st.one_of(
+        st.just(_list_item(case)),
+        st.just(minimal),
+        outputs.map(lambda output: {**minimal, "output": output}),
+    )
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def _list_item(case: Case) -> dict[str, Any]:
@@ -639,12 +727,21 @@ def _list_item(case: Case) -> dict[str, Any]:
     return {"id": case.task_id, "status": "running"}
 
 
-def check_pass(db: Database, api: FakeApi, cases: list[Case], discover: bool) -> None:
+def check_pass(db: Database, api: FakeApi, cases: list[Case], mode: str) -> None:
     """Run one pass over a generated scenario and check every property."""
-    options: dict[str, Any] = {} if discover else {"task_ids": tuple(c.task_id for c in cases)}
-    result = run_pass(db, api, **options)  # never raises
+    command, _, by_id = mode.partition(" ")
+    discover = not by_id
+    ids = [c.task_id for c in cases]
+    if command == "sync":
+        result = run_pass(db, api, task_ids=tuple(ids) if by_id else ())  # never raises
+    else:
+        result = run_pass(db, api, command="backfill", ids=ids if by_id else None)
     assert result.exit_code in (0, 1), result.message
-    assert result.outcome in ("ok", "partial"), result.message
+    if result.outcome == "failed":  # a backfill whose listing is not a page: nothing to do
+        assert command == "backfill" and discover, result.message
+        assert (result.message or "").startswith("List Tasks"), result.message
+    else:
+        assert result.outcome in ("ok", "partial"), result.message
     assert last_run(db).outcome == result.outcome
     assert_no_duplicates(db)
     rows = task_rows(db)
@@ -654,6 +751,7 @@ def check_pass(db: Database, api: FakeApi, cases: list[Case], discover: bool) ->
             assert discover, case.task_id  # only a listing decides which tasks are known
             continue
         assert row.last_polled_at is not None, case.task_id  # every known task was polled
+        event(f"{case.expect} payload: {'error recorded' if row.last_error else 'stored'}")
         if case.expect == "bad":
             assert row.last_error, case.task_id
         elif case.expect == "good":
@@ -688,13 +786,12 @@ def sqlite_template(tmp_path: Path) -> Path:
     return path
 
 
-@examples(150)
+@examples(300)
 @given(scenario=scenarios())
 def test_hostile_payloads_never_crash_or_duplicate_on_sqlite(
-    sqlite_template: Path, scenario: tuple[FakeApi, list[Case], bool]
+    sqlite_template: Path, scenario: tuple[FakeApi, list[Case], str]
 ) -> None:
-    """Generated hostile List/Get Task bodies: the pass returns, nothing is stored twice,
-    good payloads are stored as sent and bad ones leave last_error."""
+    """Hostile bodies never crash a pass or duplicate; good ones are stored, bad ones recorded."""
     path = sqlite_template.with_name(f"example-{next(_examples)}.db")
     shutil.copyfile(sqlite_template, path)
     db = Database(f"sqlite:///{path}")
@@ -724,12 +821,11 @@ def empty(db: Database) -> None:
             conn.execute(delete(table))
 
 
-@examples(40)
+@examples(100)
 @given(scenario=scenarios())
 def test_hostile_payloads_never_crash_or_duplicate_on_postgresql(
-    postgres_db: Database, scenario: tuple[FakeApi, list[Case], bool]
+    postgres_db: Database, scenario: tuple[FakeApi, list[Case], str]
 ) -> None:
-    """The same property on PostgreSQL, where NUL in text or jsonb must become a recorded
-    task error rather than a failed pass."""
+    """Same on PostgreSQL, where NUL in text or jsonb must become a recorded task error."""
     empty(postgres_db)
     check_pass(postgres_db, *scenario)

@@ -1,0 +1,237 @@
+"""The archive database under pressure: analysts reading SQLite while a real `archiver
+sync` writes, and a disk that fills up mid-pass."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from archiver.db import Database
+from tests.conftest import (
+    ARCHIVER_BIN,
+    PG_URL,
+    TEST_API_KEY,
+    assert_matches_truth,
+    postgres_problem,
+    run_archiver,
+)
+
+#: Tasks whose event_count disagrees with their stored events (0 in a consistent view).
+TORN = """
+SELECT count(*) FROM tasks t
+WHERE t.event_count != (SELECT count(*) FROM task_events e WHERE e.task_id = t.id)
+"""
+COUNTS = "SELECT (SELECT count(*) FROM task_events), (SELECT sum(event_count) FROM tasks)"
+
+
+def env_for(sim, database_url: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {
+        "CIRCLEMIND_API_KEY": TEST_API_KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": database_url,
+    }
+
+
+def analyst(path: Path) -> sqlite3.Connection:
+    """What an analyst opens: the stdlib sqlite3 module, transactions by hand."""
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+def test_sqlite_readers_never_block_the_sync_nor_see_a_torn_view(
+    tmp_path: Path, make_simulator
+) -> None:
+    """An open sqlite3 read transaction neither blocks `archiver sync` nor sees a torn view."""
+    sim = make_simulator(
+        tasks=40, events_per_task=15, seed=81, spacing_s=10.0, latency_ms=5.0, duration_s=(60, 300)
+    )
+    path = tmp_path / "archive.db"
+    url = f"sqlite:///{path}"
+    env = env_for(sim, url)
+    first = run_archiver("sync", "-q", env=env)  # some history already archived
+    assert first.returncode == 0, first.stderr
+
+    holder = analyst(path)
+    holder.execute("BEGIN")
+    before = holder.execute(COUNTS).fetchone()
+    assert before[0] == before[1] and before[0] > 0
+    assert holder.execute(TORN).fetchone() == (0,)
+
+    snapshots: list[tuple[int, int, int]] = []
+    done = threading.Event()
+
+    def keep_reading() -> None:
+        reader = analyst(path)
+        while not done.is_set():
+            reader.execute("BEGIN")
+            total, summed = reader.execute(COUNTS).fetchone()
+            (torn,) = reader.execute(TORN).fetchone()
+            reader.execute("COMMIT")
+            snapshots.append((total, summed, torn))
+        reader.close()
+
+    thread = threading.Thread(target=keep_reading)
+    thread.start()
+    try:
+        sim.finish_all()
+        sync = subprocess.run(
+            [ARCHIVER_BIN, "sync", "--concurrency", "4", "-q"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        done.set()
+        thread.join()
+    assert sync.returncode == 0, sync.stderr  # not "database is locked"
+    # The held transaction still sees the database as it was when it began.
+    assert holder.execute(COUNTS).fetchone() == before
+    assert holder.execute(TORN).fetchone() == (0,)
+    holder.execute("COMMIT")
+    after = holder.execute(COUNTS).fetchone()
+    holder.close()
+
+    assert snapshots, "the reader thread took no snapshot"
+    torn = [snap for snap in snapshots if snap[0] != snap[1] or snap[2] != 0]
+    assert not torn, f"{len(torn)} torn snapshots, e.g. {torn[:3]}"
+    totals = [total for total, _, _ in snapshots]
+    assert totals == sorted(totals)  # each snapshot is a committed state, in commit order
+    expected = sum(len(entry["events"]) for entry in sim.truth().values())
+    assert after == (expected, expected) and after[0] > before[0]
+    db = Database(url)
+    assert_matches_truth(db, sim)
+    db.dispose()
+
+
+# --- disk full ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where``; skips when mounting is not permitted."""
+    where.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {str(detail).strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def grow(mountpoint: Path, size: str) -> None:
+    """Free space: the same tmpfs, remounted bigger."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mountpoint)], check=True)
+
+
+def assert_one_clear_disk_full_line(stderr: str) -> None:
+    """With -q the pass prints one `archiver: error:` line saying the disk is full and what
+    to do, beside at most its summary line: no traceback, no driver noise."""
+    errors = [line for line in stderr.splitlines() if line.startswith("archiver: error:")]
+    assert len(errors) == 1, stderr
+    others = [line for line in stderr.splitlines() if line not in errors]
+    assert all(" ERROR archiver: sync failed: " in line for line in others), stderr
+    line = errors[0]
+    assert "disk is full" in line or "No space left on device" in line, line
+    assert "free space on the disk holding the database, then run again" in line, line
+
+
+def test_sqlite_disk_full_fails_clearly_and_the_rerun_reaches_ground_truth(
+    tmp_path: Path, make_simulator
+) -> None:
+    """A full disk under SQLite fails the pass with one clear line; the rerun reaches truth."""
+    sim = make_simulator(tasks=80, events_per_task=40, seed=82)
+    sim.finish_all()
+    with small_tmpfs(tmp_path / "small", "480k") as mount:
+        path = mount / "archive.db"
+        url = f"sqlite:///{path}"
+        full = run_archiver("sync", "-q", env=env_for(sim, url))
+        assert full.returncode == 1, full.stderr
+        assert_one_clear_disk_full_line(full.stderr)
+        check = analyst(path)
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        total, summed = check.execute(COUNTS).fetchone()
+        assert total == (summed or 0) and check.execute(TORN).fetchone() == (0,)
+        check.close()
+
+        grow(mount, "64m")
+        again = run_archiver("sync", "-q", env=env_for(sim, url))
+        assert again.returncode == 0, again.stderr
+        db = Database(url)
+        assert_matches_truth(db, sim)
+        with db.transaction() as conn:
+            outcomes = list(conn.scalars(text("SELECT outcome FROM sync_runs ORDER BY id")))
+        db.dispose()
+        assert outcomes[-1] == "ok" and set(outcomes[:-1]) <= {"failed", "crashed"}
+
+
+def test_postgresql_disk_full_fails_clearly_and_the_rerun_reaches_ground_truth(
+    tmp_path: Path, make_simulator
+) -> None:
+    """A full disk under PostgreSQL fails the pass with one clear line; the rerun reaches truth."""
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(f"no PostgreSQL at {PG_URL}: {problem}")
+    sim = make_simulator(tasks=150, events_per_task=60, seed=83)
+    sim.finish_all()
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    name = f"archiver_full_{uuid.uuid4().hex[:8]}"
+    # Outside tmp_path, whose parents the server's user may not enter.
+    outside = Path(tempfile.mkdtemp(prefix="archiver-pg-full-"))
+    outside.chmod(0o755)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, outside, ignore_errors=True)
+        mount = cleanup.enter_context(small_tmpfs(outside / "small", "4m"))
+        space = mount / "pg"
+        space.mkdir()
+        try:
+            os.chown(space, *_postgres_ids())
+            with admin.connect() as conn:
+                conn.execute(text(f"CREATE TABLESPACE {name} LOCATION '{space}'"))
+        except Exception as exc:  # the server runs elsewhere, or as another user
+            pytest.skip(f"cannot put a PostgreSQL tablespace on a local tmpfs: {exc}")
+        url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}" TABLESPACE {name}'))
+            full = run_archiver("sync", "-q", env=env_for(sim, url))
+            assert full.returncode == 1, full.stderr
+            assert_one_clear_disk_full_line(full.stderr)
+            grow(mount, "256m")
+            again = run_archiver("sync", "-q", env=env_for(sim, url))
+            assert again.returncode == 0, again.stderr
+            db = Database(url)
+            assert_matches_truth(db, sim)
+            db.dispose()
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(text(f"DROP TABLESPACE IF EXISTS {name}"))
+            admin.dispose()
+
+
+def _postgres_ids() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam("postgres")
+    return entry.pw_uid, entry.pw_gid
