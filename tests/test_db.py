@@ -235,3 +235,12 @@ def _postgres_ids() -> tuple[int, int]:
 
     entry = pwd.getpwnam("postgres")
     return entry.pw_uid, entry.pw_gid
+
+
+def test_default_home_and_database_are_created_owner_only(tmp_path: Path) -> None:
+    """A new ARCHIVER_HOME is 0700 and the SQLite archive in it 0600."""
+    home = tmp_path / "fresh-home"
+    done = run_archiver("db", "upgrade", env={"ARCHIVER_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "archive.db").stat().st_mode & 0o777 == 0o600
