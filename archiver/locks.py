@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from archiver.db import Database, dialect_insert
@@ -58,6 +58,17 @@ class Holder:
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}, since {self.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def database_now(conn: Connection) -> datetime:
+    """The time by the database server's clock on PostgreSQL, so that runs on hosts whose
+    clocks disagree still judge heartbeats and leases alike; the local clock on SQLite,
+    where every run shares one host."""
+    if conn.dialect.name == "postgresql":
+        value = conn.scalar(select(func.clock_timestamp()))
+        assert isinstance(value, datetime)
+        return _as_utc(value)
+    return utcnow()
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -109,8 +120,8 @@ class RunLock:
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     def _try_acquire(self) -> Holder | None:
-        now = utcnow()
         with self.db.transaction() as conn:
+            now = database_now(conn)
             row = {
                 "name": self.name,
                 "owner": self.owner,
@@ -215,8 +226,8 @@ class RunLock:
                 continue
 
     def heartbeat(self) -> None:
-        now = utcnow()
         with self.db.transaction() as conn:
+            now = database_now(conn)
             kept = conn.execute(
                 update(locks)
                 .where(locks.c.name == self.name, locks.c.owner == self.owner)
@@ -236,7 +247,7 @@ class RunLock:
 
     def claim(self, conn: Connection, task_ids: Sequence[str]) -> list[str]:
         """Lease the given tasks to this run; returns the ids it got (others are busy)."""
-        now = utcnow()
+        now = database_now(conn)
         got: list[str] = []
         for start in range(0, len(task_ids), LEASE_CHUNK):
             chunk = list(task_ids[start : start + LEASE_CHUNK])
