@@ -368,22 +368,6 @@ def task_cursors(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskCur
     return found
 
 
-def task_cursor(conn: Connection, task_id: str) -> TaskCursor | None:
-    row = conn.execute(
-        select(
-            tasks.c.event_t, tasks.c.full_read_at, tasks.c.finalized_at, tasks.c.error_count
-        ).where(tasks.c.id == task_id)
-    ).first()
-    if row is None:
-        return None
-    return TaskCursor(
-        event_t=row.event_t,
-        full_read=row.full_read_at is not None,
-        finalized=row.finalized_at is not None,
-        error_count=row.error_count,
-    )
-
-
 def insert_events(
     conn: Connection,
     batches: Sequence[tuple[str, Sequence[TaskEvent]]],
@@ -525,21 +509,6 @@ def _poll_update() -> Any:
             lease_until=None,
         )
     )
-
-
-def save_poll(
-    conn: Connection,
-    task: TaskInfo,
-    events: Sequence[TaskEvent],
-    *,
-    owner: str,
-    full_read: bool,
-    finalize: bool,
-    now: datetime,
-) -> int:
-    """:func:`save_polls` for one task; returns how many of its events were new."""
-    save = PollSave(task=task, events=events, full_read=full_read, finalize=finalize)
-    return save_polls(conn, [save], owner=owner, now=now)[0]
 
 
 def record_task_error(
