@@ -7,6 +7,9 @@ that the migrations produce exactly this metadata.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -18,15 +21,43 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+from archiver.models import dumps_json
 
 metadata = MetaData()
 
+
+class SqliteJsonText(TypeDecorator[Any]):
+    """JSON stored in a TEXT column on SQLite.
+
+    A column declared ``JSON`` gets NUMERIC affinity in SQLite, which turns a bare JSON
+    number into an SQL number (``1.0`` -> ``1``, ``10**20 + 1`` -> ``1e20``). TEXT affinity
+    keeps every value exactly as serialized; ``json_extract`` works the same on it.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else dumps_json(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        # Rows written before migration 0005 may hold a number stored as a number.
+        return json.loads(value) if isinstance(value, str) else value
+
+
 #: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
-Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+Json = (
+    JSON(none_as_null=True)
+    .with_variant(JSONB(none_as_null=True), "postgresql")
+    .with_variant(SqliteJsonText(), "sqlite")
+)
 #: 64-bit on PostgreSQL; plain INTEGER on SQLite so the column aliases the rowid.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
 UtcDateTime = DateTime(timezone=True)

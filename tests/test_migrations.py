@@ -33,3 +33,39 @@ def test_downgrade_to_base_and_up_again(database: Database) -> None:
     assert current_revision(database.engine) is None
     upgrade(database.engine)
     assert current_revision(database.engine) == head_revision()
+
+
+def test_sqlite_json_columns_become_text_keeping_existing_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """0005 retypes SQLite's JSON columns to TEXT; rows written before still read back."""
+    import sqlite3
+
+    from sqlalchemy import select
+
+    from archiver.schema import tasks
+    from archiver.timestamps import utcnow
+
+    path = tmp_path / "old.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db.engine, "0004")
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(
+        "INSERT INTO tasks (id, output, first_seen_at) VALUES "
+        "('num', '1.0', '2026-01-01 00:00:00'), ('obj', '{\"a\": 1}', '2026-01-01 00:00:00')"
+    )
+    # The bug being fixed: NUMERIC affinity stored the JSON text 1.0 as the integer 1.
+    assert raw.execute("SELECT typeof(output) FROM tasks WHERE id = 'num'").fetchone() == (
+        "integer",
+    )
+    upgrade(db.engine)
+    with db.transaction() as conn:
+        assert dict(conn.execute(select(tasks.c.id, tasks.c.output)).all()) == {
+            "num": 1.0,
+            "obj": {"a": 1},
+        }
+        conn.execute(tasks.insert().values(id="new", output=1.0, first_seen_at=utcnow()))
+    assert raw.execute("SELECT output, typeof(output) FROM tasks WHERE id = 'new'").fetchone() == (
+        "1.0",
+        "text",
+    )
+    raw.close()
+    db.dispose()
