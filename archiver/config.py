@@ -233,15 +233,19 @@ def default_blob_url(environ: Mapping[str, str] | None = None) -> str:
     return str(default_home(env) / DEFAULT_BLOB_DIRNAME)
 
 
-def parse_byte_size(value: str, *, option: str = "--max-artifact-size") -> int:
-    """``5GiB``, ``500MB``, ``1048576`` as a number of bytes; ConfigError otherwise."""
+def _amount_and_unit(value: str) -> tuple[float, str]:
+    """``"6 h"`` -> ``(6.0, "h")``; an unreadable number comes back as -1 (invalid)."""
     text = value.strip().lower().replace(" ", "")
     number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = text[len(number) :]
     try:
-        amount = float(number)
+        return float(number), text[len(number) :]
     except ValueError:
-        amount = -1.0
+        return -1.0, text[len(number) :]
+
+
+def parse_byte_size(value: str, *, option: str = "--max-artifact-size") -> int:
+    """``5GiB``, ``500MB``, ``1048576`` as a number of bytes; ConfigError otherwise."""
+    amount, unit = _amount_and_unit(value)
     if unit not in _SIZE_UNITS or not amount > 0 or amount != amount:
         raise ConfigError(
             f"{option} {value!r} is not a size: use a positive number of bytes or a number "
@@ -252,13 +256,7 @@ def parse_byte_size(value: str, *, option: str = "--max-artifact-size") -> int:
 
 def parse_seconds(value: str, *, option: str = "--artifact-grace") -> float:
     """``21600``, ``90s``, ``15m``, ``6h``, ``2d`` as seconds (0 allowed); ConfigError otherwise."""
-    text = value.strip().lower().replace(" ", "")
-    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = text[len(number) :]
-    try:
-        amount = float(number)
-    except ValueError:
-        amount = -1.0
+    amount, unit = _amount_and_unit(value)
     if unit not in _DURATION_UNITS or not amount >= 0 or amount == float("inf"):
         raise ConfigError(
             f"{option} {value!r} is not a duration: use a number of seconds or a number with "
