@@ -711,6 +711,20 @@ class ArtifactSync:
         log.info("task %s: %s not available yet; will ask again", task.id, field_name)
         return PENDING
 
+    async def _keep_for_repair(
+        self,
+        task_id: str,
+        kind: str,
+        current: str,
+        attempts: int,
+        message: str,
+        result: SettleResult,
+    ) -> str:
+        """``verify --repair`` failed to re-fetch: the row keeps its state, notes why."""
+        await self._save(task_id, kind, {"attempts": attempts, "last_error": message})
+        result.errors[kind] = message
+        return current
+
     async def _transient(
         self,
         task_id: str,
@@ -723,9 +737,7 @@ class ArtifactSync:
     ) -> str:
         max_attempts = self.options.artifact_max_attempts
         if repair:
-            await self._save(task_id, kind, {"attempts": attempts, "last_error": message})
-            result.errors[kind] = message
-            return current
+            return await self._keep_for_repair(task_id, kind, current, attempts, message, result)
         if attempts >= max_attempts:
             return await self._failed(
                 task_id,
@@ -762,9 +774,7 @@ class ArtifactSync:
         repair: bool,
     ) -> str:
         if repair:
-            await self._save(task_id, kind, {"attempts": attempts, "last_error": message})
-            result.errors[kind] = message
-            return current
+            return await self._keep_for_repair(task_id, kind, current, attempts, message, result)
         await self._save(
             task_id,
             kind,

@@ -46,7 +46,7 @@ def run_demo(database_url: str | None, *, n_tasks: int, echo: Callable[[str], No
 
 
 def _print_archive(database: Database, echo: Callable[[str], None]) -> None:
-    with database.transaction() as conn:
+    with database.reading() as conn:
         rows = conn.execute(
             select(
                 tasks.c.id,
