@@ -279,6 +279,12 @@ def cli() -> None:
 )
 @click.option("--no-discover", is_flag=True, help="Do not look for new tasks; poll known ones.")
 @click.option(
+    "--recheck-gone",
+    is_flag=True,
+    help="Ask the API again about every task recorded as gone (e.g. after fixing a wrong "
+    "--api-url); those it still knows are polled as before.",
+)
+@click.option(
     "--max-runtime",
     type=DURATION,
     metavar="DURATION",
@@ -296,6 +302,7 @@ def sync(
     database_url: str | None,
     task_ids: tuple[str, ...],
     no_discover: bool,
+    recheck_gone: bool,
     max_runtime: float | None,
     downloads: bool,
     blob_url: str | None,
@@ -321,6 +328,7 @@ def sync(
         concurrency=concurrency,
         discover=not no_discover,
         task_ids=task_ids,
+        recheck_gone=recheck_gone,
         max_runtime_s=max_runtime,
         **artifact_settings(downloads, blob_url, artifact_grace, max_artifact_size),
     )

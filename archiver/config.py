@@ -167,6 +167,8 @@ class SyncOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     discover: bool = True
     task_ids: tuple[str, ...] = ()
+    #: ``sync --recheck-gone``: ask the API again about every task recorded as gone.
+    recheck_gone: bool = False
     max_runtime_s: float | None = None
     page_size: int = DEFAULT_PAGE_SIZE
     discovery_overlap_s: float = DEFAULT_DISCOVERY_OVERLAP_S

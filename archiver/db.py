@@ -332,8 +332,40 @@ def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime
 
 def insert_task_stubs(conn: Connection, task_ids: Iterable[str], now: datetime) -> int:
     """Track tasks known only by id (``--task``, ``--ids-file``); returns how many were new."""
+    return len(insert_task_stub_ids(conn, task_ids, now))
+
+
+def insert_task_stub_ids(conn: Connection, task_ids: Iterable[str], now: datetime) -> list[str]:
+    """Track tasks known only by id; returns the ids that were new."""
     rows = {task_id: {"id": task_id, "first_seen_at": now} for task_id in task_ids}
-    return len(_insert_missing_tasks(conn, rows))
+    return _insert_missing_tasks(conn, rows)
+
+
+def delete_stub(conn: Connection, task_id: str, *, owner: str) -> None:
+    """Remove a task this run added by id and that was never read (the API does not know
+    it): an unknown ``--task`` id leaves no row behind."""
+    conn.execute(
+        tasks.delete().where(
+            tasks.c.id == task_id,
+            tasks.c.lease_owner == owner,
+            tasks.c.last_polled_at.is_(None),
+            tasks.c.full_read_at.is_(None),
+        )
+    )
+
+
+def revive_gone(
+    conn: Connection, task_ids: Sequence[str] | None, now: datetime, *, not_found: int
+) -> int:
+    """Put tasks recorded as gone back among the active ones (all of them when ``task_ids``
+    is None); ``not_found`` is where their 404 count restarts. Returns how many."""
+    query = update(tasks).where(tasks.c.gone_at.is_not(None))
+    if task_ids is not None:
+        query = query.where(tasks.c.id.in_(list(task_ids)))
+    result = conn.execute(
+        query.values(gone_at=None, finalized_at=None, next_poll_at=None, not_found_count=not_found)
+    )
+    return int(result.rowcount or 0)
 
 
 def _insert_missing_tasks(conn: Connection, rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -565,9 +597,9 @@ def record_task_error(
     *,
     owner: str,
     now: datetime,
-    backoff: timedelta,
+    backoff: timedelta | None,
 ) -> None:
-    """Record a failed poll on the task and hold it back for ``backoff`` times its streak."""
+    """Record a failed poll on the task; hold it back for ``backoff`` (None: not at all)."""
     conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id, tasks.c.lease_owner == owner)
@@ -575,7 +607,7 @@ def record_task_error(
             last_error=message[:2000],
             error_count=tasks.c.error_count + 1,
             last_polled_at=now,
-            next_poll_at=now + backoff,
+            next_poll_at=None if backoff is None else now + backoff,
             lease_owner=None,
             lease_until=None,
         )
@@ -589,12 +621,12 @@ def record_not_found(
     *,
     owner: str,
     now: datetime,
-    backoff: timedelta,
     gone_after: int,
 ) -> bool:
-    """A 404 for the task. One 404 can be a glitch (read-after-create lag, a proxy): the
-    task is retried after ``backoff`` and only recorded as gone, finalized and never
-    polled again, after ``gone_after`` 404s in a row. Returns whether it is now gone."""
+    """A credible 404 for the task (its pass proved the API URL right). One 404 can still be
+    a glitch (read-after-create lag, a proxy): the task is asked again next pass and only
+    recorded as gone, finalized and not polled again, after ``gone_after`` 404s in a row.
+    Returns whether it is now gone."""
     gone = tasks.c.not_found_count + 1 >= gone_after
     row = conn.execute(
         update(tasks)
@@ -603,7 +635,7 @@ def record_not_found(
             not_found_count=tasks.c.not_found_count + 1,
             last_error=message[:2000],
             last_polled_at=now,
-            next_poll_at=case((gone, None), else_=now + backoff),
+            next_poll_at=None,
             gone_at=case((gone, now), else_=tasks.c.gone_at),
             finalized_at=case((gone, now), else_=tasks.c.finalized_at),
             lease_owner=None,

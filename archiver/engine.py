@@ -37,6 +37,8 @@ from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
 from archiver.db import Database
 from archiver.exceptions import (
     ApiError,
+    ApiUnreachable,
+    ApiUrlWrong,
     ArchiverError,
     AuthError,
     CircuitOpen,
@@ -60,8 +62,12 @@ _Item = tuple[str, q.TaskCursor]
 
 #: Longest back-off of a failing task (the first one is SyncOptions.error_backoff_s).
 ERROR_BACKOFF_CAP_S = 3600.0
-#: 404s in a row (each after the error back-off) before a task is recorded as gone.
+#: 404s in a row, each in a pass that proved the API URL right, before a task is gone.
 GONE_AFTER_NOT_FOUND = 3
+#: Failed passes in a row before a task is held back (the first ones retry next pass).
+BACKOFF_AFTER_FAILURES = 3
+#: API errors that end the pass: nothing else will work until they are fixed.
+FATAL_API_ERRORS = (AuthError, CircuitOpen, ApiUnreachable, ApiUrlWrong)
 
 
 class SyncEngine:
@@ -93,6 +99,12 @@ class SyncEngine:
         client.retry_deadline = self._deadline
         self.stop_signal: int | None = None
         self._fatal: BaseException | None = None
+        #: Why the listing failed this pass (the pass is then "failed"), if it did.
+        self.listing_error: str | None = None
+        #: (task id, message) of this pass's 404s, judged by _judge_not_found.
+        self._not_found: list[tuple[str, str]] = []
+        #: Ids named with --task that were not tracked before this pass.
+        self._new_explicit: set[str] = set()
         #: ``--downloads``: copies recordings and downloads archives into blob storage.
         self.artifacts: ArtifactSync | None = None
         if options.downloads:
@@ -304,7 +316,7 @@ class SyncEngine:
                 continue  # drain; unclaimed leases are released with the lock
             try:
                 await self.poll_task(*item, from_zero=from_zero)
-            except (AuthError, CircuitOpen, StorageError) as exc:
+            except (*FATAL_API_ERRORS, StorageError) as exc:
                 self._fatal = exc
             except Exception as exc:  # one task must never end the pass
                 log.exception("task %s: unexpected error", item[0])
@@ -334,28 +346,10 @@ class SyncEngine:
                 events.extend(sweep.events or [])
                 task, full_read = sweep, True
         except TaskNotFound as exc:
-            gone = await self._db(
-                q.record_not_found,
-                task_id,
-                str(exc),
-                owner=self.lock.owner,
-                now=utcnow(),
-                backoff=self._backoff(cursor.error_count),
-                gone_after=GONE_AFTER_NOT_FOUND,
-            )
-            if gone:
-                self.stats.tasks_gone += 1
-            else:
-                self.stats.tasks_not_found += 1
-            log.warning(
-                "task %s %s: %s",
-                task_id,
-                "is gone" if gone else "was not found (will ask again)",
-                exc,
-                extra={"task_id": task_id},
-            )
+            # Judged once the pass knows whether the API URL is right (_judge_not_found).
+            self._not_found.append((task_id, str(exc)))
             return
-        except (AuthError, CircuitOpen):
+        except FATAL_API_ERRORS:
             raise
         except ApiError as exc:  # malformed payload, retries exhausted, unexpected status
             await self._save_error(task_id, str(exc), cursor.error_count)
@@ -390,10 +384,15 @@ class SyncEngine:
             self._task_failed(task.id, message)
         return outcome.final
 
-    def _backoff(self, streak: int) -> timedelta:
-        """How long a task that failed ``streak`` times in a row is held back."""
+    def _backoff(self, streak: int) -> timedelta | None:
+        """How long a task that failed ``streak`` times in a row before this failure is held
+        back: not at all for its first failures (a transient fault must not cost a pass),
+        then ``error_backoff_s``, doubling up to the cap."""
+        held = streak + 1 - BACKOFF_AFTER_FAILURES
+        if held < 0:
+            return None
         first = self.options.error_backoff_s
-        return timedelta(seconds=min(first * 2**streak, max(first, ERROR_BACKOFF_CAP_S)))
+        return timedelta(seconds=min(first * 2**held, max(first, ERROR_BACKOFF_CAP_S)))
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
         backoff = self._backoff(streak)
@@ -417,31 +416,96 @@ class SyncEngine:
     async def sync(self) -> None:
         explicit = list(dict.fromkeys(self.options.task_ids))
         if explicit:
-            self.stats.tasks_discovered += await self._db(q.insert_task_stubs, explicit, utcnow())
-        elif self.options.discover:
-            try:
-                await self.discover()
-            except (AuthError, CircuitOpen):
-                raise
-            except ApiError as exc:
-                # Known tasks can still be polled; discovery resumes next pass.
-                self._task_failed(None, f"discovery stopped: {exc}")
+            # Named tasks are asked about even when recorded as gone; ids the API does not
+            # know leave no row behind (_judge_not_found).
+            self._new_explicit = set(await self._db(q.insert_task_stub_ids, explicit, utcnow()))
+            self.stats.tasks_discovered += len(self._new_explicit)
+            await self._db(q.revive_gone, explicit, utcnow(), not_found=0)
+        else:
+            if self.options.recheck_gone:
+                revived = await self._db(
+                    q.revive_gone, None, utcnow(), not_found=GONE_AFTER_NOT_FOUND - 1
+                )
+                log.info("--recheck-gone: asking the API again about %d gone task(s)", revived)
+            if self.options.discover:
+                try:
+                    await self.discover()
+                except FATAL_API_ERRORS:
+                    raise
+                except ApiError as exc:
+                    # Known tasks are still polled; the pass is failed all the same, since
+                    # new tasks may be missing, and discovery resumes next pass.
+                    self._listing_failed(f"discovery stopped: {exc}")
         due = await self._db(q.due_task_ids, utcnow(), only=explicit or None)
         await self.poll_all(due, from_zero=False)
+        await self._judge_not_found()
+
+    def _listing_failed(self, message: str) -> None:
+        self.listing_error = message
+        self._task_failed(None, message)
+
+    async def _judge_not_found(self) -> None:
+        """Record this pass's 404s now that the pass knows whether the URL is right.
+
+        A 404 only counts towards "gone" when a well-formed answer in the same pass (List
+        Tasks, or another task's Get Task) proved the API URL right; a mistyped URL answers
+        404 for everything and must not bury live tasks. When nothing proved it, the pass
+        is a configuration error instead (exit 2) and no task is touched.
+        """
+        found, self._not_found = self._not_found, []
+        if not found:
+            return
+        if self.client.successes == 0:
+            shown = ", ".join(task_id for task_id, _ in found[:5])
+            raise ApiUrlWrong(
+                f"Get Task answered HTTP 404 for every task asked ({len(found)}: {shown}"
+                f"{', ...' if len(found) > 5 else ''}) and no answer proved the API URL "
+                f"{self.client.config.api_url} right: check --api-url / ARCHIVER_API_URL "
+                "(it should end in /api/v1) and the task ids. No task was recorded as gone."
+            )
+        for task_id, message in found:
+            if task_id in self._new_explicit:
+                await self._db(q.delete_stub, task_id, owner=self.lock.owner)
+                self._task_failed(
+                    task_id, f"{message} The API does not know this id; nothing was stored."
+                )
+                continue
+            gone = await self._db(
+                q.record_not_found,
+                task_id,
+                message,
+                owner=self.lock.owner,
+                now=utcnow(),
+                gone_after=GONE_AFTER_NOT_FOUND,
+            )
+            if gone:
+                self.stats.tasks_gone += 1
+            else:
+                self.stats.tasks_not_found += 1
+            log.warning(
+                "task %s %s: %s",
+                task_id,
+                "is gone" if gone else "was not found (will ask again next pass)",
+                message,
+                extra={"task_id": task_id},
+            )
 
     async def backfill(self, *, since: datetime | None, ids: Sequence[str] | None) -> None:
         if ids is not None:
             self.stats.tasks_discovered += await self._db(q.insert_task_stubs, ids, utcnow())
             todo = await self._db(q.backfill_task_ids, since=None, only=list(ids))
             await self.poll_all(todo, from_zero=True)
+            await self._judge_not_found()
             return
         queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.options.concurrency * 8)
         producer = asyncio.create_task(self._backfill_listing(queue, since))
         await self._run_workers(queue, from_zero=True, producer=producer)
+        await self._judge_not_found()
         if self.artifacts is not None and not self.should_stop():
             # Tasks finalized while downloads were off get their artifacts now.
             revisit = await self._db(tasks_missing_artifacts)
             await self.poll_all(revisit, from_zero=True, reopen=True)
+            await self._judge_not_found()
 
     async def _backfill_listing(
         self, queue: asyncio.Queue[_Item | None], since: datetime | None
@@ -601,6 +665,24 @@ async def _run_async(
             engine.close()
             (progress or NullProgress()).close()
         if result.outcome == "failed":
+            return
+        stats = result.stats
+        if stats.requests and not client.successes and engine.stop_signal is None:
+            # Not one well-formed answer: the pass did not archive anything, whatever the
+            # reason (each failure is logged above); health must not look green.
+            result.outcome = "failed"
+            result.exit_code = EXIT_TASK_ERRORS
+            result.message = (
+                f"no request to the Smooth API at {client_config.api_url} succeeded in this "
+                f"pass ({stats.requests} sent); see the errors above"
+            )
+            return
+        if engine.listing_error is not None and engine.stop_signal is None:
+            result.outcome = "failed"
+            result.exit_code = EXIT_TASK_ERRORS
+            result.message = (
+                f"the listing failed, so new tasks may be missing: {engine.listing_error}"
+            )
             return
         if engine.stop_signal is not None:
             result.outcome = "interrupted"
