@@ -1,0 +1,123 @@
+"""A faithful, deterministic simulator of the Smooth API, served over real HTTP.
+
+Modules: :mod:`~archiver.simulator.config` (the knobs), :mod:`~archiver.simulator.scenario`
+(tasks, events, views and ground truth; no I/O), :mod:`~archiver.simulator.content` (the
+artifact bytes), :mod:`~archiver.simulator.server` (:class:`Simulator`: clock, routes, stats),
+:mod:`~archiver.simulator.httpd` (HTTP plumbing), :mod:`~archiver.simulator.faults` (fault
+injection), :mod:`~archiver.simulator.files` (the artifact host) and
+:mod:`~archiver.simulator.cli` (``python -m archiver.simulator``).
+
+Stdlib only. :class:`Simulator` precomputes a whole scenario (tasks and their events) from
+:class:`SimulatorConfig` at construction, then serves it on a loopback port with a
+``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, ``Content-Length`` always sent). Every piece of
+content is derived from ``random.Random(config.seed)``; the wall clock is never consulted for
+content. Time is a *simulated* clock (epoch seconds) that only moves when told to
+(:meth:`Simulator.advance`, :meth:`Simulator.set_time`, :meth:`Simulator.finish_all`, or the
+``/_sim/...`` control endpoints).
+
+API surface (base path ``/api/v1``, see /work/shared/smooth-api):
+
+``GET /api/v1/task?l=L&t=T`` (List Tasks)
+    ``{"r": [TaskResponse, ...]}`` newest first: ``created_at`` descending, ties broken by task
+    id descending. ``l`` is 1..128 (default 32), ``t`` (optional, integer, in the
+    ``created_at`` unit) keeps only tasks with ``created_at < t`` (strictly). Only tasks that
+    exist by now are listed; with ``late_list_delay_s`` every 5th task (index 4, 9, 14, ...)
+    shows up in the list only that many sim-seconds after its creation (Get Task finds it as
+    soon as it exists). List items have ``events: null`` and ``downloads_url: null``.
+
+``GET /api/v1/task/{id}?event_t=E&downloads=true|false`` (Get Task)
+    ``{"r": TaskResponse}`` with HTTP 200 once terminal (done/failed/cancelled), 202 while
+    waiting/running, 404 ``{"detail": "Task not found"}`` for unknown ids, ids of tasks not
+    created yet, and ``gone_task_ids``. ``events`` holds the events visible now whose
+    timestamp is strictly greater than ``E`` (default 0), in order.
+
+    *Null timestamps*: an event whose ``timestamp`` is null is returned only when
+    ``event_t == 0``, mimicking a SQL ``WHERE timestamp > :event_t`` filter (NULL > x is
+    never true) behind an "event_t=0 means no filter" shortcut. A client that polls with a
+    cursor therefore sees such events only on its very first poll, if they exist by then.
+
+    With ``ignore_event_t`` (a simulated server bug) all visible events are returned.
+    Query parameters are validated like FastAPI would: a non-integer ``event_t``/``l``/``t``
+    or a non-boolean ``downloads`` gives 422 with a FastAPI-style ``{"detail": [...]}``.
+
+Task life cycle (per task, seeded): created at ``start + i * spacing_s`` (with
+``created_at_group`` G, the G tasks of a group are all created at the group's first slot and
+share one ``created_at``); ``waiting`` for 1-5 s (at most a quarter of the run); ``running``
+until ``created + duration``; then ``done`` (~80 %), ``failed`` (~12 %) or ``cancelled``.
+
+Fields:
+
+* ``id``: ``tsk_`` + 12 hex chars. ``agent_version``: an extra field not in the spec.
+* ``output``: null until terminal, then any JSON value (string, object, array, number,
+  boolean or null; an error string/object for failed tasks, null for cancelled ones).
+* ``credits_used``: 0 while waiting, grows linearly while running, final value once terminal.
+* ``device``: ``desktop`` / ``mobile`` / ``desktop-lg``.
+* ``live_url``: ``https://live.smooth.sh/<id>?token=<hex>`` while waiting/running, ``""``
+  once terminal (the live view is over).
+* ``recording_url``: null while waiting/running and for the first ``ARTIFACT_DELAY_S`` (10)
+  sim-seconds after the end ("not available yet"), then ``""`` (no recording; probability
+  ``1 - recording_rate``) or a presigned-looking URL on this server.
+* ``downloads_url``: null unless ``downloads=true`` was asked for *and* the task is terminal;
+  then ``""`` (no downloaded files, ~30 %) or a presigned-looking URL on this server.
+* ``created_at``: integer in ``created_at_unit``.
+* ``events``: ``{"id", "name", "payload", "timestamp"}``. Names are ``browser_action``,
+  ``session_action``, ``tool_call`` and rarely ``agent_note`` (an unseen name). Timestamps
+  are integers in ``event_timestamp_unit`` (floor of the event's instant), non-decreasing,
+  the last event exactly at the task's end (so it arrives in the same response as the
+  terminal status). An event becomes visible at its instant; a "tied" event
+  (``event_tie_rate``) reuses the previous event's timestamp although it becomes visible
+  later, so two events with one timestamp can straddle a poll (with ``"s"`` timestamps
+  this also happens naturally). Event ids are unique across the scenario (or null).
+
+Extras beyond the brief: the presigned file URLs are actually served
+(``GET /files/<id>/recording.mp4`` - deterministic bytes, ``GET /files/<id>/downloads.zip`` -
+a small deterministic zip) when the signature matches (403 otherwise) and the file is
+available (404 otherwise); ``X-Amz-Expires`` is not enforced. File requests count under
+``stats["file"]`` / ``stats["file:<id>"]`` / ``stats["file:<id>/<name>"]`` (and bytes sent
+under ``stats["file_bytes"]``) only.
+
+Artifact-host knobs (all off by default): ``recording_bytes`` (a recording of that size,
+generated on the fly so even 2 GiB is never held in memory), ``recording_content_type`` /
+``downloads_content_type``, ``hostile_zip_task_ids`` (member names ``../../etc/passwd``,
+``/etc/shadow``, ``C:/...``), ``corrupt_zip_task_ids`` (the zip's end is cut off),
+``recording_url_override`` (e.g. a ``file://`` link), ``link_ttl_s`` (links carry
+``X-Amz-Date`` and expire that many sim-seconds later: 403), ``single_use_links`` (each
+issued link works once: 403 after), ``file_transfer_s`` (the sim clock advances per file
+served, as a long transfer would), ``file_errors`` (statuses answered to the first
+requests of each file, e.g. ``(410,)``), ``truncate_file_requests`` (the first N
+transfers of each file stop halfway and hang up), ``file_chunk_bytes`` /
+``file_chunk_delay_s`` (slow transfers), ``file_chunked`` (no Content-Length) and
+``file_redirect`` (``"http"``: a 302 to ``/redirected/...`` on this server; any other
+value is sent as the Location, e.g. ``file:///etc/passwd``). Helpers for tests:
+:meth:`Simulator.file_bytes` and :meth:`Simulator.file_sha256`.
+
+Control endpoints (no api key, no latency, not counted in stats): ``POST /_sim/advance?seconds=X``,
+``POST /_sim/set_time?t=X``, ``POST /_sim/finish_all``, ``POST /_sim/reset_stats``,
+``GET /_sim/now``, ``GET /_sim/stats``, ``GET /_sim/truth``.
+
+CLI: ``python -m archiver.simulator --port 0 --tasks N --events M --latency-ms L --seed S
+[--finish-all] [--created-at-group G] [--ignore-event-t] [--api-key K]`` prints the base URL
+as its first stdout line and serves until SIGTERM/SIGINT.
+"""
+
+from archiver.simulator.cli import main
+from archiver.simulator.config import (
+    ARTIFACT_DELAY_S,
+    FAULT_KINDS,
+    LIST_DEFAULT_LIMIT,
+    LIST_MAX_LIMIT,
+    TERMINAL_STATUSES,
+    SimulatorConfig,
+)
+from archiver.simulator.server import Simulator
+
+__all__ = [
+    "ARTIFACT_DELAY_S",
+    "FAULT_KINDS",
+    "LIST_DEFAULT_LIMIT",
+    "LIST_MAX_LIMIT",
+    "TERMINAL_STATUSES",
+    "Simulator",
+    "SimulatorConfig",
+    "main",
+]
