@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 import selectors
 import subprocess
@@ -495,3 +497,94 @@ def test_cli_prints_url_and_serves() -> None:
         proc.terminate()
         rc = proc.wait(timeout=10)
     assert rc == 0
+
+
+@contextlib.contextmanager
+def _cli(*args: str, key: str | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run `python -m archiver.simulator ARGS` with CIRCLEMIND_API_KEY set to ``key`` (or
+    unset); yield its base URL and the process; SIGTERM it afterwards."""
+    env = {k: v for k, v in os.environ.items() if k != "CIRCLEMIND_API_KEY"}
+    if key is not None:
+        env["CIRCLEMIND_API_KEY"] = key
+    cmd = [sys.executable, "-m", "archiver.simulator", "--port", "0", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout=15), "no URL printed in time"
+        yield proc.stdout.readline().strip(), proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _cli_fails(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "archiver.simulator", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_cli_help_describes_every_option() -> None:
+    """`--help` lists every option with a help text, and no option takes an API key."""
+    from archiver.simulator.cli import parser
+
+    out = _cli_fails("--help")
+    assert out.returncode == 0
+    actions = [a for a in parser()._actions if a.option_strings]
+    assert len(actions) > 20
+    for action in actions:
+        assert action.help and len(action.help) > 10, action.option_strings
+        assert all(opt in out.stdout for opt in action.option_strings)
+    assert "--api-key" not in out.stdout and "CIRCLEMIND_API_KEY" in out.stdout
+
+
+def test_cli_takes_the_key_from_the_environment_and_never_prints_it() -> None:
+    """CIRCLEMIND_API_KEY sets the key (401 without it); `--api-key` is refused in one line."""
+    key = "sk-cli-test-7f3a9c"
+    with _cli("--tasks", "2", key=key) as (url, proc):
+        assert httpx.get(f"{url}/task", timeout=10).status_code == 401
+        assert httpx.get(f"{url}/task", headers={"apikey": "nope"}, timeout=10).status_code == 401
+        assert httpx.get(f"{url}/task", headers={"apikey": key}, timeout=10).status_code == 200
+    out, err = proc.communicate(timeout=10)
+    assert key not in out + err and "required" in err
+    with _cli("--tasks", "2", key="") as (url, _):  # empty = unset: no key needed
+        assert httpx.get(f"{url}/task", timeout=10).status_code == 200
+    refused = _cli_fails("--api-key", key)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "CIRCLEMIND_API_KEY" in refused.stderr
+    assert key not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--fault-rate", "1.5"), "'1.5'"),
+        (("--fault-kinds", "503,teapot"), "'503,teapot'"),
+        (("--tasks", "-3"), "'-3'"),
+        (("--port", "70000"), "'70000'"),
+        (("--file-errors", "503,42"), "'42'"),
+        (("--duration-s", "9", "3"), "--duration-s"),
+    ],
+)
+def test_cli_rejects_bad_values_in_one_line(args: tuple[str, ...], named: str) -> None:
+    """A bad option value exits 2 with one line naming the value and what is valid."""
+    out = _cli_fails(*args)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert named in out.stderr and "see --help" in out.stderr
+
+
+def test_cli_fault_options_reach_the_server() -> None:
+    """--fault-rate/--fault-kinds/--latency-ms/--created-at-group configure the served API."""
+    args = ("--tasks", "6", "--fault-rate", "1", "--fault-kinds", "503", "--latency-ms", "1")
+    with _cli(*args, "--created-at-group", "3", "--finish-all") as (url, _):
+        assert [httpx.get(f"{url}/task", timeout=10).status_code for _ in range(3)] == [503] * 3
+        stats = httpx.get(url.removesuffix("/api/v1") + "/_sim/stats", timeout=10).json()
+        assert stats == {"fault": 3, "fault:503": 3}
+    with _cli("--tasks", "6", "--created-at-group", "3", "--finish-all") as (url, _):
+        stamps = [t["created_at"] for t in httpx.get(f"{url}/task", timeout=10).json()["r"]]
+        assert len(stamps) == 6 and len(set(stamps)) == 2

@@ -95,9 +95,11 @@ Control endpoints (no api key, no latency, not counted in stats): ``POST /_sim/a
 ``POST /_sim/set_time?t=X``, ``POST /_sim/finish_all``, ``POST /_sim/reset_stats``,
 ``GET /_sim/now``, ``GET /_sim/stats``, ``GET /_sim/truth``.
 
-CLI: ``python -m archiver.simulator --port 0 --tasks N --events M --latency-ms L --seed S
-[--finish-all] [--created-at-group G] [--ignore-event-t] [--api-key K]`` prints the base URL
-as its first stdout line and serves until SIGTERM/SIGINT.
+CLI: ``python -m archiver.simulator [--port 0] [--tasks N] [--events M] [--seed S]
+[--latency-ms L] [--finish-all] [--fault-rate P --fault-kinds 503,drop,...] ...`` prints the
+base URL as its first stdout line and serves until SIGTERM/SIGINT; ``--help`` describes every
+option. The API key comes from the environment variable ``CIRCLEMIND_API_KEY`` (the one the
+archiver reads), never from the command line; unset or empty, no key is required.
 """
 
 from archiver.simulator.cli import main
