@@ -14,6 +14,8 @@ __all__ = [
     "API_PREFIX",
     "ARTIFACT_DELAY_S",
     "FAULT_KINDS",
+    "FILE_FAULT_KINDS",
+    "KNOWN_STATUSES",
     "LIST_DEFAULT_LIMIT",
     "LIST_MAX_LIMIT",
     "TERMINAL_STATUSES",
@@ -28,6 +30,8 @@ LIST_MAX_LIMIT = 128
 ARTIFACT_DELAY_S = 10.0
 URL_EXPIRES_S = 3600
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
+#: Every status the published spec lists.
+KNOWN_STATUSES = frozenset({"waiting", "running"}) | TERMINAL_STATUSES
 DEVICES = ("desktop", "mobile", "desktop-lg")
 #: Probability that a task downloaded no files (``downloads_url == ""``).
 NO_DOWNLOADS_RATE = 0.3
@@ -37,6 +41,10 @@ UNSEEN_EVENT_NAME_RATE = 0.03
 UNITS = {"s": 1, "ms": 1000}
 
 FAULT_KINDS = ("500", "502", "503", "429", "drop", "truncate", "garbage", "html200", "spike")
+#: Faults of the artifact host (presigned object storage under load).
+FILE_FAULT_KINDS = ("503", "429", "drop", "truncate")
+#: Forms of an event payload that is not filled in yet (``late_payload_form``).
+LATE_PAYLOAD_FORMS = ("partial", "empty", "null")
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,53 @@ class SimulatorConfig:
     file_chunk_delay_s: float = 0.0  # wall-clock pause between chunks (slow transfer)
     file_chunked: bool = False  # Transfer-Encoding: chunked, no Content-Length
     file_redirect: str | None = None  # "http": 302 to /redirected/...; else a Location URL
+    # Artifact-host faults, like the API's: each file request draws one with this
+    # probability, the kind chosen uniformly from file_fault_kinds, deterministic per
+    # file_fault_seed and file request order (its own draw, apart from the API faults).
+    # "503" (S3 SlowDown), "429" (Retry-After: retry_after), "drop" (connection closed, no
+    # response), "truncate" (a 200 whose body stops halfway; only where the file would be
+    # served). Applied before the link is checked; counted as stats "file_fault" and
+    # "file_fault:<kind>".
+    file_fault_rate: float = 0.0
+    file_fault_kinds: tuple[str, ...] = FILE_FAULT_KINDS
+    file_fault_seed: int = 0
+    retry_after: str = "0"  # Retry-After header of 429 answers (API and files): secs or date
+    # -- what the docs do not promise (issue 9); all off by default, seeded per task, each
+    # reflected in truth(). Scenario knobs: fixed when the Simulator is built.
+    # P(an event with a null id is sent twice): the identical copy follows it, visible
+    # halfway to the next event (with it when last), so the copies can straddle a poll.
+    duplicate_event_rate: float = 0.0
+    # P(an event with an id is first served with an incomplete payload): late_payload_form
+    # until late_payload_delay_s sim-seconds after it became visible, then the full payload
+    # (same id, name, timestamp). A cursor past its timestamp does not see the update.
+    late_payload_rate: float = 0.0
+    late_payload_delay_s: float = 30.0
+    late_payload_form: str = "partial"  # "partial" (first key only), "empty" ({}), "null"
+    # P(a task reports unknown_status for the middle third of its run, then runs on and
+    # ends normally); Get Task answers 202 meanwhile.
+    unknown_status_rate: float = 0.0
+    unknown_status: str = "paused"
+    # P(a task ends with unknown_final_status instead of done/failed/cancelled, for good;
+    # output null); Get Task answers 200 from its end.
+    unknown_final_status_rate: float = 0.0
+    unknown_final_status: str = "expired"
+    # After its end a task's credits_used still grows, by 1-5 credits in all, linearly over
+    # this many sim-seconds; truth() shows the settled value once they have passed.
+    credits_settle_s: float = 0.0
+    # Request-time knobs. List Tasks serves these tasks malformed (status 123, credits_used
+    # "lots"; id and created_at intact) in the first malformed_list_listings List responses
+    # that include them, then well-formed; Get Task always serves them well-formed.
+    malformed_list_item_rate: float = 0.0  # P(a task is one of them), seeded per task
+    malformed_list_item_ids: frozenset[str] = frozenset()  # ... and these
+    malformed_list_listings: int = 1
+    # Every API request answers 200 text/html (a captive portal or a wrong proxy).
+    captive_portal: bool = False
 
     def __post_init__(self) -> None:
-        unknown = set(self.fault_kinds) - set(FAULT_KINDS)
-        if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; valid: {list(FAULT_KINDS)}")
+        for name, valid in (("fault_kinds", FAULT_KINDS), ("file_fault_kinds", FILE_FAULT_KINDS)):
+            unknown = set(getattr(self, name)) - set(valid)
+            if unknown:
+                raise ValueError(f"unknown {name} {sorted(unknown)}; valid: {list(valid)}")
         if self.tasks < 0:
             raise ValueError("tasks must be >= 0")
         if self.events_per_task < 0:
@@ -116,6 +166,12 @@ class SimulatorConfig:
             "null_event_timestamp_rate",
             "recording_rate",
             "fault_rate",
+            "file_fault_rate",
+            "duplicate_event_rate",
+            "late_payload_rate",
+            "unknown_status_rate",
+            "unknown_final_status_rate",
+            "malformed_list_item_rate",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
@@ -125,5 +181,13 @@ class SimulatorConfig:
             raise ValueError("file_chunk_bytes must be >= 1")
         if min(self.file_transfer_s, self.file_chunk_delay_s, self.link_ttl_s or 0.0) < 0:
             raise ValueError("file_transfer_s, file_chunk_delay_s and link_ttl_s must be >= 0")
-        if self.latency_ms < 0 or self.late_list_delay_s < 0:
-            raise ValueError("latency_ms and late_list_delay_s must be >= 0")
+        for name in ("latency_ms", "late_list_delay_s", "late_payload_delay_s", "credits_settle_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.late_payload_form not in LATE_PAYLOAD_FORMS:
+            raise ValueError(f"late_payload_form must be one of {list(LATE_PAYLOAD_FORMS)}")
+        for name in ("unknown_status", "unknown_final_status"):
+            if not getattr(self, name) or getattr(self, name) in KNOWN_STATUSES:
+                raise ValueError(f"{name} must be a status the spec does not list")
+        if self.malformed_list_listings < 0:
+            raise ValueError("malformed_list_listings must be >= 0")

@@ -1,7 +1,8 @@
 """Fault injection: which request fails (seeded, in request order) and how it fails.
 
 API faults (``fault_rate`` / ``fault_kinds``) imitate a flaky API or the proxies in front of
-it. The caller counts each applied fault in the stats.
+it; file faults (``file_fault_rate`` / ``file_fault_kinds``) imitate presigned object storage
+under load. The caller counts each applied fault in the stats.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from archiver.simulator.config import SimulatorConfig
 from archiver.simulator.httpd import Handler, hang_up, json_bytes, send
 
-__all__ = ["FaultDraw", "answer_api_fault"]
+__all__ = ["FaultDraw", "answer_api_fault", "answer_file_fault"]
 
 _HTML_502 = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
@@ -46,7 +47,7 @@ def answer_api_fault(h: Handler, fault: str, cfg: SimulatorConfig) -> bool:
         hang_up(h)
         return True
     if fault in ("500", "502", "503", "429"):
-        headers = {"Retry-After": "0"} if fault == "429" else {}
+        headers = {"Retry-After": cfg.retry_after} if fault == "429" else {}
         send(h, int(fault), json_bytes({"detail": f"simulated {fault}"}), headers=headers)
     elif fault == "garbage":
         send(h, 200, b'\x00\xff{"r": [garbage')
@@ -63,4 +64,24 @@ def answer_api_fault(h: Handler, fault: str, cfg: SimulatorConfig) -> bool:
         hang_up(h)
     else:
         raise ValueError(f"unknown fault kind {fault!r}")
+    return True
+
+
+def answer_file_fault(h: Handler, fault: str, cfg: SimulatorConfig) -> bool:
+    """Answer a file request with ``fault``; False for "truncate", which the caller applies
+    to the transfer itself (when there is one)."""
+    if fault == "truncate":
+        return False
+    if fault == "drop":
+        hang_up(h)
+    elif fault in ("503", "429"):
+        code, text = ("SlowDown", "Please reduce your request rate.")
+        if fault == "429":
+            code, text = "TooManyRequests", "Too many requests."
+        headers = {"Retry-After": cfg.retry_after} if fault == "429" else {}
+        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+        body += f"<Message>{text}</Message></Error>"
+        send(h, int(fault), body.encode(), "application/xml", headers)
+    else:
+        raise ValueError(f"unknown file fault kind {fault!r}")
     return True

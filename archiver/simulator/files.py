@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from archiver.simulator import content
 from archiver.simulator.config import ARTIFACT_DELAY_S, URL_EXPIRES_S, SimulatorConfig
+from archiver.simulator.faults import FaultDraw, answer_file_fault
 from archiver.simulator.httpd import Handler, HTTPError, hang_up
 from archiver.simulator.scenario import Scenario, Task
 
@@ -54,6 +55,7 @@ class ArtifactHost:
         self._hits: collections.Counter[str] = collections.Counter()  # per "id/name"
         self._issued = 0  # nonce of expiring / single-use links
         self._used: set[str] = set()
+        self._faults = FaultDraw(f"files:{sim.config.file_fault_seed}")
 
     # ---- links
 
@@ -147,6 +149,10 @@ class ArtifactHost:
         task_id, name = unquote(parts[0]), parts[1]
         key = f"{task_id}/{name}"
         sim.count("file", f"file:{task_id}", f"file:{key}")
+        fault = self._faults.draw(cfg.file_fault_rate, cfg.file_fault_kinds)
+        if fault is not None and answer_file_fault(h, fault, cfg):
+            sim.count("file_fault", f"file_fault:{fault}")
+            return
         with self._lock:
             self._hits[key] += 1
             hit = self._hits[key]
@@ -178,7 +184,10 @@ class ArtifactHost:
         size, chunks = self.body(t, is_rec)
         ctype = cfg.recording_content_type if is_rec else cfg.downloads_content_type
         sim.count(f"file_served:{key}")
-        self._stream(h, size, chunks, ctype, truncate=hit <= cfg.truncate_file_requests)
+        if fault == "truncate":
+            sim.count("file_fault", "file_fault:truncate")
+        truncate = fault == "truncate" or hit <= cfg.truncate_file_requests
+        self._stream(h, size, chunks, ctype, truncate=truncate)
 
     def _stream(
         self, h: Handler, size: int, chunks: Iterator[bytes], ctype: str, *, truncate: bool

@@ -13,7 +13,7 @@ import bisect
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from archiver.simulator.config import (
     SimulatorConfig,
 )
 
-__all__ = ["ENCODER", "Link", "Scenario", "Task", "to_unit", "words"]
+__all__ = ["ENCODER", "Link", "Scenario", "Task", "knob_draw", "to_unit", "words"]
 
 ENCODER = json.JSONEncoder(ensure_ascii=False)
 
@@ -37,6 +37,17 @@ Link = Callable[["Task", str], str]
 def to_unit(t: float, mult: int) -> int:
     """Epoch seconds -> integer in the unit (floor; rounding guards float noise)."""
     return math.floor(round(t * mult, 6))
+
+
+def _knob_rng(seed: int, task_id: str, knob: str) -> random.Random:
+    """A generator of its own for one knob of one task, so turning a knob on changes
+    nothing else in the scenario."""
+    return random.Random(f"{seed}:{task_id}:{knob}")
+
+
+def knob_draw(seed: int, task_id: str, knob: str) -> float:
+    """One seeded draw in [0, 1) for ``knob`` of a task (selects the task when < rate)."""
+    return _knob_rng(seed, task_id, knob).random()
 
 
 @dataclass(slots=True, eq=False)
@@ -63,13 +74,34 @@ class Task:
     visible_at: list[float]  # per event, non-decreasing
     nn_idx: list[int]  # indices of events with a non-null timestamp
     nn_ts: list[int]  # their timestamps, non-decreasing
+    # event index -> (sim instant its payload is filled in, its JSON until then)
+    late: dict[int, tuple[float, str]]
+    pause: tuple[float, float, str] | None  # (from, until, status) of an unknown status
+    credits_bump: int  # credits added after the end, linearly over settle_s
+    settle_s: float
+    settled: float  # sim instant after which nothing about the task changes
 
     def status_at(self, now: float) -> str:
         if now >= self.end:
             return self.final_status
+        if self.pause is not None and self.pause[0] <= now < self.pause[1]:
+            return self.pause[2]
         if now >= self.run_start:
             return "running"
         return "waiting"
+
+    def credits_at(self, now: float) -> int:
+        if now >= self.end:
+            if self.credits_bump and now < self.end + self.settle_s:
+                return self.credits_final + math.floor(
+                    self.credits_bump * (now - self.end) / self.settle_s
+                )
+            return self.credits_final + self.credits_bump
+        if now >= self.run_start:
+            span = self.end - self.run_start
+            frac = (now - self.run_start) / span if span > 0 else 1.0
+            return min(self.credits_final, max(0, math.floor(self.credits_final * frac)))
+        return 0
 
     def is_over(self, now: float) -> bool:
         """Ended (terminal status, HTTP 200 on Get Task)."""
@@ -195,6 +227,43 @@ def _build_events(
     return instants, dicts
 
 
+def _duplicate_events(
+    rng: random.Random, rate: float, instants: list[float], dicts: list[dict[str, Any]]
+) -> tuple[list[float], list[dict[str, Any]]]:
+    """Send some events without an id twice: the copy follows the original, visible halfway
+    to the next event (or with the original when it is the last)."""
+    out_at: list[float] = []
+    out: list[dict[str, Any]] = []
+    for k, (at, d) in enumerate(zip(instants, dicts, strict=True)):
+        out_at.append(at)
+        out.append(d)
+        if d["id"] is None and rng.random() < rate:
+            nxt = instants[k + 1] if k + 1 < len(instants) else at
+            out_at.append((at + nxt) / 2)
+            out.append(dict(d))
+    return out_at, out
+
+
+def _incomplete(payload: dict[str, Any], form: str) -> dict[str, Any] | None:
+    if form == "null":
+        return None
+    if form == "empty":
+        return {}
+    return dict(list(payload.items())[:1])  # "partial": the first key only
+
+
+def _late_payloads(
+    cfg: SimulatorConfig, rng: random.Random, instants: Sequence[float], dicts: list[dict[str, Any]]
+) -> dict[int, tuple[float, str]]:
+    """Events with an id whose payload is filled in late_payload_delay_s after they appear."""
+    late: dict[int, tuple[float, str]] = {}
+    for k, d in enumerate(dicts):
+        if d["id"] is not None and rng.random() < cfg.late_payload_rate:
+            early = {**d, "payload": _incomplete(d["payload"], cfg.late_payload_form)}
+            late[k] = (instants[k] + cfg.late_payload_delay_s, ENCODER.encode(early))
+    return late
+
+
 def _build_tasks(cfg: SimulatorConfig) -> list[Task]:
     """Precompute every task and event."""
     master = random.Random(cfg.seed)
@@ -223,6 +292,29 @@ def _build_tasks(cfg: SimulatorConfig) -> list[Task]:
         agent_version = f"0.{rng.randint(3, 5)}.{rng.randint(0, 9)}"
         listed_at = created + (cfg.late_list_delay_s if i % 5 == 4 else 0.0)
         instants, dicts = _build_events(cfg, rng, run_start, end, event_ids)
+        # Knobs of issue 9: each from its own generator, drawn only when switched on.
+        if cfg.duplicate_event_rate > 0:
+            dup_rng = _knob_rng(cfg.seed, tid, "duplicate")
+            instants, dicts = _duplicate_events(dup_rng, cfg.duplicate_event_rate, instants, dicts)
+        late: dict[int, tuple[float, str]] = {}
+        if cfg.late_payload_rate > 0:
+            late = _late_payloads(cfg, _knob_rng(cfg.seed, tid, "late"), instants, dicts)
+        pause: tuple[float, float, str] | None = None
+        if cfg.unknown_status_rate > 0 or cfg.unknown_final_status_rate > 0:
+            status_rng = _knob_rng(cfg.seed, tid, "status")
+            r_pause, r_final = status_rng.random(), status_rng.random()
+            if r_pause < cfg.unknown_status_rate:
+                third = (end - run_start) / 3
+                pause = (run_start + third, run_start + 2 * third, cfg.unknown_status)
+            if r_final < cfg.unknown_final_status_rate:
+                final_status, output = cfg.unknown_final_status, None
+        bump = 0
+        if cfg.credits_settle_s > 0:
+            bump = _knob_rng(cfg.seed, tid, "credits").randint(1, 5)
+        settled = max(
+            [end + ARTIFACT_DELAY_S, end + cfg.credits_settle_s]
+            + [fill for fill, _ in late.values()]
+        )
         nn_idx = [k for k, d in enumerate(dicts) if d["timestamp"] is not None]
         tasks.append(
             Task(
@@ -248,6 +340,11 @@ def _build_tasks(cfg: SimulatorConfig) -> list[Task]:
                 visible_at=instants,
                 nn_idx=nn_idx,
                 nn_ts=[dicts[k]["timestamp"] for k in nn_idx],
+                late=late,
+                pause=pause,
+                credits_bump=bump,
+                settle_s=cfg.credits_settle_s,
+                settled=settled,
             )
         )
     return tasks
@@ -276,11 +373,8 @@ class Scenario:
 
     def settled_time(self) -> float | None:
         """A sim instant by which every task exists, is listed, ended and has settled (all
-        events, artifact links); None without tasks."""
-        return max(
-            (max(t.end + ARTIFACT_DELAY_S + 1.0, t.listed_at) for t in self.tasks),
-            default=None,
-        )
+        events and payloads, credits, artifact links); None without tasks."""
+        return max((max(t.settled + 1.0, t.listed_at) for t in self.tasks), default=None)
 
     def listing(self, now: float, before: int | None, limit: int) -> list[Task]:
         """Tasks List Tasks shows at ``now``: newest first, ``created_at < before``."""
@@ -303,13 +397,7 @@ class Scenario:
         """TaskResponse without ``events`` (List adds ``events: null``)."""
         status = t.status_at(now)
         over = t.is_over(now)
-        if over:
-            credits = t.credits_final
-        elif now >= t.run_start:
-            frac = (now - t.run_start) / (t.end - t.run_start) if t.end > t.run_start else 1.0
-            credits = min(t.credits_final, max(0, math.floor(t.credits_final * frac)))
-        else:
-            credits = 0
+        credits = t.credits_at(now)
         recording: str | None = None
         if over and now >= t.end + ARTIFACT_DELAY_S:
             recording = link(t, "recording.mp4") if t.has_recording else ""
@@ -352,18 +440,31 @@ class Scenario:
         ``WHERE timestamp > :event_t`` (NULL > x is never true) behind an "event_t=0 means no
         filter" shortcut."""
         k = bisect.bisect_right(t.visible_at, now)
-        ej = t.event_json
         if ignore_event_t:
-            return ",".join(ej[:k])
+            return self._join(t, range(k), now)
         if event_t == 0:
             # Null timestamps pass; real ones must still be > 0 (always, for epoch times).
             if not t.nn_ts or t.nn_ts[0] > 0:
-                return ",".join(ej[:k])
+                return self._join(t, range(k), now)
             keep = [i for i in range(k) if (ts := t.event_dicts[i]["timestamp"]) is None or ts > 0]
-            return ",".join([ej[i] for i in keep])
+            return self._join(t, keep, now)
         j = bisect.bisect_right(t.nn_ts, event_t)  # first non-null timestamp > event_t
         m = bisect.bisect_left(t.nn_idx, k)  # non-null events that are visible
-        return ",".join([ej[i] for i in t.nn_idx[j:m]])
+        return self._join(t, t.nn_idx[j:m], now)
+
+    @staticmethod
+    def _join(t: Task, idx: range | list[int], now: float) -> str:
+        """The events ``idx`` as served at ``now`` (a late payload as it is by then)."""
+        ej = t.event_json
+        if not t.late:
+            if isinstance(idx, range):
+                return ",".join(ej[idx.start : idx.stop])
+            return ",".join([ej[i] for i in idx])
+        out = []
+        for i in idx:
+            late = t.late.get(i)
+            out.append(late[1] if late is not None and now < late[0] else ej[i])
+        return ",".join(out)
 
     def truth(self, now: float, link: Link) -> dict[str, dict[str, Any]]:
         """``task_id -> {"task": <Get Task view, downloads=true, without "events">, "events":
@@ -374,6 +475,6 @@ class Scenario:
                 continue
             view = self.view(t, now, downloads=True, listing=False, link=link)
             k = bisect.bisect_right(t.visible_at, now)
-            events = json.loads("[" + ",".join(t.event_json[:k]) + "]")
+            events = json.loads("[" + self._join(t, range(k), now) + "]")
             out[t.id] = {"task": view, "events": events}
         return out

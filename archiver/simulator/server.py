@@ -30,9 +30,16 @@ from archiver.simulator.httpd import (
     qerr,
     send,
 )
-from archiver.simulator.scenario import ENCODER, Scenario
+from archiver.simulator.scenario import ENCODER, Scenario, Task, knob_draw
 
-__all__ = ["Simulator"]
+__all__ = ["CAPTIVE_PORTAL_PAGE", "Simulator"]
+
+CAPTIVE_PORTAL_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head><body>"
+    b"<h1>Welcome!</h1><p>Please accept the terms of use to continue.</p>"
+    b'<form method="post" action="/portal/accept"><button>Accept</button></form>'
+    b"</body></html>"
+)
 
 
 class Simulator:
@@ -45,6 +52,10 @@ class Simulator:
         self._by_id = self.scenario.by_id
         self._lock = threading.Lock()
         self._faults = FaultDraw(self.config.fault_seed)
+        # Every API request, counted on arrival; wait_for_requests() waits on it.
+        self._api_requests = 0
+        self._api_cv = threading.Condition()
+        self._listings: collections.Counter[str] = collections.Counter()  # per task id
         self._now = self.scenario.initial_time()
         self.stats: collections.Counter[str] = collections.Counter()
         self.base_url = ""
@@ -120,8 +131,26 @@ class Simulator:
     # ---- stats & truth
 
     def reset_stats(self) -> None:
+        """Clear :attr:`stats` and the :attr:`api_requests` counter."""
         with self._lock:
             self.stats.clear()
+        with self._api_cv:
+            self._api_requests = 0
+
+    @property
+    def api_requests(self) -> int:
+        """API requests (any path under /api/v1, whatever the answer) since the start or the
+        last :meth:`reset_stats`, counted on arrival."""
+        with self._api_cv:
+            return self._api_requests
+
+    def wait_for_requests(self, count: int, timeout: float) -> bool:
+        """Block until :attr:`api_requests` reaches ``count`` (True) or ``timeout`` wall-clock
+        seconds pass (False). The count is taken when a request arrives, before latency,
+        faults or the answer, so e.g. a test can SIGKILL a client right after its k-th
+        request, while that request is still in flight."""
+        with self._api_cv:
+            return self._api_cv.wait_for(lambda: self._api_requests >= count, timeout)
 
     def count(self, *keys: str, n: int = 1) -> None:
         """Add ``n`` to each of the ``keys`` of :attr:`stats`."""
@@ -164,6 +193,13 @@ class Simulator:
         extra: dict[str, str] = {}
         try:
             if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+                with self._api_cv:
+                    self._api_requests += 1
+                    self._api_cv.notify_all()
+                if self.config.captive_portal:
+                    self.count("captive_portal")
+                    send(h, 200, CAPTIVE_PORTAL_PAGE, "text/html; charset=utf-8")
+                    return
                 fault = self._faults.draw(self.config.fault_rate, self.config.fault_kinds)
                 if fault is not None:
                     self.count("fault", f"fault:{fault}")
@@ -229,10 +265,30 @@ class Simulator:
         now = self.now()
         link = self.files.link
         items = [
-            self.scenario.view(t, now, downloads=False, listing=True, link=link)
+            Scenario.malformed_view(t)
+            if self._malformed_listing(t)
+            else self.scenario.view(t, now, downloads=False, listing=True, link=link)
             for t in self.scenario.listing(now, before, limit)
         ]
         return 200, json_bytes({"r": items})
+
+    def _malformed_listing(self, t: Task) -> bool:
+        """Whether this listing of ``t`` is malformed (counts the listing when ``t`` is one
+        of the malformed_list_item tasks)."""
+        cfg = self.config
+        chosen = t.id in cfg.malformed_list_item_ids or (
+            cfg.malformed_list_item_rate > 0
+            and knob_draw(self.scenario.config.seed, t.id, "list_item")
+            < cfg.malformed_list_item_rate
+        )
+        if not chosen:
+            return False
+        with self._lock:
+            self._listings[t.id] += 1
+            malformed = self._listings[t.id] <= cfg.malformed_list_listings
+            if malformed:
+                self.stats["list_malformed"] += 1
+        return malformed
 
     def _get(self, task_id: str, query: dict[str, str]) -> tuple[int, bytes]:
         cfg = self.config
