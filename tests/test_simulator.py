@@ -588,8 +588,12 @@ def test_cli_fault_options_reach_the_server() -> None:
     args = ("--tasks", "6", "--fault-rate", "1", "--fault-kinds", "503", "--latency-ms", "1")
     with _cli(*args, "--created-at-group", "3", "--finish-all") as (url, _):
         assert [httpx.get(f"{url}/task", timeout=10).status_code for _ in range(3)] == [503] * 3
-        stats = httpx.get(url.removesuffix("/api/v1") + "/_sim/stats", timeout=10).json()
+        root = url.removesuffix("/api/v1")
+        stats = httpx.get(f"{root}/_sim/stats", timeout=10).json()
         assert stats == {"fault": 3, "fault:503": 3}
+        knobs = httpx.post(f"{root}/_sim/config", params={"fault_rate": "0"}, timeout=10)
+        assert knobs.status_code == 200 and knobs.json()["fault_rate"] == 0.0
+        assert httpx.get(f"{url}/task", timeout=10).status_code == 200  # the clock kept
     with _cli("--tasks", "6", "--created-at-group", "3", "--finish-all") as (url, _):
         stamps = [t["created_at"] for t in httpx.get(f"{url}/task", timeout=10).json()["r"]]
         assert len(stamps) == 6 and len(set(stamps)) == 2
@@ -912,3 +916,19 @@ def test_more_than_128_tasks_sharing_one_created_at(make_sim: MakeSim) -> None:
     assert len(unlistable) == 72 and len(truth) == 260
     for tid in unlistable:
         assert client.get(f"/task/{tid}").status_code in (200, 202)
+
+
+def test_config_endpoint_changes_request_time_knobs(make_sim: MakeSim) -> None:
+    """POST /_sim/config changes request-time knobs; others and bad values get 422."""
+    sim, client = make_sim(tasks=3)
+    root = sim.base_url.removesuffix("/api/v1")
+    shown = httpx.get(f"{root}/_sim/config").json()
+    assert shown["captive_portal"] is False and "api_key" not in shown
+    r = httpx.post(f"{root}/_sim/config", params={"captive_portal": "true", "retry_after": "7"})
+    assert r.status_code == 200 and r.json()["captive_portal"] is True
+    assert sim.config.retry_after == "7"
+    assert client.get("/task").headers["content-type"].startswith("text/html")
+    for bad in ({"tasks": "5"}, {"api_key": "x"}, {"fault_rate": "2"}, {"captive_portal": "?"}):
+        r = httpx.post(f"{root}/_sim/config", params=bad)
+        assert r.status_code == 422 and next(iter(bad)) in r.json()["detail"], bad
+    assert sim.config.captive_portal and sim.config.tasks == 3

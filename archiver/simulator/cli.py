@@ -17,7 +17,13 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from archiver.simulator.config import FAULT_KINDS, UNITS, SimulatorConfig
+from archiver.simulator.config import (
+    FAULT_KINDS,
+    FILE_FAULT_KINDS,
+    LATE_PAYLOAD_FORMS,
+    UNITS,
+    SimulatorConfig,
+)
 from archiver.simulator.server import Simulator
 
 __all__ = ["API_KEY_ENV", "build_config", "main", "parser"]
@@ -103,7 +109,8 @@ def parser() -> argparse.ArgumentParser:
             "archiver. Prints the base URL as the first stdout line and serves until "
             "SIGTERM/SIGINT. Time is simulated: move it with POST /_sim/advance?seconds=X, "
             "/_sim/set_time?t=X or /_sim/finish_all; read GET /_sim/stats, /_sim/truth, "
-            "/_sim/now."
+            "/_sim/now. Faults and other request-time knobs can be changed while it runs: "
+            "POST /_sim/config?fault_rate=0&captive_portal=false (GET /_sim/config lists them)."
         ),
         epilog=(
             f"Environment: {API_KEY_ENV} - when set (and not empty), every API request must "
@@ -194,7 +201,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="KIND[,KIND...]",
         help=f"faults drawn uniformly from these (default: all): {', '.join(FAULT_KINDS)}",
     )
-    g.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
+    g.add_argument(
+        "--fault-seed", type=int, default=0, metavar="SEED", help="seed of the fault draws"
+    )
     g.add_argument(
         "--latency-spike-ms",
         type=_MS,
@@ -202,9 +211,92 @@ def parser() -> argparse.ArgumentParser:
         help="latency added by the 'spike' fault",
     )
     g.add_argument(
+        "--retry-after",
+        default="0",
+        metavar="VALUE",
+        help="Retry-After header of 429 answers (API and files): seconds or an HTTP date",
+    )
+    g.add_argument(
         "--ignore-event-t",
         action="store_true",
         help="server bug: Get Task returns every visible event, whatever event_t is",
+    )
+    g.add_argument(
+        "--captive-portal",
+        action="store_true",
+        help="every API request answers 200 with an HTML page (a captive portal)",
+    )
+    g.add_argument(
+        "--malformed-list-item-rate",
+        type=_RATE,
+        default=0.0,
+        help="probability that a task is served malformed (status 123) by List Tasks in its "
+        "first --malformed-list-listings listings; Get Task serves it well-formed",
+    )
+    g.add_argument(
+        "--malformed-list-listings",
+        type=_COUNT,
+        default=1,
+        help="how many listings of such a task are malformed before it heals",
+    )
+
+    g = p.add_argument_group("what the docs do not promise (scenario; seeded per task)")
+    g.add_argument(
+        "--duplicate-event-rate",
+        type=_RATE,
+        default=0.0,
+        help="probability that an event without an id is sent twice, identical (both are "
+        "real); needs --null-event-id-rate",
+    )
+    g.add_argument(
+        "--late-payload-rate",
+        type=_RATE,
+        default=0.0,
+        help="probability that an event with an id is first served with an incomplete "
+        "payload, then in full (same id, name, timestamp)",
+    )
+    g.add_argument(
+        "--late-payload-delay-s",
+        type=_SECONDS,
+        default=30.0,
+        help="sim-seconds from an event's appearance until its payload is filled in",
+    )
+    g.add_argument(
+        "--late-payload-form",
+        choices=LATE_PAYLOAD_FORMS,
+        default="partial",
+        help="the incomplete payload: its first key only, {} or null",
+    )
+    g.add_argument(
+        "--unknown-status-rate",
+        type=_RATE,
+        default=0.0,
+        help="probability that a task reports --unknown-status for the middle third of its "
+        "run (HTTP 202), then ends as usual",
+    )
+    g.add_argument(
+        "--unknown-status",
+        default="paused",
+        metavar="STATUS",
+        help="that status (one the spec does not list)",
+    )
+    g.add_argument(
+        "--unknown-final-status-rate",
+        type=_RATE,
+        default=0.0,
+        help="probability that a task ends with --unknown-final-status for good (HTTP 200)",
+    )
+    g.add_argument(
+        "--unknown-final-status",
+        default="expired",
+        metavar="STATUS",
+        help="that status (one the spec does not list)",
+    )
+    g.add_argument(
+        "--credits-settle-s",
+        type=_SECONDS,
+        default=0.0,
+        help="after its end a task's credits_used still grows by 1-5 over this many sim-seconds",
     )
 
     g = p.add_argument_group("artifact host (GET /files/...)")
@@ -242,6 +334,27 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--single-use-links", action="store_true", help="each issued file link works once"
+    )
+    g.add_argument(
+        "--file-fault-rate",
+        type=_RATE,
+        default=0.0,
+        help="probability that a file request meets a fault (seeded, in request order)",
+    )
+    g.add_argument(
+        "--file-fault-kinds",
+        type=_choices(FILE_FAULT_KINDS),
+        default=None,
+        metavar="KIND[,KIND...]",
+        help="file faults drawn uniformly from these (default: all): "
+        + ", ".join(FILE_FAULT_KINDS),
+    )
+    g.add_argument(
+        "--file-fault-seed",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="seed of the file fault draws",
     )
     metavars: dict[object, str] = {
         _RATE: "P",
@@ -287,6 +400,22 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Simula
         truncate_file_requests=args.truncate_file_requests,
         link_ttl_s=args.link_ttl_s,
         single_use_links=args.single_use_links,
+        file_fault_rate=args.file_fault_rate,
+        file_fault_kinds=args.file_fault_kinds or FILE_FAULT_KINDS,
+        file_fault_seed=args.file_fault_seed,
+        retry_after=args.retry_after,
+        duplicate_event_rate=args.duplicate_event_rate,
+        late_payload_rate=args.late_payload_rate,
+        late_payload_delay_s=args.late_payload_delay_s,
+        late_payload_form=args.late_payload_form,
+        unknown_status_rate=args.unknown_status_rate,
+        unknown_status=args.unknown_status,
+        unknown_final_status_rate=args.unknown_final_status_rate,
+        unknown_final_status=args.unknown_final_status,
+        credits_settle_s=args.credits_settle_s,
+        malformed_list_item_rate=args.malformed_list_item_rate,
+        malformed_list_listings=args.malformed_list_listings,
+        captive_portal=args.captive_portal,
     )
 
 

@@ -8,7 +8,9 @@ simulator with ``sim.config = dataclasses.replace(sim.config, fault_rate=0.0)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = [
     "API_PREFIX",
@@ -16,11 +18,14 @@ __all__ = [
     "FAULT_KINDS",
     "FILE_FAULT_KINDS",
     "KNOWN_STATUSES",
+    "LATE_PAYLOAD_FORMS",
     "LIST_DEFAULT_LIMIT",
     "LIST_MAX_LIMIT",
+    "RUNTIME_KNOBS",
     "TERMINAL_STATUSES",
     "UNITS",
     "SimulatorConfig",
+    "with_runtime_knobs",
 ]
 
 API_PREFIX = "/api/v1"
@@ -191,3 +196,51 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be a status the spec does not list")
         if self.malformed_list_listings < 0:
             raise ValueError("malformed_list_listings must be >= 0")
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+#: Request-time knobs that ``POST /_sim/config?name=value`` may change on a running simulator
+#: (e.g. faults off after some passes, without losing the clock), with their parsers.
+RUNTIME_KNOBS: dict[str, Callable[[str], Any]] = {
+    "latency_ms": float,
+    "fault_rate": float,
+    "fault_kinds": _names,
+    "latency_spike_ms": float,
+    "retry_after": str,
+    "ignore_event_t": _flag,
+    "captive_portal": _flag,
+    "malformed_list_item_rate": float,
+    "malformed_list_listings": int,
+    "file_fault_rate": float,
+    "file_fault_kinds": _names,
+    "file_chunk_delay_s": float,
+    "truncate_file_requests": int,
+}
+
+
+def with_runtime_knobs(config: SimulatorConfig, raw: Mapping[str, str]) -> SimulatorConfig:
+    """``config`` with the request-time knobs in ``raw`` (text values) changed; ValueError
+    naming the knob when one cannot be changed or its value is invalid."""
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        parse = RUNTIME_KNOBS.get(name)
+        if parse is None:
+            raise ValueError(
+                f"{name!r} cannot be changed while running; these can: " + ", ".join(RUNTIME_KNOBS)
+            )
+        try:
+            changes[name] = parse(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a valid value") from None
+    return replace(config, **changes)

@@ -16,7 +16,9 @@ from archiver.simulator.config import (
     API_PREFIX,
     LIST_DEFAULT_LIMIT,
     LIST_MAX_LIMIT,
+    RUNTIME_KNOBS,
     SimulatorConfig,
+    with_runtime_knobs,
 )
 from archiver.simulator.faults import FaultDraw, answer_api_fault
 from archiver.simulator.files import ArtifactHost
@@ -311,6 +313,15 @@ class Simulator:
         name = path[len("/_sim/") :]
         posts = {"advance", "set_time", "finish_all", "reset_stats"}
         gets = {"now", "stats", "truth"}
+        if name == "config":  # GET shows, POST changes request-time knobs
+            if method not in ("GET", "POST"):
+                raise HTTPError(405, "Method Not Allowed")
+            if method == "POST":
+                try:
+                    self.config = with_runtime_knobs(self.config, query)
+                except ValueError as e:
+                    raise HTTPError(422, str(e)) from None
+            return 200, json_bytes({k: getattr(self.config, k) for k in RUNTIME_KNOBS})
         if name not in posts | gets:
             raise HTTPError(404, "Not Found")
         if (name in posts) != (method == "POST") or (name in gets and method != "GET"):
