@@ -26,9 +26,10 @@ API surface (base path ``/api/v1``, see /work/shared/smooth-api):
     soon as it exists). List items have ``events: null`` and ``downloads_url: null``.
 
 ``GET /api/v1/task/{id}?event_t=E&downloads=true|false`` (Get Task)
-    ``{"r": TaskResponse}`` with HTTP 200 once terminal (done/failed/cancelled), 202 while
-    waiting/running, 404 ``{"detail": "Task not found"}`` for unknown ids, ids of tasks not
-    created yet, and ``gone_task_ids``. ``events`` holds the events visible now whose
+    ``{"r": TaskResponse}`` with HTTP 200 once the task has ended (done/failed/cancelled, or
+    ``unknown_final_status``), 202 before (waiting/running, or ``unknown_status``), 404
+    ``{"detail": "Task not found"}`` for unknown ids, ids of tasks not created yet, and
+    ``gone_task_ids``. ``events`` holds the events visible now whose
     timestamp is strictly greater than ``E`` (default 0), in order.
 
     *Null timestamps*: an event whose ``timestamp`` is null is returned only when
@@ -50,7 +51,8 @@ Fields:
 * ``id``: ``tsk_`` + 12 hex chars. ``agent_version``: an extra field not in the spec.
 * ``output``: null until terminal, then any JSON value (string, object, array, number,
   boolean or null; an error string/object for failed tasks, null for cancelled ones).
-* ``credits_used``: 0 while waiting, grows linearly while running, final value once terminal.
+* ``credits_used``: 0 while waiting, grows linearly while running, final value once terminal
+  (with ``credits_settle_s``, it still grows a little after the end; see below).
 * ``device``: ``desktop`` / ``mobile`` / ``desktop-lg``.
 * ``live_url``: ``https://live.smooth.sh/<id>?token=<hex>`` while waiting/running, ``""``
   once terminal (the live view is over).
@@ -91,9 +93,86 @@ transfers of each file stop halfway and hang up), ``file_chunk_bytes`` /
 value is sent as the Location, e.g. ``file:///etc/passwd``). Helpers for tests:
 :meth:`Simulator.file_bytes` and :meth:`Simulator.file_sha256`.
 
+Faults (all off by default; each draw is seeded and taken in request order, so the same seed
+and the same sequence of requests meet the same faults; see also :mod:`.faults`):
+
+* API: ``fault_rate`` / ``fault_kinds`` (subset of :data:`FAULT_KINDS`) / ``fault_seed``:
+  ``"500"``, ``"502"``, ``"503"``, ``"429"`` (``Retry-After: retry_after``, default ``"0"``),
+  ``"drop"`` (connection closed, no response), ``"truncate"`` (a 200 cut off halfway),
+  ``"garbage"`` (a 200 that is not JSON), ``"html200"`` (a 200 HTML error page), ``"spike"``
+  (``latency_spike_ms`` more, then a normal answer). Counted as ``stats["fault"]`` and
+  ``stats["fault:<kind>"]``.
+* Artifact host: ``file_fault_rate`` / ``file_fault_kinds`` (subset of
+  :data:`FILE_FAULT_KINDS`: ``"503"`` (S3 SlowDown, XML body), ``"429"`` (``Retry-After:
+  retry_after``), ``"drop"``, ``"truncate"`` (a 200 whose body stops halfway; applied only
+  where the file would be served)) / ``file_fault_seed`` (a draw of its own, apart from the
+  API's). Drawn for every ``/files/`` or ``/redirected/`` request before its link is checked
+  (faulted requests do not use up ``file_errors`` / ``truncate_file_requests``). Counted as
+  ``stats["file_fault"]`` and ``stats["file_fault:<kind>"]``.
+* ``captive_portal``: every API request (any path under ``/api/v1``, before the key check)
+  answers 200 ``text/html`` with a sign-in page: a captive portal or a wrong proxy. Counted
+  as ``stats["captive_portal"]``; files and control endpoints are unaffected.
+* ``malformed_list_item_rate`` (a seeded draw per task) and/or ``malformed_list_item_ids``:
+  List Tasks serves those tasks malformed (``status: 123``, ``credits_used: "lots"``,
+  ``device: "toaster"``, ``events: "x"``; ``id`` and ``created_at`` intact) in the first
+  ``malformed_list_listings`` (default 1) List responses that include them, then
+  well-formed; Get Task always serves them well-formed (``malformed_task_ids`` is the Get
+  Task counterpart). Each malformed listing counts in ``stats["list_malformed"]``.
+
+What the docs do not promise (scenario knobs, all off by default; each task draws from a
+generator of its own per knob, ``Random(f"{seed}:{task_id}:{knob}")``, so switching one on
+changes nothing else in the scenario, and the same seed gives the same result):
+
+* ``duplicate_event_rate``: each event whose ``id`` is null is, with this probability, sent
+  twice: an exact copy (same name, timestamp, payload, null id) follows it in the event list,
+  visible halfway between the original's instant and the next event's (with the original
+  when it is the task's last event), so the two copies can straddle a poll just like tied
+  events. Both copies are real: truth lists both. Needs ``null_event_id_rate`` > 0.
+* ``late_payload_rate`` / ``late_payload_delay_s`` (default 30) / ``late_payload_form``
+  (``"partial"``: the payload's first key only, e.g. ``{"name": "click"}``; ``"empty"``:
+  ``{}``; ``"null"``: JSON null, against the spec): each event with an id is, with this
+  probability, served in that incomplete form from when it appears until
+  ``late_payload_delay_s`` sim-seconds later, then with its full payload (same id, name and
+  timestamp, same place in the list). The fill can land after the task ended; a client whose
+  ``event_t`` is already past the event's timestamp does not see it unless it asks again
+  with a lower ``event_t`` (or 0). Truth holds the payload as served now: after the fill,
+  the full payload, once.
+* ``unknown_status_rate`` / ``unknown_status`` (default ``"paused"``): a task reports that
+  status for the middle third of its running time (HTTP 202, credits still growing), then
+  ``running`` again, then ends as usual.
+* ``unknown_final_status_rate`` / ``unknown_final_status`` (default ``"expired"``): a task
+  ends with that status instead of done/failed/cancelled and keeps it for good (HTTP 200 from
+  its end, output null, artifacts as usual). Both statuses must be ones the spec does not
+  list (:data:`KNOWN_STATUSES`).
+* ``credits_settle_s``: after its end every task's ``credits_used`` still grows, by 1-5
+  credits in all (seeded), linearly over that many sim-seconds, then settles. The first
+  terminal read shows the usual final value; truth shows the value as of now, so the
+  settled one once ``credits_settle_s`` has passed. (Artifact links already appear only
+  ``ARTIFACT_DELAY_S`` after the end.)
+
+:meth:`Simulator.truth` is the API's state *now*; :meth:`Simulator.finish_all` moves the clock
+past every task's end, listing delay, artifact delay, credit settling and payload fill, so
+after it ``truth()`` is exactly what a perfect archiver must end with (compare events as
+multisets: duplicates are real).
+
+Scenario knobs are fixed when the :class:`Simulator` is built; request-time knobs (latency,
+key, faults, ``captive_portal``, ``malformed_list_*``, ``gone_task_ids``,
+``malformed_task_ids``, ``ignore_event_t`` and the artifact-host knobs) are read per request,
+so a test may change them on a running simulator with
+``sim.config = dataclasses.replace(sim.config, fault_rate=0.0)`` (or ``POST /_sim/config``).
+
+Request counting for crash tests: :attr:`Simulator.api_requests` counts every API request
+(any path under ``/api/v1``, whatever its answer) on arrival, and
+``Simulator.wait_for_requests(k, timeout) -> bool`` blocks until it reaches ``k``, e.g. to
+SIGKILL a real ``archiver`` right after its k-th request. :meth:`Simulator.reset_stats`
+resets it along with ``stats``. (It is not a key of ``stats``, which keeps its per-route
+counters.)
+
 Control endpoints (no api key, no latency, not counted in stats): ``POST /_sim/advance?seconds=X``,
 ``POST /_sim/set_time?t=X``, ``POST /_sim/finish_all``, ``POST /_sim/reset_stats``,
-``GET /_sim/now``, ``GET /_sim/stats``, ``GET /_sim/truth``.
+``GET /_sim/now``, ``GET /_sim/stats``, ``GET /_sim/truth``, and ``GET /_sim/config`` /
+``POST /_sim/config?name=value&...`` to show / change the request-time knobs listed in
+:data:`~archiver.simulator.config.RUNTIME_KNOBS` (422 for any other name or a bad value).
 
 CLI: ``python -m archiver.simulator [--port 0] [--tasks N] [--events M] [--seed S]
 [--latency-ms L] [--finish-all] [--fault-rate P --fault-kinds 503,drop,...] ...`` prints the
@@ -106,6 +185,8 @@ from archiver.simulator.cli import main
 from archiver.simulator.config import (
     ARTIFACT_DELAY_S,
     FAULT_KINDS,
+    FILE_FAULT_KINDS,
+    KNOWN_STATUSES,
     LIST_DEFAULT_LIMIT,
     LIST_MAX_LIMIT,
     TERMINAL_STATUSES,
@@ -116,6 +197,8 @@ from archiver.simulator.server import Simulator
 __all__ = [
     "ARTIFACT_DELAY_S",
     "FAULT_KINDS",
+    "FILE_FAULT_KINDS",
+    "KNOWN_STATUSES",
     "LIST_DEFAULT_LIMIT",
     "LIST_MAX_LIMIT",
     "TERMINAL_STATUSES",

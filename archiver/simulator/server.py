@@ -164,7 +164,11 @@ class Simulator:
         """Ground truth now: ``task_id -> {"task": <Get Task view with downloads=true, without
         "events">, "events": [every visible event, in order]}`` for every task that exists
         (``created <= now``), in creation order. Gone/malformed tasks appear with their real,
-        well-formed data. Returns fresh objects."""
+        well-formed data. Returns fresh objects.
+
+        It is the state as served now (a late payload not filled in yet, credits not settled
+        yet, an unknown status); after :meth:`finish_all` it is the settled state a perfect
+        archiver must end with. Duplicated events appear twice: compare as multisets."""
         return self.scenario.truth(self.now(), self.files.link)
 
     def file_bytes(self, task_id: str, name: str) -> bytes:
