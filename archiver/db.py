@@ -323,11 +323,16 @@ def _task_columns(task: TaskInfo) -> dict[str, Any]:
 
 
 def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime) -> list[str]:
-    """Insert the listed tasks not yet known; returns the ids that were new."""
+    """Insert the listed tasks not yet known; returns the ids that were new. A listed task
+    recorded as gone (e.g. by a pass against a wrong URL) is active again: the API lists it."""
     rows = {
         task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed
     }
-    return _insert_missing_tasks(conn, rows)
+    new = _insert_missing_tasks(conn, rows)
+    if len(new) < len(rows):
+        fresh = set(new)
+        revive_gone(conn, [task_id for task_id in rows if task_id not in fresh], now, not_found=0)
+    return new
 
 
 def insert_task_stubs(conn: Connection, task_ids: Iterable[str], now: datetime) -> int:

@@ -455,6 +455,10 @@ class SyncEngine:
         found, self._not_found = self._not_found, []
         if not found:
             return
+        for task_id, _ in found:
+            if task_id in self._new_explicit:
+                # An id first named in this pass that the API does not know: no row stays.
+                await self._db(q.delete_stub, task_id, owner=self.lock.owner)
         if self.client.successes == 0:
             shown = ", ".join(task_id for task_id, _ in found[:5])
             raise ApiUrlWrong(
@@ -465,7 +469,6 @@ class SyncEngine:
             )
         for task_id, message in found:
             if task_id in self._new_explicit:
-                await self._db(q.delete_stub, task_id, owner=self.lock.owner)
                 self._task_failed(
                     task_id, f"{message} The API does not know this id; nothing was stored."
                 )
