@@ -34,7 +34,7 @@ from archiver import db as q
 from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
 from archiver.client import SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
-from archiver.db import Database
+from archiver.db import GONE_AFTER_NOT_FOUND, Database
 from archiver.exceptions import (
     ApiError,
     ApiUnreachable,
@@ -49,10 +49,10 @@ from archiver.exceptions import (
 )
 from archiver.locks import RunLock
 from archiver.logs import set_run_id
-from archiver.models import TaskEvent, TaskInfo
+from archiver.models import KNOWN_STATUSES, KeyedEvent, TaskInfo, keyed_events
 from archiver.progress import NullProgress, Progress
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
-from archiver.timestamps import seconds_in_unit_of, to_seconds, utcnow
+from archiver.timestamps import seconds_in_unit_of, to_seconds, to_utc, utcnow
 from archiver.writer import GroupWriter
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,6 @@ _Item = tuple[str, q.TaskCursor]
 
 #: Longest back-off of a failing task (the first one is SyncOptions.error_backoff_s).
 ERROR_BACKOFF_CAP_S = 3600.0
-#: 404s in a row, each in a pass that proved the API URL right, before a task is gone.
-GONE_AFTER_NOT_FOUND = 3
 #: Failed passes in a row before a task is held back (the first ones retry next pass).
 BACKOFF_AFTER_FAILURES = 3
 #: API errors that end the pass: nothing else will work until they are fixed.
@@ -333,17 +331,21 @@ class SyncEngine:
         """One task: read its new events (and sweep at the end), then save atomically."""
         if cursor.finalized:
             return
-        event_t = 0 if from_zero or cursor.event_t <= 0 else cursor.event_t - 1
+        confirming = cursor.terminal_seen_at is not None
+        # A task read terminal on an earlier pass gets one full read that confirms it.
+        full = from_zero or confirming or cursor.event_t <= 0
+        event_t = 0 if full else cursor.event_t - 1
         try:
             downloads = self.artifacts is not None  # links are asked for on full reads only
             task = await self.client.get_task(
                 task_id, event_t=event_t, downloads=downloads and event_t == 0
             )
-            events: list[TaskEvent] = list(task.events or [])
+            # Keys are numbered per response (repeats of an event without an id).
+            events = keyed_events(task.events)
             full_read = event_t == 0
             if task.is_terminal and not full_read:
                 sweep = await self.client.get_task(task_id, event_t=0, downloads=downloads)
-                events.extend(sweep.events or [])
+                events += keyed_events(sweep.events)
                 task, full_read = sweep, True
         except TaskNotFound as exc:
             # Judged once the pass knows whether the API URL is right (_judge_not_found).
@@ -354,13 +356,13 @@ class SyncEngine:
         except ApiError as exc:  # malformed payload, retries exhausted, unexpected status
             await self._save_error(task_id, str(exc), cursor.error_count)
             return
-        finalize = task.is_terminal and full_read
-        if finalize and self.artifacts is not None:
-            finalize = await self._settle_artifacts(task, events)
+        save = self._plan_save(task, cursor, events, full_read=full_read)
+        if task.is_terminal and full_read and self.artifacts is not None:
+            # Links are fresh now, so artifacts are fetched at the first terminal read.
+            settled = await self._settle_artifacts(task, events)
+            save = replace(save, finalize=save.finalize and settled)
         try:
-            inserted = await self._writer.save(
-                q.PollSave(task=task, events=events, full_read=full_read, finalize=finalize)
-            )
+            inserted = await self._writer.save(save)
         except DataRefused as exc:
             # The database refused this task's values: that task fails, the pass goes on.
             await self._save_error(task_id, str(exc), cursor.error_count)
@@ -372,13 +374,72 @@ class SyncEngine:
             return
         self.stats.tasks_polled += 1
         self.stats.events_inserted += inserted
-        if finalize:
+        if save.finalize:
             self.stats.tasks_finalized += 1
 
-    async def _settle_artifacts(self, task: TaskInfo, events: Sequence[TaskEvent]) -> bool:
+    def _plan_save(
+        self,
+        task: TaskInfo,
+        cursor: q.TaskCursor,
+        events: list[KeyedEvent],
+        *,
+        full_read: bool,
+    ) -> q.PollSave:
+        """What to store for this read, and whether the task is final now.
+
+        A terminal task is final once a full read has swept its events and either the read
+        confirms an earlier pass's terminal read (``confirm_after_s`` later), or the task is
+        settled history: never seen active by the archiver and created longer ago than
+        ``fresh_within_s`` (a backfill still costs one Get Task per task). A fresh task
+        waits for that confirming read, because credits_used and artifact links may still
+        settle after the status turns terminal.
+
+        A status the archiver does not know is stored as sent, logged once per task, never
+        treated as terminal, and asked about at a growing interval.
+        """
+        now = utcnow()
+        options = self.options
+        unknown = task.status not in KNOWN_STATUSES
+        if unknown and cursor.status != task.status:
+            log.warning(
+                "task %s reports status %r, which this archiver does not know: it is stored as "
+                "sent and polled less and less often until the status becomes one it knows",
+                task.id,
+                task.status,
+                extra={"task_id": task.id},
+            )
+        terminal = task.is_terminal and full_read
+        finalize = False
+        if terminal:
+            if cursor.terminal_seen_at is not None:
+                age = (now - cursor.terminal_seen_at).total_seconds()
+                finalize = age >= options.confirm_after_s
+            else:
+                created = to_utc(task.created_at)
+                fresh = cursor.seen_active or created is None
+                if created is not None:
+                    fresh = fresh or (now - created).total_seconds() < options.fresh_within_s
+                finalize = not fresh
+        unknown_polls = cursor.unknown_polls + 1 if unknown else 0
+        next_poll_at = None
+        if unknown:
+            wait = options.error_backoff_s * 2 ** min(unknown_polls - 1, 16)
+            next_poll_at = now + timedelta(seconds=min(wait, ERROR_BACKOFF_CAP_S))
+        return q.PollSave(
+            task=task,
+            events=events,
+            full_read=full_read,
+            finalize=finalize,
+            terminal_seen=terminal,
+            seen_active=not task.is_terminal,
+            unknown_polls=unknown_polls,
+            next_poll_at=next_poll_at,
+        )
+
+    async def _settle_artifacts(self, task: TaskInfo, events: Sequence[KeyedEvent]) -> bool:
         """``--downloads``: store the task's artifacts; True once each reached a final state."""
         assert self.artifacts is not None
-        stamps = [ev.timestamp for ev in events if ev.timestamp is not None]
+        stamps = [ev.timestamp for _, ev in events if ev.timestamp is not None]
         outcome = await self.artifacts.settle(task, event_t=max(stamps, default=0))
         for message in outcome.errors.values():
             self._task_failed(task.id, message)

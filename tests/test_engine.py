@@ -116,7 +116,8 @@ def test_list_paging_keeps_tasks_that_share_created_at(database: Database, make_
 def test_gone_task_is_recorded_and_does_not_fail_the_pass(
     database: Database, make_simulator
 ) -> None:
-    """404s exit 0; after three in a row the task is gone, finalized and never asked again."""
+    """404s exit 0; after three in a row the task is gone and finalized; it is asked again
+    only while the API still lists it, and then goes straight back to gone."""
     probe = make_simulator(tasks=5, seed=8)
     victim = sorted(probe.truth())[0]
     sim = make_simulator(tasks=5, seed=8, gone_task_ids=frozenset({victim}))
@@ -131,8 +132,12 @@ def test_gone_task_is_recorded_and_does_not_fail_the_pass(
     assert rows[victim]["finalized_at"] is not None
     assert result.stats.tasks_gone == 1
     sim.reset_stats()
-    sync(database, sim, error_backoff_s=0.0)
+    sync(database, sim, error_backoff_s=0.0, discover=False)
     assert sim.stats[f"get:{victim}"] == 0
+    sync(database, sim, error_backoff_s=0.0)  # listed again: asked once, gone again
+    assert sim.stats[f"get:{victim}"] == 1
+    rows, _, _ = stored_state(database)
+    assert rows[victim]["gone_at"] is not None
 
 
 def test_a_single_404_is_not_fatal_for_a_task(database: Database, make_simulator) -> None:
@@ -307,4 +312,8 @@ def test_an_api_that_ignores_the_list_cursor_cannot_loop_forever(database: Datab
     assert result.exit_code == 1
     assert any("did not move below" in message for message in result.errors)
     rows, _, _ = stored_state(database)
-    assert len(rows) == 32 and all(r["finalized_at"] is not None for r in rows.values())
+    # No created_at tells whether they are settled history: a second read confirms them.
+    assert len(rows) == 32 and all(r["terminal_seen_at"] is not None for r in rows.values())
+    run_command("sync", database, config, SyncOptions(), transport=httpx.MockTransport(handler))
+    rows, _, _ = stored_state(database)
+    assert all(r["finalized_at"] is not None for r in rows.values())
