@@ -335,8 +335,8 @@ def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime
         fresh = set(new)
         # One more credible 404 buries it again: a task the API lists but answers 404 for
         # costs one request per pass, not three.
-        listed = [task_id for task_id in rows if task_id not in fresh]
-        revive_gone(conn, listed, now, not_found=GONE_AFTER_NOT_FOUND - 1)
+        again = [task_id for task_id in rows if task_id not in fresh]
+        revive_gone(conn, again, now, not_found=GONE_AFTER_NOT_FOUND - 1)
     return new
 
 
