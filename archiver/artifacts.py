@@ -37,12 +37,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import stamina
 from sqlalchemy import Connection, delete, func, select
 
 from archiver.blobs import CHUNK_BYTES, BlobInfo, BlobStore, blob_key, extension_for
-from archiver.client import USER_AGENT, SmoothClient
+from archiver.client import (
+    RETRY_WAIT_INITIAL_S,
+    RETRY_WAIT_MAX_S,
+    USER_AGENT,
+    SmoothClient,
+    parse_retry_after,
+)
 from archiver.config import (
     ARTIFACT_RETRY_BACKOFF_CAP_S,
+    DEFAULT_RETRY_ATTEMPTS,
     ClientConfig,
     SyncOptions,
     default_blob_url,
@@ -81,6 +89,9 @@ MAX_REDIRECTS = 5
 #: Members listed per downloads archive; a larger archive is listed this far and says so.
 MAX_LISTED_FILES = 100_000
 MAX_ERROR_CHARS = 2000
+#: Failed attempts (over passes, each already retried within its pass) before an artifact
+#: is held back from the next passes.
+ARTIFACT_BACKOFF_AFTER_ATTEMPTS = 3
 
 RunDb = Callable[..., Awaitable[Any]]
 
@@ -165,22 +176,38 @@ def save_artifact(
             conn.execute(artifact_files.insert(), [{"task_id": task_id, **f} for f in files])
 
 
-def tasks_missing_artifacts(conn: Connection) -> list[str]:
-    """Finalized terminal tasks archived while downloads were off: some kind has no row.
-
-    ``backfill --downloads`` revisits them, so turning downloads on later also covers the
-    history that is already archived.
-    """
-    complete = (
-        select(artifacts.c.task_id).group_by(artifacts.c.task_id).having(func.count() >= len(KINDS))
+def _artifacts_to_do(now: datetime) -> Any:
+    """Finalized, terminal, not gone tasks whose artifacts are not all in a final state:
+    a kind without a row (archived while downloads were off) or a row still pending and
+    not in back-off."""
+    settled = (
+        select(artifacts.c.task_id)
+        .where(artifacts.c.state.in_(sorted(FINAL_STATES)))
+        .group_by(artifacts.c.task_id)
+        .having(func.count() >= len(KINDS))
     )
-    query = (
+    held_back = select(artifacts.c.task_id).where(
+        artifacts.c.state == PENDING, artifacts.c.next_attempt_at > now
+    )
+    return (
         select(tasks.c.id)
         .where(tasks.c.finalized_at.is_not(None))
         .where(tasks.c.gone_at.is_(None))
         .where(tasks.c.status.in_(sorted(TERMINAL_STATUSES)))
-        .where(tasks.c.id.not_in(complete))
-        .order_by(tasks.c.created_at.desc(), tasks.c.id)
+        .where(tasks.c.id.not_in(settled))
+        .where(tasks.c.id.not_in(held_back))
+    )
+
+
+def tasks_missing_artifacts(conn: Connection, now: datetime | None = None) -> list[str]:
+    """Finalized tasks whose artifacts still need work, oldest first.
+
+    ``sync --downloads`` and ``backfill --downloads`` revisit them (with fresh links from
+    Get Task), so turning downloads on later covers the history already archived, and an
+    artifact left pending by a failure is retried whatever its task's state.
+    """
+    query = _artifacts_to_do(now or utcnow()).order_by(
+        tasks.c.created_at.asc().nulls_first(), tasks.c.id
     )
     return list(conn.scalars(query))
 
@@ -197,7 +224,14 @@ def artifact_status(conn: Connection) -> dict[str, Any]:
             artifacts.c.state == STORED
         )
     )
-    return {"artifacts_by_state": by_state, "artifact_bytes_stored": int(stored_bytes or 0)}
+    to_do: int | None = 0
+    if any(by_state.values()):  # only archives that ever ran with --downloads
+        to_do = conn.scalar(select(func.count()).select_from(_artifacts_to_do(utcnow()).subquery()))
+    return {
+        "artifacts_by_state": by_state,
+        "artifact_bytes_stored": int(stored_bytes or 0),
+        "tasks_with_artifacts_to_do": int(to_do or 0),
+    }
 
 
 @dataclass(frozen=True)
@@ -309,6 +343,14 @@ class Fetched:
     listing_error: str | None = None
 
 
+def _retry_transfer(exc: Exception) -> bool | float:
+    """stamina's ``on`` hook for artifact transfers: transient failures are retried
+    (waiting ``Retry-After`` when the host gave one), refusals and rejections are not."""
+    if isinstance(exc, ArtifactTransferError):
+        return exc.retry_after if exc.retry_after is not None else True
+    return False
+
+
 class ArtifactFetcher:
     """Streams artifact links into a blob store, with a size cap and no redirects to
     anything but http(s). Never sends the API key: artifact hosts get plain GETs."""
@@ -346,7 +388,23 @@ class ArtifactFetcher:
     async def download(
         self, task_id: str, created: datetime | None, kind: str, url: str
     ) -> Fetched:
-        """Fetch one link into the store; raises an ArtifactError subclass on failure."""
+        """Fetch one link into the store, retrying transient failures (connection errors,
+        timeouts, 5xx, 429 with its Retry-After, truncated bodies) within the pass with
+        back-off, the stream restarted from its start; raises an ArtifactError subclass
+        when the failure persists or is not transient."""
+        async for attempt in stamina.retry_context(
+            on=_retry_transfer,
+            attempts=DEFAULT_RETRY_ATTEMPTS,
+            wait_initial=RETRY_WAIT_INITIAL_S,
+            wait_max=RETRY_WAIT_MAX_S,
+        ):
+            with attempt:
+                return await self._download_once(task_id, created, kind, url)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _download_once(
+        self, task_id: str, created: datetime | None, kind: str, url: str
+    ) -> Fetched:
         what = f"{kind} link of task {task_id!r}"
         check_link(url, what=what)
         shown = strip_query(url)
@@ -394,8 +452,8 @@ class ArtifactFetcher:
                     )
                 if status != 200:
                     raise ArtifactTransferError(
-                        f"{what} {shown}: the artifact host answered HTTP {status}; "
-                        "expected 200. Retried on a later pass."
+                        f"{what} {shown}: the artifact host answered HTTP {status}; expected 200.",
+                        retry_after=parse_retry_after(response.headers.get("retry-after")),
                     )
                 return await self._store_body(response, task_id, created, kind, url, what)
             finally:
@@ -746,8 +804,10 @@ class ArtifactSync:
                 result,
                 repair,
             )
+        # Retried on the next pass; held back only once it failed several passes in a row.
+        held = attempts - ARTIFACT_BACKOFF_AFTER_ATTEMPTS
         base = self.options.artifact_retry_backoff_s
-        backoff = min(base * 2 ** max(attempts - 1, 0), ARTIFACT_RETRY_BACKOFF_CAP_S)
+        backoff = min(base * 2 ** max(held, 0), ARTIFACT_RETRY_BACKOFF_CAP_S)
         await self._save(
             task_id,
             kind,
@@ -755,7 +815,7 @@ class ArtifactSync:
                 "state": PENDING,
                 "attempts": attempts,
                 "last_error": message,
-                "next_attempt_at": utcnow() + timedelta(seconds=backoff),
+                "next_attempt_at": utcnow() + timedelta(seconds=backoff) if held >= 0 else None,
             },
         )
         result.errors[kind] = message

@@ -262,3 +262,24 @@ def s3_blob_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"archive-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="testing", secret="testing").mkdir(bucket)
     return f"s3://{bucket}/smooth"
+
+
+def assert_artifacts_match_truth(db: Database, sim: Simulator) -> None:
+    """Every task has both artifacts in their true final state: a link the API gives is
+    stored with exactly the bytes the artifact host serves, an empty link is absent."""
+    from archiver.schema import artifacts
+
+    with db.transaction() as conn:
+        rows = {(r.task_id, r.kind): r for r in conn.execute(select(artifacts))}
+    expected: dict[tuple[str, str], tuple[str, int | None, str | None]] = {}
+    for task_id, entry in sim.truth().items():
+        for kind, name in (("recording", "recording.mp4"), ("downloads", "downloads.zip")):
+            if entry["task"][f"{kind}_url"]:
+                size, sha = sim.file_sha256(task_id, name)
+                expected[(task_id, kind)] = ("stored", size, sha)
+            else:
+                expected[(task_id, kind)] = ("absent", None, None)
+    found = {key: (r.state, r.size_bytes, r.sha256) for key, r in rows.items()}
+    wrong = {k: (found.get(k), want) for k, want in expected.items() if found.get(k) != want}
+    assert not wrong, f"{len(wrong)} artifacts differ from the truth: {list(wrong.items())[:3]}"
+    assert set(found) == set(expected), "artifact rows for tasks the API does not have"
