@@ -9,7 +9,6 @@ switch them off with ``stamina.set_testing(True)``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from archiver.exceptions import (
     TaskNotFound,
     TransientApiError,
 )
+from archiver.jsonvalues import MAX_DEPTH, loads_json
 from archiver.logs import redact
 from archiver.models import TaskInfo, parse_envelope, parse_task
 
@@ -240,7 +240,7 @@ class SmoothClient:
                 f"{context}: connection failed ({type(exc).__name__}: {exc})."
             ) from None
         try:
-            return json.loads(raw)
+            return loads_json(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedPayload(
                 f"{context}: the body is not valid JSON ({exc}); first bytes: "
@@ -248,8 +248,8 @@ class SmoothClient:
             ) from None
         except RecursionError:
             raise MalformedPayload(
-                f"{context}: the JSON body is nested too deeply to read; "
-                "this is not a TaskResponse."
+                f"{context}: the JSON body is nested too deeply to read (more than "
+                f"{MAX_DEPTH:,} levels); this is not a TaskResponse."
             ) from None
 
     def _scrub(self, excerpt: str) -> str:

@@ -39,7 +39,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from archiver.exceptions import ConfigError, StorageError
-from archiver.models import TaskEvent, TaskInfo, dumps_json, strip_query
+from archiver.jsonvalues import column_values, loads_json, storage_json
+from archiver.models import TaskEvent, TaskInfo, key_of, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.timestamps import to_utc
 
@@ -78,7 +79,8 @@ def create_db_engine(url: str) -> Engine:
             return create_engine(
                 url,
                 pool_pre_ping=True,
-                json_serializer=dumps_json,
+                json_serializer=storage_json,
+                json_deserializer=loads_json,
                 use_insertmanyvalues=False,
                 # A row lock held elsewhere (an analyst's SELECT ... FOR UPDATE, a session
                 # idle in a transaction) fails the statement instead of hanging the pass.
@@ -106,7 +108,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
                 f"cannot create the SQLite database {str(path)!r}: {exc.strerror}; "
                 "check the directory exists and is writable, or set ARCHIVER_HOME."
             ) from None
-    engine = create_engine(url, json_serializer=dumps_json)
+    engine = create_engine(url, json_serializer=storage_json, json_deserializer=loads_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -253,17 +255,24 @@ class Database:
 # --- tasks ---------------------------------------------------------------------------
 
 
-def _task_columns(task: TaskInfo) -> dict[str, Any]:
+def _task_columns(task: TaskInfo, dialect: str) -> dict[str, Any]:
     """The columns of ``tasks`` that come straight from an API payload."""
+    payload, payload_raw = column_values(task.payload_without_events(), dialect)
+    # The payload holds the output: when it is exact, so is the output (the common case).
+    output, output_raw = (
+        (task.output, None) if payload_raw is None else column_values(task.output, dialect)
+    )
     columns: dict[str, Any] = {
         "status": task.status,
-        "output": task.output,
+        "output": output,
+        "output_raw": output_raw,
         "credits_used": task.credits_used,
         "device": task.device,
         "live_url": strip_query(task.live_url),
         "recording_url": strip_query(task.recording_url),
         "downloads_url": strip_query(task.downloads_url),
-        "payload": task.payload_without_events(),
+        "payload": payload,
+        "payload_raw": payload_raw,
     }
     if task.created_at is not None:
         columns["created_at"] = task.created_at
@@ -273,8 +282,10 @@ def _task_columns(task: TaskInfo) -> dict[str, Any]:
 
 def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime) -> list[str]:
     """Insert the listed tasks not yet known; returns the ids that were new."""
+    dialect = conn.dialect.name
     rows = {
-        task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed
+        task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task, dialect)}
+        for task in listed
     }
     return _insert_missing_tasks(conn, rows)
 
@@ -375,17 +386,21 @@ def insert_events(
 ) -> None:
     """Store the events not stored yet, for several tasks at once (re-reads are no-ops)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    dialect = conn.dialect.name
     for task_id, events in batches:
         for ev in events:
-            key = ev.key
+            canonical = ev.canonical()
+            key = key_of(canonical)
             if (task_id, key) in rows:
                 continue
+            payload, payload_raw = column_values(ev.payload, dialect, canonical)
             rows[(task_id, key)] = {
                 "task_id": task_id,
                 "event_key": key,
                 "event_id": ev.id,
                 "name": ev.name,
-                "payload": ev.payload,
+                "payload": payload,
+                "payload_raw": payload_raw,
                 "timestamp": ev.timestamp,
                 "timestamp_utc": to_utc(ev.timestamp),
                 "archived_at": now,
@@ -440,7 +455,7 @@ def save_polls(
     )
     params = []
     for save in saves:
-        columns = _task_columns(save.task)
+        columns = _task_columns(save.task, conn.dialect.name)
         stamps = [ev.timestamp for ev in save.events if ev.timestamp is not None]
         params.append(
             {
@@ -471,6 +486,8 @@ _POLL_COLUMNS = (
     "recording_url",
     "downloads_url",
     "payload",
+    "output_raw",
+    "payload_raw",
 )
 
 

@@ -9,29 +9,16 @@ naming the field at fault.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from archiver.exceptions import MalformedPayload
+from archiver.jsonvalues import dumps_json
 
 #: An integer that fits a SQL BIGINT; larger values are malformed, not stored truncated.
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
-
-
-def dumps_json(value: Any) -> str:
-    """Compact JSON with sorted keys: the canonical form used for hashing and storage.
-
-    orjson where it can (it is several times faster on the hot path of every poll), the
-    standard library where orjson refuses (integers beyond 64 bits, lone surrogates).
-    """
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
@@ -57,8 +44,16 @@ class TaskEvent(BaseModel):
         yields the same key, while a tool response that reuses its request's ``id`` (the
         API reference says ids "match responses to requests") is still kept as its own row.
         """
-        canonical = dumps_json([self.id, self.name, self.timestamp, self.payload])
-        return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+        return key_of(self.canonical())
+
+    def canonical(self) -> str:
+        """The canonical JSON text of id, name, timestamp and payload, hashed for the key."""
+        return dumps_json([self.id, self.name, self.timestamp, self.payload])
+
+
+def key_of(canonical: str) -> str:
+    """An event key from :meth:`TaskEvent.canonical` (lone surrogates hashed as is)."""
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class TaskInfo(BaseModel):
@@ -82,8 +77,14 @@ class TaskInfo(BaseModel):
         return self.status in TERMINAL_STATUSES
 
     def payload_without_events(self) -> dict[str, Any]:
-        """The full payload as the API sent it, minus ``events``, with URLs unsigned."""
-        data = self.model_dump(mode="json", exclude={"events"})
+        """The full payload as the API sent it, minus ``events``, with URLs unsigned.
+
+        Built from the validated values, not with ``model_dump``: pydantic's serialiser
+        refuses lone surrogates and nesting deeper than 255, both valid JSON.
+        """
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        del data["events"]
+        data.update(self.model_extra or {})
         for name in ("live_url", "recording_url", "downloads_url"):
             data[name] = strip_query(data.get(name))
         return data

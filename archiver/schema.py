@@ -7,7 +7,6 @@ that the migrations produce exactly this metadata.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import (
@@ -28,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-from archiver.models import dumps_json
+from archiver.jsonvalues import loads_json, storage_json
 
 metadata = MetaData()
 
@@ -45,11 +44,11 @@ class SqliteJsonText(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else dumps_json(value)
+        return None if value is None else storage_json(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         # Rows written before migration 0005 may hold a number stored as a number.
-        return json.loads(value) if isinstance(value, str) else value
+        return loads_json(value) if isinstance(value, str) else value
 
 
 #: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
@@ -89,6 +88,9 @@ tasks = Table(
     Column("payload", Json),
     Column("lease_owner", Text),
     Column("lease_until", UtcDateTime),
+    # The JSON text as sent where the typed column cannot give it back exactly, else NULL.
+    Column("output_raw", Text),
+    Column("payload_raw", Text),
     Index(
         "ix_tasks_active",
         "next_poll_at",
@@ -110,6 +112,7 @@ task_events = Table(
     Column("timestamp", BigInteger),
     Column("timestamp_utc", UtcDateTime),
     Column("archived_at", UtcDateTime, nullable=False),
+    Column("payload_raw", Text),
     UniqueConstraint("task_id", "event_key", name="uq_task_events_task_key"),
 )
 
