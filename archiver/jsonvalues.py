@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,12 +36,6 @@ MAX_DEPTH = 10_000
 REPLACEMENT = "\ufffd"
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_NOT_JSONB_TEXT = re.compile("[\x00\ud800-\udfff]")
-#: In canonical text, anything that may make jsonb inexact: an escaped NUL, a lone
-#: surrogate, a negative zero, a float with a positive exponent (jsonb turns "1e+16" into
-#: the integer 10000000000000000). A match only means "check properly"; no match means
-#: the value is exact, which is the common, fast case.
-_JSONB_SUSPECT = re.compile("\\\\u0000|[\ud800-\udfff]|-0\\.0|e\\+")
 
 _recursion_lock = threading.Lock()
 _recursion_users = 0
@@ -208,23 +203,59 @@ def _jsonb_float_exact(value: float) -> bool:
     return "e+" not in float.__repr__(value)
 
 
-def jsonb_exact(value: Any) -> tuple[bool, bool]:
-    """(exact, bad_text) for PostgreSQL's jsonb: whether reading the column back gives
-    ``value`` exactly, and whether some string or key holds a character jsonb refuses."""
+def _float_kept(value: float) -> bool:
+    return math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class _Column:
+    """What one database's typed JSON column cannot give back exactly."""
+
+    #: Characters it cannot hold in strings and keys (replaced by U+FFFD there).
+    bad_text: re.Pattern[str]
+    #: Floats it gives back as the same float.
+    float_exact: Callable[[float], bool]
+    #: Matches canonical text of every value it might not give back exactly (and some
+    #: others): no match proves exactness without walking the value.
+    suspect: re.Pattern[str]
+
+
+_COLUMNS = {
+    # jsonb refuses NUL and lone surrogates and normalises some numbers.
+    "postgresql": _Column(
+        re.compile("[\x00\ud800-\udfff]"),
+        _jsonb_float_exact,
+        re.compile("\\\\u0000|[\ud800-\udfff]|-0\\.0|e\\+"),
+    ),
+    # TEXT holding canonical JSON gives everything back; but SQLite's JSON functions turn
+    # an escaped lone surrogate into invalid UTF-8, which breaks readers of json_extract
+    # (the task_summary view included), so the typed text is kept free of them.
+    "sqlite": _Column(re.compile("[\ud800-\udfff]"), _float_kept, re.compile("[\ud800-\udfff]")),
+}
+
+
+def _column(dialect: str) -> _Column:
+    return _COLUMNS.get(dialect, _COLUMNS["postgresql"])
+
+
+def exact_in_column(value: Any, dialect: str) -> tuple[bool, bool]:
+    """(exact, bad_text): whether ``dialect``'s typed JSON column gives ``value`` back
+    exactly, and whether some string or key holds a character it cannot hold."""
+    column = _column(dialect)
     numbers_exact, bad_text = True, False
     for item in _walk(value):
         if isinstance(item, str):
-            if not bad_text and _NOT_JSONB_TEXT.search(item):
+            if not bad_text and column.bad_text.search(item):
                 bad_text = True
-        elif isinstance(item, float) and not _jsonb_float_exact(item):
+        elif isinstance(item, float) and not column.float_exact(item):
             numbers_exact = False
     return numbers_exact and not bad_text, bad_text
 
 
-def replace_bad_text(value: Any) -> Any:
-    """A copy of ``value`` with NUL and lone surrogates in strings and keys replaced by
-    U+FFFD, what jsonb can hold (keys made equal by this keep the last member)."""
-    fix = _NOT_JSONB_TEXT
+def replace_bad_text(value: Any, dialect: str) -> Any:
+    """A copy of ``value`` with each character ``dialect``'s typed column cannot hold
+    replaced by U+FFFD, in strings and keys (keys made equal keep the last member)."""
+    fix = _column(dialect).bad_text
     root: list[Any] = [value]
     stack: list[tuple[Any, Any]] = [(root, 0)]
     while stack:
@@ -247,20 +278,20 @@ def column_values(value: Any, dialect: str, canonical: str | None = None) -> tup
     """(typed column value, ``*_raw`` column text or None) for a JSON value.
 
     The raw text is set only when the typed column, read back, would not be exactly
-    ``value``. SQLite keeps the canonical text in a TEXT column, which is always exact.
-    PostgreSQL's jsonb is exact unless a string or key holds NUL or a lone surrogate
-    (replaced by U+FFFD in the typed column) or a float is one jsonb normalises.
-    ``canonical``: any canonical text containing ``value`` (e.g. its event key's), so
-    ordinary values cost one regex search and no second serialisation.
+    ``value``; the typed column then holds the closest value it can (bad characters
+    replaced by U+FFFD; numbers as the database normalises them). ``canonical``: any
+    canonical text containing ``value`` (e.g. its event key's), so an ordinary value
+    costs one regex search and no second serialisation.
     """
-    if dialect != "postgresql":
+    column = _column(dialect)
+    if value is None or isinstance(value, bool | int):
         return value, None
-    if isinstance(value, dict | list):
-        if canonical is None:
-            canonical = dumps_json(value)
-        if not _JSONB_SUSPECT.search(canonical):
-            return value, None
-    exact, bad_text = jsonb_exact(value)
+    if canonical is None and isinstance(value, dict | list):
+        canonical = dumps_json(value)
+    if canonical is not None and not column.suspect.search(canonical):
+        return value, None
+    exact, bad_text = exact_in_column(value, dialect)
     if exact:
         return value, None
-    return (replace_bad_text(value) if bad_text else value), storage_json(value)
+    typed = replace_bad_text(value, dialect) if bad_text else value
+    return typed, storage_json(value)
