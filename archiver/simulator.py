@@ -117,6 +117,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from archiver.jsonvalues import loads_json
+
 __all__ = [
     "ARTIFACT_DELAY_S",
     "LIST_DEFAULT_LIMIT",
@@ -145,7 +147,39 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+class _RawJson:
+    """A JSON text sent verbatim as an output or payload (``raw_json_values``)."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.value = loads_json(text)  # what truth() reports
+
+
+_RAW_MARK = "\x00raw-json:"
+#: The placeholder a _RawJson encodes to, as it appears in encoded text.
+_RAW_PLACEHOLDER = re.compile(r'"\\u0000raw-json:(?:[^"\\]|\\.)*"')
+
+
+class _Encoder(json.JSONEncoder):
+    def default(self, o: Any) -> Any:
+        if isinstance(o, _RawJson):
+            return _RAW_MARK + o.text
+        return super().default(o)
+
+
+_ENCODER = _Encoder(ensure_ascii=False)
+
+
+def _encode(obj: Any) -> str:
+    """JSON text of ``obj``, with each _RawJson's text spliced in as written."""
+    text = _ENCODER.encode(obj)
+    if "\\u0000raw-json:" not in text:
+        return text
+    return _RAW_PLACEHOLDER.sub(lambda m: json.loads(m.group())[len(_RAW_MARK) :], text)
 
 
 FAULT_KINDS = ("500", "502", "503", "429", "drop", "truncate", "garbage", "html200", "spike")
@@ -202,6 +236,10 @@ class SimulatorConfig:
     file_chunk_delay_s: float = 0.0  # wall-clock pause between chunks (slow transfer)
     file_chunked: bool = False  # Transfer-Encoding: chunked, no Content-Length
     file_redirect: str | None = None  # "http": 302 to /redirected/...; else a Location URL
+    # JSON texts sent verbatim (so "1.0", "-0.0", "1e308", "\\ud83d" arrive as written):
+    # task i's output is text i % n when i is even; event k of task i has payload text
+    # (i + k) % n when i + k is divisible by 3. truth() reports them parsed.
+    raw_json_values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_kinds) - set(FAULT_KINDS)
@@ -370,6 +408,7 @@ def _build_scenario(cfg: SimulatorConfig) -> list[_Task]:
     event_ids: set[str] = set()
     tasks: list[_Task] = []
     lo, hi = cfg.duration_s
+    raws = [_RawJson(text) for text in cfg.raw_json_values]
     for i in range(cfg.tasks):
         rng = random.Random(master.getrandbits(64))
         tid = "tsk_" + _unique_hex(rng, 48, task_ids)
@@ -421,6 +460,12 @@ def _build_scenario(cfg: SimulatorConfig) -> list[_Task]:
                     "timestamp": ts,
                 }
             )
+        if raws:  # after the draws, so the rest of the scenario is unchanged
+            if i % 2 == 0:
+                output = raws[i % len(raws)]
+            for k, d in enumerate(dicts):
+                if (i + k) % 3 == 0:
+                    d["payload"] = raws[(i + k) % len(raws)]
         nn_idx = [k for k, d in enumerate(dicts) if d["timestamp"] is not None]
         tasks.append(
             _Task(
@@ -442,7 +487,7 @@ def _build_scenario(cfg: SimulatorConfig) -> list[_Task]:
                 sig_downloads=sig_dl,
                 agent_version=agent_version,
                 event_dicts=dicts,
-                event_json=[_ENCODER.encode(d) for d in dicts],
+                event_json=[_encode(d) for d in dicts],
                 visible_at=instants,
                 nn_idx=nn_idx,
                 nn_ts=[dicts[k]["timestamp"] for k in nn_idx],
@@ -553,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _json_bytes(obj: Any) -> bytes:
-    return _ENCODER.encode(obj).encode()
+    return _encode(obj).encode()
 
 
 def _link_sig(base: str, issued: float, nonce: int) -> str:
@@ -684,7 +729,9 @@ class Simulator:
                 continue
             view = self._view(t, now, downloads=True, listing=False)
             k = bisect.bisect_right(t.visible_at, now)
-            events = json.loads("[" + ",".join(t.event_json[:k]) + "]")
+            events = loads_json("[" + ",".join(t.event_json[:k]) + "]")
+            if isinstance(view["output"], _RawJson):
+                view["output"] = loads_json(view["output"].text)
             out[t.id] = {"task": view, "events": events}
         return out
 
@@ -931,7 +978,7 @@ class Simulator:
             return 200, _json_bytes({"r": bad})
         view = self._view(t, now, downloads=downloads, listing=False)
         code = 200 if view["status"] in TERMINAL_STATUSES else 202
-        head = _ENCODER.encode(view)
+        head = _encode(view)
         body = '{"r": ' + head[:-1] + ', "events": [' + self._events_json(t, now, event_t) + "]}}"
         return code, body.encode()
 
