@@ -237,8 +237,8 @@ class SimulatorConfig:
     file_chunked: bool = False  # Transfer-Encoding: chunked, no Content-Length
     file_redirect: str | None = None  # "http": 302 to /redirected/...; else a Location URL
     # JSON texts sent verbatim (so "1.0", "-0.0", "1e308", "\\ud83d" arrive as written):
-    # task i's output is text i % n when i is even; event k of task i has payload text
-    # (i + k) % n when i + k is divisible by 3. truth() reports them parsed.
+    # task i's output is text (i // 2) % n when i is even; event k of task i has payload
+    # text ((i + k) // 3) % n when i + k is divisible by 3. truth() reports them parsed.
     raw_json_values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -462,10 +462,10 @@ def _build_scenario(cfg: SimulatorConfig) -> list[_Task]:
             )
         if raws:  # after the draws, so the rest of the scenario is unchanged
             if i % 2 == 0:
-                output = raws[i % len(raws)]
+                output = raws[(i // 2) % len(raws)]
             for k, d in enumerate(dicts):
                 if (i + k) % 3 == 0:
-                    d["payload"] = raws[(i + k) % len(raws)]
+                    d["payload"] = raws[((i + k) // 3) % len(raws)]
         nn_idx = [k for k, d in enumerate(dicts) if d["timestamp"] is not None]
         tasks.append(
             _Task(
