@@ -36,6 +36,7 @@ from tests.conftest import (
     canonical,
     run_archiver,
 )
+from tests.test_docs import ANALYSTS, fenced, run_raw
 from tests.test_hostile import API_URL, KEY, FakeApi, Reply, empty, ev, task
 
 # --- hostile JSON ------------------------------------------------------------------------
@@ -319,6 +320,14 @@ def test_sync_archives_hostile_json_exactly_like_ground_truth(
                 row.task_id: row.output_text
                 for row in conn.execute(text("SELECT task_id, output_text FROM task_summary"))
             }
+        # docs/analysts.md's queries for this database run and give back what was sent.
+        as_sent, which = fenced(ANALYSTS, db.dialect)
+        names, rows = run_raw(db, as_sent)
+        with_output = [tid for tid, entry in truth.items() if entry["task"]["output"] is not None]
+        assert names == ["id", "output_as_sent"] and len(rows) == len(with_output)
+        for task_id, output in rows:
+            assert canonical(loads_json(output)) == canonical(truth[task_id]["task"]["output"])
+        assert run_raw(db, which)[1], "no row needed its raw column"
         lone = [tid for tid, e in truth.items() if e["task"]["output"] == "lone \ud83d surrogate"]
         assert lone and all(previews[tid] == "lone \ufffd surrogate" for tid in lone)
         again = run_archiver("sync", "-q", env=env)
