@@ -99,7 +99,10 @@ def dumps_json(value: Any) -> str:
 def storage_json(value: Any) -> str:
     """:func:`dumps_json` with lone surrogates written as ``\\udXXX`` escapes: valid UTF-8
     that parses back to the same value (the ``json_serializer`` of both databases)."""
-    return escape_surrogates(dumps_json(value))
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return escape_surrogates(_dumps_iterative(value))
 
 
 def escape_surrogates(text: str) -> str:
@@ -215,23 +218,36 @@ class _Column:
     bad_text: re.Pattern[str]
     #: Floats it gives back as the same float.
     float_exact: Callable[[float], bool]
-    #: Matches canonical text of every value it might not give back exactly (and some
-    #: others): no match proves exactness without walking the value.
-    suspect: re.Pattern[str]
+    #: Substrings of the canonical text of every value it might not give back exactly,
+    #: besides lone surrogates (and of some others): none found proves exactness.
+    suspect: tuple[str, ...]
 
 
 _COLUMNS = {
-    # jsonb refuses NUL and lone surrogates and normalises some numbers.
+    # jsonb refuses NUL and lone surrogates and normalises -0.0 and floats written with a
+    # positive exponent.
     "postgresql": _Column(
-        re.compile("[\x00\ud800-\udfff]"),
-        _jsonb_float_exact,
-        re.compile("\\\\u0000|[\ud800-\udfff]|-0\\.0|e\\+"),
+        re.compile("[\\x00\\ud800-\\udfff]"), _jsonb_float_exact, ("\\u0000", "-0.0", "e+")
     ),
     # TEXT holding canonical JSON gives everything back; but SQLite's JSON functions turn
     # an escaped lone surrogate into invalid UTF-8, which breaks readers of json_extract
     # (the task_summary view included), so the typed text is kept free of them.
-    "sqlite": _Column(re.compile("[\ud800-\udfff]"), _float_kept, re.compile("[\ud800-\udfff]")),
+    "sqlite": _Column(re.compile("[\\ud800-\\udfff]"), _float_kept, ()),
 }
+
+
+def _suspect(canonical: str, column: _Column) -> bool:
+    """Whether canonical text may hold something the column cannot give back exactly.
+    Substring tests, not a regex: this runs for every event (a regex costs 3x more)."""
+    if not canonical.isascii():
+        try:
+            canonical.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (only the iterative writer keeps them)
+            return True
+    for part in column.suspect:  # noqa: SIM110 (a loop: any() and its generator cost more)
+        if part in canonical:
+            return True
+    return False
 
 
 def _column(dialect: str) -> _Column:
@@ -288,7 +304,7 @@ def column_values(value: Any, dialect: str, canonical: str | None = None) -> tup
         return value, None
     if canonical is None and isinstance(value, dict | list):
         canonical = dumps_json(value)
-    if canonical is not None and not column.suspect.search(canonical):
+    if canonical is not None and not _suspect(canonical, column):
         return value, None
     exact, bad_text = exact_in_column(value, dialect)
     if exact:

@@ -82,9 +82,8 @@ class TaskInfo(BaseModel):
         Built from the validated values, not with ``model_dump``: pydantic's serialiser
         refuses lone surrogates and nesting deeper than 255, both valid JSON.
         """
-        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data = {**self.__dict__, **(self.__pydantic_extra__ or {})}  # fields, then extras
         del data["events"]
-        data.update(self.model_extra or {})
         for name in ("live_url", "recording_url", "downloads_url"):
             data[name] = strip_query(data.get(name))
         return data
