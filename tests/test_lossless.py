@@ -8,6 +8,10 @@ is compared with what was sent by :func:`tests.conftest.canonical`, which tells 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +19,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
 from archiver.db import Database
@@ -36,7 +40,7 @@ from tests.conftest import (
     canonical,
     run_archiver,
 )
-from tests.test_docs import ANALYSTS, fenced, run_raw
+from tests.test_docs import ANALYSTS, OPERATIONS, fenced, run_raw
 from tests.test_hostile import API_URL, KEY, FakeApi, Reply, empty, ev, task
 
 # --- hostile JSON ------------------------------------------------------------------------
@@ -344,3 +348,31 @@ def test_sync_archives_hostile_json_exactly_like_ground_truth(
         assert "lone \ufffd surrogate" in top.stdout
     finally:
         db.dispose()
+
+
+def test_sqlite_to_postgresql_recipe_keeps_hostile_json_exact(
+    tmp_path: Path, postgres_url: str, make_simulator: Any
+) -> None:
+    """The copy recipe in docs/operations.md re-splits typed/raw JSON for jsonb, exactly."""
+    sim = make_simulator(tasks=20, events_per_task=4, seed=14, raw_json_values=RAW_JSON_VALUES)
+    sim.finish_all()
+    source_url = f"sqlite:///{tmp_path}/src.db"
+    env = {"CIRCLEMIND_API_KEY": TEST_API_KEY, "ARCHIVER_API_URL": sim.base_url}
+    done = run_archiver("sync", "-q", env={**env, "ARCHIVER_DATABASE_URL": source_url})
+    assert done.returncode == 0, done.stderr
+    (script,) = [b for b in fenced(OPERATIONS, "python") if "copy_to_postgres" in b]
+    path = tmp_path / "copy_to_postgres.py"
+    path.write_text(script)
+    copy_env = {**os.environ, "SOURCE_URL": source_url, "TARGET_URL": postgres_url}
+    copied = subprocess.run(
+        [sys.executable, str(path)], env=copy_env, capture_output=True, text=True, timeout=120
+    )
+    assert copied.returncode == 0, copied.stderr
+    target = Database(postgres_url)
+    try:
+        assert_matches_truth(target, sim)
+        with target.reading() as conn:
+            raw_rows = conn.scalar(select(func.count()).where(tasks.c.output_raw.is_not(None)))
+        assert raw_rows, "no copied output needed its raw column on PostgreSQL"
+    finally:
+        target.dispose()
