@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from archiver.exceptions import ConfigError, StorageError
-from archiver.jsonvalues import column_values, loads_json, storage_json
+from archiver.jsonvalues import column_values, loads_json, storage_json, text_column_value
 from archiver.models import TaskEvent, TaskInfo, key_of, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.timestamps import to_utc
@@ -274,6 +274,11 @@ def _task_columns(task: TaskInfo, dialect: str) -> dict[str, Any]:
         "payload": payload,
         "payload_raw": payload_raw,
     }
+    if payload_raw is not None:
+        # Text the database cannot hold (a lone surrogate in `device`, say) is replaced
+        # here; payload_raw holds every one of these fields exactly.
+        for name in ("status", "device", "live_url", "recording_url", "downloads_url"):
+            columns[name] = text_column_value(columns[name], dialect)
     if task.created_at is not None:
         columns["created_at"] = task.created_at
         columns["created_at_utc"] = to_utc(task.created_at)

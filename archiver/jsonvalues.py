@@ -254,6 +254,14 @@ def _column(dialect: str) -> _Column:
     return _COLUMNS.get(dialect, _COLUMNS["postgresql"])
 
 
+def text_column_value(value: str | None, dialect: str) -> str | None:
+    """A string for a plain TEXT column, with the characters ``dialect`` cannot store
+    there (the same ones its JSON column cannot) replaced by U+FFFD."""
+    if value is None:
+        return None
+    return _column(dialect).bad_text.sub(REPLACEMENT, value)
+
+
 def exact_in_column(value: Any, dialect: str) -> tuple[bool, bool]:
     """(exact, bad_text): whether ``dialect``'s typed JSON column gives ``value`` back
     exactly, and whether some string or key holds a character it cannot hold."""

@@ -595,9 +595,10 @@ def mutated(draw: st.DrawFn, body: dict[str, Any]) -> tuple[Any, str]:
                 target["name"] = text
             else:
                 target["payload"] = {"v": text}
-        # JSON (output, payloads) is always archived; a name or device is a text column,
-        # which refuses lone surrogates (and NUL on PostgreSQL).
-        return body, "either" if spot in ("device", "event_name") else "good"
+        # A task is always archived (a device the database cannot hold is replaced, and
+        # kept exactly in payload_raw); an event's name is a text column that refuses lone
+        # surrogates (and NUL on PostgreSQL), with no raw twin.
+        return body, "either" if spot == "event_name" else "good"
     depth = draw(st.sampled_from([100, 300, 900, 5_000, 20_000]))
     raw = json.dumps({"r": body}).encode()
     # Nesting up to MAX_DEPTH (10,000) is archived; deeper bodies are refused as malformed.

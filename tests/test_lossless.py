@@ -202,6 +202,22 @@ def test_any_json_round_trips_exactly(
     check_round_trip(database, output.value, [p.value for p in payloads])
 
 
+def test_text_columns_the_database_cannot_hold_are_replaced_and_kept_raw(
+    database: Database,
+) -> None:
+    """A device or status with a lone surrogate or NUL is archived; payload_raw has it exact."""
+    body = {"r": task("t", status="done\x00", device="mobile \ud83d", events=[])}
+    first = run(database, FakeApi(tasks={"t": Reply(storage_json(body).encode())}))
+    assert first.exit_code == 0, first.errors
+    with database.reading() as conn:
+        row = conn.execute(select(tasks)).one()
+    assert row.device == "mobile \ufffd" and row.last_error is None
+    expected_status = "done\ufffd" if database.dialect == "postgresql" else "done\x00"
+    assert row.status == expected_status
+    payload = archived(row.payload, row.payload_raw)
+    assert (payload["status"], payload["device"]) == ("done\x00", "mobile \ud83d")
+
+
 # --- the canonical text and the parser ---------------------------------------------------
 
 
