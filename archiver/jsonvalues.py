@@ -28,11 +28,12 @@ from typing import Any
 
 import orjson
 
-#: Nesting the parser accepts (PostgreSQL's jsonb takes this much at its default
-#: max_stack_depth of 2MB). Deeper bodies are refused as malformed, never half-read.
+#: Nesting the parser accepts at least (a little more, by the caller's stack depth; PostgreSQL's
+#: jsonb takes 11,000 at its default max_stack_depth of 2MB). Far deeper bodies are refused
+#: as malformed, never half-read.
 MAX_DEPTH = 10_000
 
-#: What replaces a character PostgreSQL's jsonb cannot hold (NUL, lone surrogates).
+#: What replaces a character a column cannot hold (lone surrogates; NUL on PostgreSQL).
 REPLACEMENT = "\ufffd"
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -305,7 +306,7 @@ def column_values(value: Any, dialect: str, canonical: str | None = None) -> tup
     ``value``; the typed column then holds the closest value it can (bad characters
     replaced by U+FFFD; numbers as the database normalises them). ``canonical``: any
     canonical text containing ``value`` (e.g. its event key's), so an ordinary value
-    costs one regex search and no second serialisation.
+    costs a few substring searches and no second serialisation.
     """
     column = _column(dialect)
     if value is None or isinstance(value, bool | int):
