@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import zipfile
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,7 +49,7 @@ from archiver.config import (
     format_duration,
     format_size,
 )
-from archiver.db import Database, LeaseLost, dialect_insert
+from archiver.db import Database, dialect_insert
 from archiver.exceptions import (
     ApiError,
     ArchiverError,
@@ -60,10 +59,13 @@ from archiver.exceptions import (
     ArtifactTransferError,
     AuthError,
     BlobStoreError,
+    LeaseLost,
+    TransferInterrupted,
 )
-from archiver.logs import redact
 from archiver.models import TERMINAL_STATUSES, TaskInfo, strip_query
+from archiver.redact import redact
 from archiver.schema import artifact_files, artifacts, tasks
+from archiver.stats import RunStats
 from archiver.timestamps import to_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -281,10 +283,6 @@ def list_zip(store: BlobStore, key: str) -> tuple[list[dict[str, Any]], str | No
 # --- fetching ------------------------------------------------------------------------
 
 
-class _Interrupted(Exception):
-    """Internal: the pass is stopping (signal); the partial blob was dropped."""
-
-
 def check_link(url: str, *, what: str) -> None:
     """ArtifactRejected unless ``url`` is an http(s) link with a host."""
     try:
@@ -442,7 +440,7 @@ class ArtifactFetcher:
                         "--max-artifact-size and run `archiver verify --repair --retry-failed`."
                     )
                 if self.should_stop():
-                    raise _Interrupted()
+                    raise TransferInterrupted(f"{what} {shown}: the pass is stopping")
                 await asyncio.to_thread(writer.write, chunk)
             if length is not None and not encoded and writer.size != length:
                 raise ArtifactTransferError(
@@ -512,14 +510,14 @@ class ArtifactSync:
         owner: str | None,
         store: BlobStore | None = None,
         should_stop: Callable[[], bool] | None = None,
-        counts: Counter[str] | None = None,
+        stats: RunStats | None = None,
     ) -> None:
         self.run_db = run_db
         self.client = client
         self.options = options
         self.owner = owner
         self.store = store or BlobStore(options.blob_url or default_blob_url())
-        self.counts: Counter[str] = counts if counts is not None else Counter()
+        self.stats = stats if stats is not None else RunStats()
         self.fetcher = ArtifactFetcher(
             self.store,
             max_bytes=options.max_artifact_bytes,
@@ -610,7 +608,7 @@ class ArtifactSync:
                         return await self._transient(
                             task.id, kind, current, attempts, message, result, repair
                         )
-                    self.counts["artifact_link_refreshes"] += 1
+                    self.stats.artifact_link_refreshes += 1
                     continue
                 message = (
                     f"{exc} Still refused after {refreshes} fresh link(s) from Get Task; "
@@ -627,7 +625,7 @@ class ArtifactSync:
                 return await self._transient(
                     task.id, kind, current, attempts, str(exc), result, repair
                 )
-            except _Interrupted:
+            except TransferInterrupted:
                 return current
             values: dict[str, Any] = {
                 "state": STORED,
@@ -650,9 +648,9 @@ class ArtifactSync:
                     row.sha256,
                 )
             await self._save(task.id, kind, values, files=fetched.files)
-            self.counts["artifacts_stored"] += 1
+            self.stats.artifacts_stored += 1
             if fetched.blob.rewritten:
-                self.counts["artifact_bytes"] += fetched.blob.size
+                self.stats.artifact_bytes += fetched.blob.size
             log.info(
                 "task %s: %s stored (%s) at %s",
                 task.id,
@@ -887,6 +885,83 @@ async def repair_artifacts(
         finally:
             await sync.aclose()
     return outcome
+
+
+def verify_and_report(
+    db: Database, store: BlobStore, task_ids: Sequence[str] | None, *, echo: Callable[[str], None]
+) -> tuple[Callable[[bool], list[StoredArtifact]], list[Check]]:
+    """``archiver verify``: check the blobs and print one line per problem and a summary.
+
+    Returns (what --repair would fetch, given --retry-failed or not; the bad checks).
+    """
+    checks, failed = verify_blobs(db, store, task_ids)
+    bad = [check for check in checks if check.problem]
+    for check in bad:
+        item = check.item
+        echo(
+            f"{check.problem:<8} {item.task_id} {item.kind:<9} {item.blob_url or '-'}: "
+            f"{check.detail}"
+        )
+    missing = sum(1 for check in bad if check.problem == "missing")
+    echo(
+        f"verified {len(checks)} stored blob(s): {len(checks) - len(bad)} ok, {missing} "
+        f"missing, {len(bad) - missing} corrupt"
+        + (
+            f"; {len(failed)} artifact(s) recorded as failed are not checked "
+            "(see artifacts.last_error; --repair --retry-failed retries them)"
+            if failed
+            else ""
+        )
+    )
+
+    def todo(retry_failed: bool) -> list[StoredArtifact]:
+        return [check.item for check in bad] + (list(failed) if retry_failed else [])
+
+    return todo, bad
+
+
+def repair_and_report(
+    db: Database,
+    store: BlobStore,
+    client_config: ClientConfig,
+    options: SyncOptions,
+    todo: Sequence[StoredArtifact],
+    *,
+    echo: Callable[[str], None],
+) -> int:
+    """``archiver verify --repair``: fetch ``todo`` again under the ``verify`` lock; prints
+    one line per artifact and returns how many could not be repaired."""
+    from archiver.locks import RunLock
+
+    lock = RunLock(db, "verify")
+    try:
+        lock.acquire()
+        with db.transaction() as conn:
+            claimed = set(lock.claim(conn, sorted({item.task_id for item in todo})))
+        outcome = asyncio.run(
+            repair_artifacts(
+                db,
+                store,
+                client_config,
+                options,
+                [item for item in todo if item.task_id in claimed],
+                owner=lock.owner,
+            )
+        )
+    finally:
+        lock.release()
+    unrepaired = 0
+    for item in todo:
+        error = outcome.get(
+            (item.task_id, item.kind), "another run is working on this task; try again later"
+        )
+        if error is None:
+            echo(f"repaired {item.task_id} {item.kind}")
+        else:
+            unrepaired += 1
+            echo(f"not repaired {item.task_id} {item.kind}: {error}")
+    echo(f"repaired {len(todo) - unrepaired} of {len(todo)}")
+    return unrepaired
 
 
 __all__ = [

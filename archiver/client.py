@@ -31,8 +31,8 @@ from archiver.exceptions import (
     TransientApiError,
 )
 from archiver.jsonvalues import MAX_DEPTH, loads_json
-from archiver.logs import redact
 from archiver.models import TaskInfo, parse_envelope, parse_task
+from archiver.redact import redact
 
 log = logging.getLogger(__name__)
 

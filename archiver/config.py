@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import platformdirs
@@ -254,15 +255,71 @@ def parse_byte_size(value: str, *, option: str = "--max-artifact-size") -> int:
     return int(amount * _SIZE_UNITS[unit])
 
 
-def parse_seconds(value: str, *, option: str = "--artifact-grace") -> float:
-    """``21600``, ``90s``, ``15m``, ``6h``, ``2d`` as seconds (0 allowed); ConfigError otherwise."""
+def parse_seconds(value: str, *, option: str = "--artifact-grace", positive: bool = False) -> float:
+    """``21600``, ``90s``, ``15m``, ``6h``, ``2d`` as seconds; ConfigError otherwise.
+
+    0 is allowed unless ``positive``."""
     amount, unit = _amount_and_unit(value)
     if unit not in _DURATION_UNITS or not amount >= 0 or amount == float("inf"):
         raise ConfigError(
             f"{option} {value!r} is not a duration: use a number of seconds or a number with "
             "a unit s, m, h or d, e.g. 3600, 90m, 6h, 2d."
         )
+    if positive and amount == 0:
+        raise ConfigError(
+            f"{option} {value!r} is not a positive duration: use a number of seconds or a "
+            "number with a unit s, m, h or d, e.g. 900, 15m, 2h, 1d."
+        )
     return amount * _DURATION_UNITS[unit]
+
+
+def parse_count(value: str, *, option: str) -> int:
+    """A positive whole number (``--concurrency 8``); ConfigError otherwise."""
+    text = value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{option} {value!r} is not a positive whole number: use 1 or more.")
+    return int(text)
+
+
+def parse_rate(value: str, *, option: str = "--rate-limit") -> float:
+    """A positive number of requests per second; ConfigError otherwise."""
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if not 0 < rate < float("inf"):
+        raise ConfigError(
+            f"{option} {value!r} is not a positive number of requests per second: use e.g. "
+            f"10 or 0.5, or leave it unset for no limit (env {ENV_RATE_LIMIT})."
+        )
+    return rate
+
+
+def parse_day(value: str | None, *, option: str) -> date | None:
+    """A UTC calendar date given as YYYY-MM-DD; ConfigError naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is not a date: use YYYY-MM-DD (a UTC day, inclusive), "
+            "e.g. 2026-01-31."
+        ) from None
+
+
+def parse_since(value: str | None, *, option: str = "--since") -> datetime | None:
+    """A date or ISO 8601 timestamp, UTC unless it says otherwise; ConfigError otherwise."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is not a date: use YYYY-MM-DD or an ISO 8601 timestamp "
+            "such as 2026-01-31T12:00:00Z."
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def format_size(size: int) -> str:

@@ -36,12 +36,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 
-from archiver.exceptions import ConfigError, StorageError
+from archiver.exceptions import ConfigError, DataRefused, LeaseLost, StorageError
 from archiver.jsonvalues import column_values, loads_json, storage_json, text_column_value
 from archiver.models import TaskEvent, TaskInfo, key_of, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
+from archiver.stats import STORED_COUNTERS
 from archiver.timestamps import to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -59,8 +66,9 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def create_db_engine(url: str) -> Engine:
-    """An Engine for ``url``; SQLite files are created owner-only, with WAL and busy timeout."""
+def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An Engine for ``url``; SQLite files are created owner-only (unless ``read_only``),
+    with WAL and busy timeout."""
     url = normalize_database_url(url)
     try:
         parsed = make_url(url)
@@ -71,7 +79,7 @@ def create_db_engine(url: str) -> Engine:
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(url, parsed.database)
+        return _sqlite_engine(url, parsed.database, read_only=read_only)
     if backend == "postgresql":
         try:
             # executemany runs in psycopg's pipeline mode; insertmanyvalues would re-render
@@ -96,8 +104,8 @@ def create_db_engine(url: str) -> Engine:
     )
 
 
-def _sqlite_engine(url: str, database: str | None) -> Engine:
-    if database and database != ":memory:":
+def _sqlite_engine(url: str, database: str | None, *, read_only: bool = False) -> Engine:
+    if database and database != ":memory:" and not read_only:
         path = Path(database).expanduser()
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -178,18 +186,40 @@ def ensure_current(engine: Engine) -> None:
         upgrade(engine)
 
 
-def db_message(exc: SQLAlchemyError) -> str:
+def db_message(exc: BaseException) -> str:
     """The driver's first line; a full disk also says what to do about it."""
     orig = getattr(exc, "orig", None)
     message = str(orig or exc).splitlines()[0]
     code = getattr(orig, "sqlite_errorcode", None) or getattr(orig, "sqlstate", None)
     # SQLITE_FULL (13), PostgreSQL's disk_full (53100), or the OS's ENOSPC text.
-    if code in (13, "53100") or "disk is full" in message or "No space left" in message:
+    full = ("disk is full", "No space left", "could not write init file")
+    if code in (13, "53100") or any(text in message for text in full):
         message += (
             "; free space on the disk holding the database, then run again (the archive "
             "is consistent and the next pass resumes)"
         )
     return message
+
+
+#: Errors raised while encoding values for the database (nesting too deep, surrogates...).
+VALUE_ERRORS = (ValueError, TypeError, RecursionError, OverflowError)
+
+
+def wrap_error(exc: BaseException) -> StorageError:
+    """A driver or encoding error as the archiver's own: DataRefused when the values
+    themselves were refused (that task's problem), StorageError otherwise."""
+    refused = isinstance(exc, (DataError, *VALUE_ERRORS)) or (
+        isinstance(exc, StatementError) and isinstance(exc.orig, VALUE_ERRORS)
+    )
+    error: StorageError
+    if refused and isinstance(exc, VALUE_ERRORS):
+        error = DataRefused(f"cannot store this payload: {type(exc).__name__}: {exc}")
+    elif refused:
+        error = DataRefused(f"database error: {db_message(exc)}")
+    else:
+        error = StorageError(f"database error: {db_message(exc)}")
+    error.__cause__ = exc
+    return error
 
 
 def dialect_insert(conn: Connection, table: Any) -> Any:
@@ -202,9 +232,11 @@ def dialect_insert(conn: Connection, table: Any) -> Any:
 class Database:
     """An archive database: an Engine plus the transactions the engine needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = normalize_database_url(url)
-        self.engine = create_db_engine(self.url)
+        #: Opened for reading only: never created, migrated or written to.
+        self.read_only = read_only
+        self.engine = create_db_engine(self.url, read_only=read_only)
 
     @property
     def dialect(self) -> str:
@@ -215,23 +247,42 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     def prepare(self) -> None:
-        """Connect and bring the schema to head; a clear StorageError if that fails."""
+        """Connect and bring the schema to head (read-only: check it is there); a clear
+        StorageError if that fails."""
         try:
-            ensure_current(self.engine)
+            if self.read_only:
+                self._check_readable()
+            else:
+                ensure_current(self.engine)
         except OperationalError as exc:
             raise StorageError(
                 f"cannot open the database {self.display_url()}: {db_message(exc)}; "
                 "check the URL, that the server runs, and permissions."
             ) from None
 
+    def _check_readable(self) -> None:
+        """A read-only command needs an archive at the schema this version reads."""
+        current, head = current_revision(self.engine), head_revision()
+        if current is None:
+            raise ConfigError(
+                f"{self.display_url()} holds no archive (no schema): check --database-url / "
+                f"ARCHIVER_DATABASE_URL, or run `archiver sync` to create the archive."
+            )
+        if current != head:
+            raise ConfigError(
+                f"the archive {self.display_url()} is at schema revision {current}, this "
+                f"archiver reads {head}: run `archiver db upgrade` (or a sync) first."
+            )
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction; database errors surface as StorageError."""
+        """One transaction; database errors surface as StorageError (DataRefused when the
+        values themselves were refused), and roll the transaction back."""
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {db_message(exc)}") from exc
+        except (SQLAlchemyError, *VALUE_ERRORS) as exc:
+            raise wrap_error(exc) from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -416,10 +467,6 @@ def insert_events(
         index_elements=["task_id", "event_key"]
     )
     conn.execute(stmt, list(rows.values()))
-
-
-class LeaseLost(Exception):
-    """The task's lease passed to another run before this one could save (internal)."""
 
 
 @dataclass(frozen=True)
@@ -631,15 +678,6 @@ def put_state(conn: Connection, key: str, value: dict[str, Any], now: datetime) 
 
 # --- runs ------------------------------------------------------------------------------
 
-RUN_COUNTERS = (
-    "tasks_discovered",
-    "tasks_polled",
-    "tasks_finalized",
-    "events_inserted",
-    "requests",
-    "errors",
-)
-
 
 def start_run(
     conn: Connection, *, run_id: str, command: str, host: str, pid: int, now: datetime
@@ -667,7 +705,7 @@ def finish_run(
             outcome=outcome,
             finished_at=now,
             message=message,
-            **{name: counts.get(name, 0) for name in RUN_COUNTERS},
+            **{name: counts.get(name, 0) for name in STORED_COUNTERS},
         )
     )
 
@@ -694,7 +732,7 @@ def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
             "started_at": _iso(row.started_at),
             "finished_at": _iso(row.finished_at),
             "outcome": row.outcome,
-            **{name: getattr(row, name) for name in RUN_COUNTERS},
+            **{name: getattr(row, name) for name in STORED_COUNTERS},
             "message": row.message,
         }
         for row in conn.execute(

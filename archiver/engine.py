@@ -22,26 +22,26 @@ import logging
 import os
 import signal
 import socket
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 
 from archiver import db as q
 from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
 from archiver.client import SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
-from archiver.db import Database, LeaseLost
+from archiver.db import Database
 from archiver.exceptions import (
     ApiError,
     ArchiverError,
     AuthError,
     CircuitOpen,
+    DataRefused,
+    LeaseLost,
     StorageError,
     TaskNotFound,
 )
@@ -49,7 +49,9 @@ from archiver.locks import RunLock
 from archiver.logs import set_run_id
 from archiver.models import TaskEvent, TaskInfo
 from archiver.progress import NullProgress, Progress
+from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
 from archiver.timestamps import seconds_in_unit_of, to_seconds, utcnow
+from archiver.writer import GroupWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,113 +62,6 @@ _Item = tuple[str, q.TaskCursor]
 ERROR_BACKOFF_CAP_S = 3600.0
 #: 404s in a row (each after the error back-off) before a task is recorded as gone.
 GONE_AFTER_NOT_FOUND = 3
-
-EXIT_OK = 0
-EXIT_TASK_ERRORS = 1
-EXIT_INTERRUPTED: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-@dataclass
-class RunResult:
-    """What a pass did; ``exit_code`` follows the documented exit codes."""
-
-    run_id: str
-    command: str
-    counts: Counter[str] = field(default_factory=Counter)
-    outcome: str = "ok"
-    exit_code: int = EXIT_OK
-    message: str | None = None
-    errors: list[str] = field(default_factory=list)
-    started_at: datetime = field(default_factory=utcnow)
-    finished_at: datetime | None = None
-
-    def summary(self) -> str:
-        c = self.counts
-        seconds = ((self.finished_at or utcnow()) - self.started_at).total_seconds()
-        return (
-            f"{self.command} {self.outcome}: discovered {c['tasks_discovered']}, "
-            f"polled {c['tasks_polled']}, finalized {c['tasks_finalized']}, "
-            f"events inserted {c['events_inserted']}, artifacts stored {c['artifacts_stored']}, "
-            f"gone {c['tasks_gone']}, errors {c['errors']}, requests {c['requests']}, "
-            f"duration {seconds:.1f}s"
-        )
-
-
-class _GroupCommit:
-    """Polls saved while a transaction is running share the next transaction.
-
-    The common case is one INSERT and one executemany UPDATE for the whole batch. When
-    that fails (a lease was lost, the database refused some task's data), the batch is
-    rolled back and saved again task by task, each in its own SAVEPOINT, so the failure
-    stays with the task that caused it. Either way a task's events and its high-water
-    mark commit together. Batching adds no waiting: a batch is whatever queued up while
-    the previous one ran.
-    """
-
-    def __init__(self, db: Database, executor: ThreadPoolExecutor, owner: str) -> None:
-        self.db = db
-        self.executor = executor
-        self.owner = owner
-        self._pending: list[tuple[q.PollSave, asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def save(self, save: q.PollSave) -> int:
-        """Queue one poll's save; returns how many of its events were new once committed."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((save, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending, []
-            saves = [save for save, _ in batch]
-            try:
-                outcomes: list[Any] = await loop.run_in_executor(self.executor, self._run, saves)
-            except Exception as exc:  # the transaction itself failed: every save did
-                outcomes = [exc] * len(batch)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-
-    def _run(self, saves: list[q.PollSave]) -> list[Any]:
-        try:
-            with self.db.engine.begin() as conn:
-                return list(q.save_polls(conn, saves, owner=self.owner, now=utcnow()))
-        except (LeaseLost, SQLAlchemyError, ValueError, TypeError, RecursionError):
-            return self._one_by_one(saves)
-
-    def _one_by_one(self, saves: list[q.PollSave]) -> list[Any]:
-        outcomes: list[Any] = []
-        with self.db.transaction() as conn:
-            now = utcnow()
-            for save in saves:
-                try:
-                    with conn.begin_nested():
-                        outcomes.append(q.save_polls(conn, [save], owner=self.owner, now=now)[0])
-                except LeaseLost as exc:
-                    outcomes.append(exc)
-                except SQLAlchemyError as exc:
-                    error = StorageError(f"database error: {q.db_message(exc)}")
-                    error.__cause__ = exc
-                    outcomes.append(error)
-                except (ValueError, TypeError, RecursionError) as exc:
-                    # Data that cannot be encoded for storage (too deep, bad surrogates):
-                    # that task's problem, not the database's.
-                    outcomes.append(
-                        _UnstorableData(f"cannot store this payload: {type(exc).__name__}: {exc}")
-                    )
-        return outcomes
-
-
-class _UnstorableData(Exception):
-    """A task's payload could not be encoded for the database (internal)."""
 
 
 class SyncEngine:
@@ -187,10 +82,10 @@ class SyncEngine:
         self.lock = lock
         self.options = options
         self.result = result
-        self.counts = result.counts
+        self.stats = result.stats
         self.progress = progress or NullProgress()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
-        self._writer = _GroupCommit(db, self._executor, lock.owner)
+        self._writer = GroupWriter(db, self._executor, lock.owner)
         loop_time = asyncio.get_running_loop().time()
         self._deadline = (
             loop_time + options.max_runtime_s if options.max_runtime_s is not None else None
@@ -208,7 +103,7 @@ class SyncEngine:
                 client_config=client.config,
                 owner=lock.owner,
                 should_stop=lambda: self.stop_signal is not None,
-                counts=self.counts,
+                stats=self.stats,
             )
 
     # -- plumbing --------------------------------------------------------------------
@@ -252,7 +147,7 @@ class SyncEngine:
         async def on_page(page: list[TaskInfo]) -> bool:
             nonlocal newest
             new_ids, _ = await self._insert_listed(page)
-            self.counts["tasks_discovered"] += len(new_ids)
+            self.stats.tasks_discovered += len(new_ids)
             stamps = [t.created_at for t in page if t.created_at is not None]
             if stamps:
                 plausible = [s for s in stamps if to_seconds(s) <= horizon]
@@ -276,25 +171,19 @@ class SyncEngine:
         """
         try:
             return await self._db(q.insert_new_tasks, page, utcnow()), page
-        except Exception as exc:
-            if not _is_unstorable(exc):
-                raise
+        except DataRefused:
+            pass
         new_ids: list[str] = []
         kept: list[TaskInfo] = []
         for task in page:
             try:
                 new_ids += await self._db(q.insert_new_tasks, [task], utcnow())
-            except Exception as exc:
-                if not _is_unstorable(exc):
-                    raise
+            except DataRefused:
                 try:
                     if await self._db(q.insert_task_stubs, [task.id], utcnow()):
                         new_ids.append(task.id)
-                except Exception as stub_exc:
-                    if not _is_unstorable(stub_exc):
-                        raise
-                    reason = f"{type(stub_exc).__name__}: {stub_exc}"
-                    self._task_failed(None, f"listed task {task.id!r} cannot be stored: {reason}")
+                except DataRefused as stub_exc:
+                    self._task_failed(None, f"listed task {task.id!r} cannot be stored: {stub_exc}")
                     continue
             kept.append(task)
         return new_ids, kept
@@ -454,7 +343,10 @@ class SyncEngine:
                 backoff=self._backoff(cursor.error_count),
                 gone_after=GONE_AFTER_NOT_FOUND,
             )
-            self.counts["tasks_gone" if gone else "tasks_not_found"] += 1
+            if gone:
+                self.stats.tasks_gone += 1
+            else:
+                self.stats.tasks_not_found += 1
             log.warning(
                 "task %s %s: %s",
                 task_id,
@@ -475,14 +367,8 @@ class SyncEngine:
             inserted = await self._writer.save(
                 q.PollSave(task=task, events=events, full_read=full_read, finalize=finalize)
             )
-        except StorageError as exc:
-            if isinstance(exc.__cause__, Exception) and _is_data_error(exc.__cause__):
-                # The payload cannot be stored as sent (e.g. a NUL byte for PostgreSQL):
-                # that task fails, the pass goes on.
-                await self._save_error(task_id, str(exc), cursor.error_count)
-                return
-            raise
-        except _UnstorableData as exc:
+        except DataRefused as exc:
+            # The database refused this task's values: that task fails, the pass goes on.
             await self._save_error(task_id, str(exc), cursor.error_count)
             return
         except LeaseLost:
@@ -490,10 +376,10 @@ class SyncEngine:
                 "task %s: another run took it over; skipped", task_id, extra={"task_id": task_id}
             )
             return
-        self.counts["tasks_polled"] += 1
-        self.counts["events_inserted"] += inserted
+        self.stats.tasks_polled += 1
+        self.stats.events_inserted += inserted
         if finalize:
-            self.counts["tasks_finalized"] += 1
+            self.stats.tasks_finalized += 1
 
     async def _settle_artifacts(self, task: TaskInfo, events: Sequence[TaskEvent]) -> bool:
         """``--downloads``: store the task's artifacts; True once each reached a final state."""
@@ -522,7 +408,7 @@ class SyncEngine:
         self._task_failed(task_id, message)
 
     def _task_failed(self, task_id: str | None, message: str) -> None:
-        self.counts["errors"] += 1
+        self.stats.errors += 1
         self.result.errors.append(message)
         log.error("task %s failed: %s", task_id or "(listing)", message, extra={"task_id": task_id})
 
@@ -531,9 +417,7 @@ class SyncEngine:
     async def sync(self) -> None:
         explicit = list(dict.fromkeys(self.options.task_ids))
         if explicit:
-            self.counts["tasks_discovered"] += await self._db(
-                q.insert_task_stubs, explicit, utcnow()
-            )
+            self.stats.tasks_discovered += await self._db(q.insert_task_stubs, explicit, utcnow())
         elif self.options.discover:
             try:
                 await self.discover()
@@ -547,7 +431,7 @@ class SyncEngine:
 
     async def backfill(self, *, since: datetime | None, ids: Sequence[str] | None) -> None:
         if ids is not None:
-            self.counts["tasks_discovered"] += await self._db(q.insert_task_stubs, ids, utcnow())
+            self.stats.tasks_discovered += await self._db(q.insert_task_stubs, ids, utcnow())
             todo = await self._db(q.backfill_task_ids, since=None, only=list(ids))
             await self.poll_all(todo, from_zero=True)
             return
@@ -588,7 +472,7 @@ class SyncEngine:
                 if since_s is None or t.created_at is None or to_seconds(t.created_at) >= since_s
             ]
             new_ids, stored = await self._insert_listed(in_range)
-            self.counts["tasks_discovered"] += len(new_ids)
+            self.stats.tasks_discovered += len(new_ids)
             todo = await self._db(q.backfill_task_ids, since=None, only=[t.id for t in stored])
             await enqueue(todo)
             return len(in_range) == len(page)
@@ -603,25 +487,6 @@ class SyncEngine:
         if done:
             state["listing_done"] = True
             await self._db(q.put_state, "backfill", dict(state), utcnow())
-
-
-def _is_data_error(exc: Exception) -> bool:
-    """Whether the database refused the values themselves (not a lock, disk or connection)."""
-    from sqlalchemy.exc import DataError, StatementError
-
-    return isinstance(exc, DataError) or (
-        isinstance(exc, StatementError) and isinstance(exc.orig, ValueError | TypeError)
-    )
-
-
-def _is_unstorable(exc: BaseException) -> bool:
-    """Whether a write failed on the values themselves: they cannot be encoded (surrogates,
-    nesting too deep, out of range) or the database refused them (a data error, not
-    lock/disk/network)."""
-    if isinstance(exc, ValueError | TypeError | RecursionError | OverflowError):
-        return True
-    cause = exc.__cause__
-    return isinstance(exc, StorageError) and isinstance(cause, Exception) and _is_data_error(cause)
 
 
 # --- running a whole command -------------------------------------------------------------
@@ -677,7 +542,7 @@ def run_command(
                     conn,
                     result.run_id,
                     outcome=result.outcome,
-                    counts=dict(result.counts),
+                    counts=result.stats.stored(),
                     message=result.message,
                     now=result.finished_at,
                 )
@@ -730,7 +595,7 @@ async def _run_async(
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
-            result.counts["requests"] = client.requests
+            result.stats.requests = client.requests
             if engine.artifacts is not None:
                 await engine.artifacts.aclose()
             engine.close()
@@ -741,7 +606,7 @@ async def _run_async(
             result.outcome = "interrupted"
             result.exit_code = EXIT_INTERRUPTED.get(engine.stop_signal, 1)
             result.message = f"stopped by signal {signal.Signals(engine.stop_signal).name}"
-        elif result.counts["errors"]:
+        elif result.stats.errors:
             result.outcome = "partial"
             result.exit_code = EXIT_TASK_ERRORS
-            result.message = f"{result.counts['errors']} task(s) failed; see tasks.last_error"
+            result.message = f"{result.stats.errors} task(s) failed; see tasks.last_error"

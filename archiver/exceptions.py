@@ -63,8 +63,18 @@ class LockHeld(ArchiverError):
     exit_code = 75
 
 
+class LeaseLost(ArchiverError):
+    """Another run took over the task's lease before this one saved it; nothing of this
+    run's work on the task was committed, and the other run carries on with it."""
+
+
 class StorageError(ArchiverError):
     """The database or blob storage failed (disk full, permissions, connection lost)."""
+
+
+class DataRefused(StorageError):
+    """The database refused one task's values themselves (not a lock, disk or connection
+    problem): that task fails with this message, the pass goes on."""
 
 
 class BlobStoreError(StorageError):
@@ -85,6 +95,11 @@ class ArtifactLinkRefused(ArtifactError):
 
 class ArtifactTransferError(ArtifactError):
     """A failure that may go away on a later pass: connection, timeout, 5xx, truncation."""
+
+
+class TransferInterrupted(ArtifactError):
+    """The pass is stopping (a signal) while an artifact streamed; the partial blob was
+    dropped and the artifact keeps its state for the next pass."""
 
 
 class ArtifactRejected(ArtifactError):

@@ -134,6 +134,9 @@ sync_runs = Table(
     Column("requests", Integer, nullable=False, server_default="0"),
     Column("errors", Integer, nullable=False, server_default="0"),
     Column("message", Text),
+    # Added by migration 0006 (after the columns above, so they come last).
+    Column("artifacts_stored", Integer, nullable=False, server_default="0"),
+    Column("tasks_gone", Integer, nullable=False, server_default="0"),
     Index("ix_sync_runs_started_at", "started_at"),
 )
 

@@ -73,7 +73,7 @@ def test_finalized_tasks_are_never_polled_again(database: Database, make_simulat
     sim.reset_stats()
     result = sync(database, sim)
     assert sim.stats["get"] == 0
-    assert result.counts["tasks_polled"] == 0
+    assert result.stats.tasks_polled == 0
 
 
 def test_cost_grows_with_active_tasks_not_history(database: Database, make_simulator) -> None:
@@ -129,7 +129,7 @@ def test_gone_task_is_recorded_and_does_not_fail_the_pass(
         assert rows[victim]["not_found_count"] == attempt
         assert (rows[victim]["gone_at"] is not None) == (attempt == 3)
     assert rows[victim]["finalized_at"] is not None
-    assert result.counts["tasks_gone"] == 1
+    assert result.stats.tasks_gone == 1
     sim.reset_stats()
     sync(database, sim, error_backoff_s=0.0)
     assert sim.stats[f"get:{victim}"] == 0
@@ -160,7 +160,7 @@ def test_malformed_task_fails_alone_with_its_error_recorded(
     sim.finish_all()
     result = sync(database, sim)
     assert result.exit_code == 1
-    assert result.counts["errors"] == 1
+    assert result.stats.errors == 1
     rows, _, _ = stored_state(database)
     assert rows[bad]["finalized_at"] is None
     assert rows[bad]["last_error"] and bad in rows[bad]["last_error"]
@@ -207,7 +207,7 @@ def test_backfill_imports_everything_and_sync_then_has_nothing_to_do(
     result = run_command("backfill", database, client_config(sim), SyncOptions(concurrency=8))
     assert result.exit_code == 0, result.errors
     assert_matches_truth(database, sim)
-    assert result.counts["tasks_finalized"] == 40
+    assert result.stats.tasks_finalized == 40
     sim.reset_stats()
     sync(database, sim)
     assert sim.stats["get"] == 0

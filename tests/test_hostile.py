@@ -25,9 +25,10 @@ from sqlalchemy import delete, func, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
 from archiver.db import Database, get_state, insert_task_stubs, put_state
-from archiver.engine import RunResult, run_command
+from archiver.engine import run_command
 from archiver.jsonvalues import MAX_DEPTH
 from archiver.schema import metadata, sync_runs, task_events, tasks
+from archiver.stats import RunResult
 from archiver.timestamps import to_utc, utcnow
 from tests.conftest import archived, assert_matches_truth, canonical, client_config
 
@@ -237,7 +238,7 @@ def test_each_bad_input_is_recorded_or_stored_faithfully(database: Database) -> 
     assert result.exit_code == 1 and result.outcome == "partial"
     rows = task_rows(database)
     failing = {task_id for task_id, (_, error) in cases.items() if error is not None}
-    assert result.counts["errors"] == len(failing)
+    assert result.stats.errors == len(failing)
     for task_id, (reply, error) in cases.items():
         row = rows[task_id]
         if error is not None:
@@ -289,7 +290,7 @@ def test_bad_tasks_are_retried_and_then_archived_once_fixed(database: Database) 
     assert rows["t1"].last_error is None and rows["t1"].finalized_at is not None
     assert_stored_faithfully(database, "t1", BACKWARDS)
     assert_stored_faithfully(database, "t2", DUPLICATED)
-    assert run_pass(database, api, task_ids=("t1", "t2")).counts["events_inserted"] == 0
+    assert run_pass(database, api, task_ids=("t1", "t2")).stats.events_inserted == 0
     assert_no_duplicates(database)
 
 
@@ -318,8 +319,8 @@ def test_a_hostile_listing_stops_discovery_but_not_the_pass(tmp_path: Path, list
     api.listing = listing
     result = run_pass(db, api)
     assert result.exit_code == 1 and result.outcome == "partial"
-    assert result.counts["errors"] == 1 and "discovery stopped" in result.errors[0]
-    assert result.counts["tasks_polled"] == 1
+    assert result.stats.errors == 1 and "discovery stopped" in result.errors[0]
+    assert result.stats.tasks_polled == 1
     assert_stored_faithfully(db, "known", GOOD_EVENTS)
     db.dispose()
 
@@ -355,7 +356,7 @@ def test_hostile_list_items_are_archived_losslessly(database: Database) -> None:
     assert "t_\ud800_id" not in rows  # an id is a key, not JSON: it cannot be stored anywhere
     assert any("t_\\ud800_id" in error for error in result.errors), result.errors
     failed = 2 if database.dialect == "postgresql" else 1  # PostgreSQL text refuses NUL ids
-    assert result.exit_code == 1 and result.counts["errors"] == failed, result.errors
+    assert result.exit_code == 1 and result.stats.errors == failed, result.errors
     assert_stored_faithfully(database, "t_ok", GOOD_EVENTS)
     assert_stored_faithfully(database, "t_ok2", BACKWARDS)
     assert rows["t_before_year_1"].last_error is None
@@ -391,7 +392,7 @@ def test_garbage_and_html_200s_from_the_simulator_fail_only_their_task(
     result = run_command("sync", database, client_config(sim), options)
     assert result.exit_code == 1 and result.outcome == "partial", result.message
     failed = [row for row in task_rows(database).values() if row.last_error]
-    assert len(failed) == result.counts["errors"] == sim.stats["fault"] > 0
+    assert len(failed) == result.stats.errors == sim.stats["fault"] > 0
     assert all("the body is not valid JSON" in row.last_error for row in failed)
     assert_no_duplicates(database)
     sim.config = replace(sim.config, fault_rate=0.0)

@@ -169,7 +169,7 @@ def check_round_trip(db: Database, output: Any, payloads: list[Any]) -> None:
         assert_raw_only_where_needed(typed, raw, sent)
     # Read again: the keys are stable, nothing is stored twice.
     again = run(db, api)
-    assert again.exit_code == 0 and again.counts["events_inserted"] == 0, again.errors
+    assert again.exit_code == 0 and again.stats.events_inserted == 0, again.errors
 
 
 def examples(n: int) -> settings:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "raw_json"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
