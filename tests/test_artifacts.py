@@ -254,13 +254,19 @@ def test_link_refreshes_are_bounded_and_attempts_end_in_failure(
 def test_failed_fetch_waits_for_its_back_off(
     sqlite_db: Database, make_simulator, tmp_path: Path
 ) -> None:
-    """After a failed attempt the artifact is not fetched again before next_attempt_at."""
-    sim = make_simulator(tasks=3, seed=45, recording_rate=1.0, file_errors=(500,))
+    """A failed fetch is retried on the next passes; after three failed attempts the
+    artifact is not fetched again before next_attempt_at."""
+    sim = make_simulator(tasks=3, seed=45, recording_rate=1.0, file_errors=(500, 500, 500))
     sim.finish_all()
     task_id = pick(sim)
     root = tmp_path / "blobs"
-    downloads_sync(sqlite_db, sim, root, task_ids=(task_id,), artifact_retry_backoff_s=3600)
-    assert artifact_rows(sqlite_db)[(task_id, "recording")]["state"] == "pending"
+    for attempt in (1, 2, 3):
+        sim.reset_stats()
+        downloads_sync(sqlite_db, sim, root, task_ids=(task_id,), artifact_retry_backoff_s=3600)
+        row = artifact_rows(sqlite_db)[(task_id, "recording")]
+        assert row["state"] == "pending" and row["attempts"] == attempt
+        assert sim.stats[f"file:{task_id}/recording.mp4"] == 1  # not held back yet
+        assert (row["next_attempt_at"] is not None) == (attempt == 3)
     sim.reset_stats()
     result = downloads_sync(
         sqlite_db, sim, root, task_ids=(task_id,), artifact_retry_backoff_s=3600
