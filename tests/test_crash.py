@@ -38,10 +38,16 @@ K_SHARE = {"sync": 1 / 3, "backfill": 1 / 6}
 REQUEST_WAIT_S = 60.0
 
 
-def api_requests(sim: Simulator) -> int:
-    """API requests the simulator has answered so far (List Tasks and Get Task)."""
-    # Simulator.wait_for_requests / stats["api"] (branch `sim`) can replace this once merged.
-    return sim.stats["list"] + sim.stats["get"]
+def settle(sim: Simulator) -> int:
+    """The simulator's API request count once it stops moving (a killed run's requests
+    already on the wire still arrive): the baseline the next run's k-th request is
+    counted from."""
+    count = sim.api_requests
+    while True:
+        time.sleep(0.05)
+        if sim.api_requests == count:
+            return count
+        count = sim.api_requests
 
 
 def requests_left_at_least(db: Database, sim: Simulator, command: str) -> int:
@@ -73,8 +79,8 @@ def kill_after_requests(
     args: list[str], env: dict[str, str], sim: Simulator, db: Database, k: int
 ) -> Kill:
     """Start the real `archiver`, SIGKILL it once the simulator has answered ``k`` of its
-    requests (polling the counter every 2 ms), and report where the kill landed."""
-    base = api_requests(sim)
+    requests (counted as they arrive, polled every 2 ms), and report where it landed."""
+    base = settle(sim)
     proc = subprocess.Popen(
         [ARCHIVER_BIN, *args],
         env={**os.environ, **env},
@@ -83,11 +89,11 @@ def kill_after_requests(
     )
     deadline = time.monotonic() + REQUEST_WAIT_S
     try:
-        while proc.poll() is None and api_requests(sim) - base < k:
+        while proc.poll() is None and sim.api_requests - base < k:
             if time.monotonic() > deadline:
                 raise AssertionError(f"`archiver {args[0]}` made no {k}th request in time")
             time.sleep(0.002)
-        made = api_requests(sim) - base
+        made = sim.api_requests - base
         proc.send_signal(signal.SIGKILL)  # a no-op on a process that already exited
     finally:
         if proc.poll() is None:
@@ -95,7 +101,12 @@ def kill_after_requests(
         code = proc.wait()
     assert code in (0, -signal.SIGKILL), f"`archiver {args[0]}` exited {code} before the kill"
     with db.reading() as conn:
-        outcome = conn.scalar(select(sync_runs.c.outcome).where(sync_runs.c.pid == proc.pid))
+        outcome = conn.scalar(
+            select(sync_runs.c.outcome)
+            .where(sync_runs.c.pid == proc.pid)
+            .order_by(sync_runs.c.id.desc())
+            .limit(1)
+        )
     return Kill(k=k, killed=code == -signal.SIGKILL, requests=made, run_open=outcome == "running")
 
 
