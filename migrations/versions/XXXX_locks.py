@@ -7,7 +7,7 @@ heartbeat rule. ``ix_tasks_lease_owner`` (partial: leased rows only) turns the h
 ``UPDATE tasks ... WHERE lease_owner = :owner`` from a table scan into an index lookup.
 
 Revision ID: locks
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-29
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "locks"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
