@@ -171,15 +171,36 @@ def current_revision(engine: Engine) -> str | None:
             conn.info.pop(_READ_ONLY, None)
 
 
+#: pg_advisory_xact_lock key that serialises migrations on one PostgreSQL database
+#: ("smooth" in ASCII; advisory locks are per database, so only this archive's runs meet).
+MIGRATION_LOCK_KEY = 0x736D6F6F7468
+#: How long a run waits for another host's migration before giving up.
+MIGRATION_LOCK_WAIT_MS = 600_000
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to ``revision`` (default: head)."""
+    """Run the Alembic migrations up to ``revision`` (default: head).
+
+    Two hosts' cron runs may start on one database together. On PostgreSQL the second
+    waits for the first's migration transaction on an advisory lock, then finds the schema
+    at head and does nothing; on SQLite ``BEGIN IMMEDIATE`` already serialises them.
+    """
     from alembic import command
 
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                _set_lock_timeout(conn, MIGRATION_LOCK_WAIT_MS)
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                _set_lock_timeout(conn, POSTGRES_LOCK_TIMEOUT_MS)
             command.upgrade(_alembic_config(conn), revision)
     except SQLAlchemyError as exc:
         raise StorageError(f"migrating the database failed: {db_message(exc)}") from None
+
+
+def _set_lock_timeout(conn: Connection, milliseconds: int) -> None:
+    """lock_timeout for the rest of this transaction only."""
+    conn.execute(select(func.set_config("lock_timeout", str(milliseconds), True)))
 
 
 def ensure_current(engine: Engine) -> None:
@@ -416,12 +437,16 @@ def _insert_missing_tasks(conn: Connection, rows: dict[str, dict[str, Any]]) -> 
 def due_task_ids(
     conn: Connection, now: datetime, *, only: Sequence[str] | None = None
 ) -> list[str]:
-    """Tasks ``sync`` should poll now: not finalized and not in error back-off."""
+    """Tasks ``sync`` should poll now: not finalized and not in error back-off.
+
+    Least recently polled first (never polled before all), so a pass that ``--max-runtime``
+    cuts short leaves the tasks it just polled, not the same old ones every time.
+    """
     query = (
         select(tasks.c.id)
         .where(tasks.c.finalized_at.is_(None))
         .where((tasks.c.next_poll_at.is_(None)) | (tasks.c.next_poll_at <= now))
-        .order_by(tasks.c.created_at.desc(), tasks.c.id)
+        .order_by(tasks.c.last_polled_at.asc().nulls_first(), tasks.c.created_at.desc(), tasks.c.id)
     )
     if only is not None:
         query = query.where(tasks.c.id.in_(list(only)))

@@ -11,20 +11,21 @@ conditional UPDATE, so two live runs can never both win.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Connection, and_, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from archiver.db import Database, dialect_insert
-from archiver.exceptions import LockHeld
+from archiver.exceptions import ArchiverError, LockHeld
 from archiver.schema import locks, sync_runs, tasks
 from archiver.timestamps import utcnow
 
@@ -33,9 +34,29 @@ DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_STALE_AFTER_S = 90.0
 LEASE_CHUNK = 500
 
+log = logging.getLogger(__name__)
+
 
 def new_owner_token() -> str:
     return uuid.uuid4().hex
+
+
+def _read_identity(read: Callable[[], str]) -> str | None:
+    try:
+        return read().strip() or None
+    except OSError:  # no /proc (not Linux, or hidden): the pid cannot be judged
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot of the kernel: a pid from before a reboot names another process."""
+    return _read_identity(lambda: Path("/proc/sys/kernel/random/boot_id").read_text())
+
+
+def pid_namespace() -> str | None:
+    """This process's pid namespace (``pid:[inode]``): containers that share a hostname
+    but not a pid namespace see different processes behind the same pid."""
+    return _read_identity(lambda: os.readlink("/proc/self/ns/pid"))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -55,6 +76,9 @@ class Holder:
     pid: int
     acquired_at: datetime
     heartbeat_at: datetime
+    #: None for a holder written by an archiver before migration ``locks`` or without /proc.
+    boot_id: str | None = None
+    pid_namespace: str | None = None
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}, since {self.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -93,6 +117,8 @@ class RunLock:
         self.owner = owner or new_owner_token()
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.boot_id = boot_id()
+        self.pid_namespace = pid_namespace()
         self.heartbeat_s = heartbeat_s
         self.stale_after = timedelta(seconds=stale_after_s)
         self._stop = threading.Event()
@@ -100,6 +126,8 @@ class RunLock:
         self.held = False
         #: Set when another run took the lock over from this one (heartbeat found it gone).
         self.lost = False
+        #: Heartbeats that failed in a row (reset by the next one that works).
+        self.missed_beats = 0
 
     # -- the command lock ------------------------------------------------------------
 
@@ -127,6 +155,8 @@ class RunLock:
                 "owner": self.owner,
                 "host": self.host,
                 "pid": self.pid,
+                "boot_id": self.boot_id,
+                "pid_namespace": self.pid_namespace,
                 "acquired_at": now,
                 "heartbeat_at": now,
             }
@@ -146,6 +176,8 @@ class RunLock:
                 pid=current.pid,
                 acquired_at=_as_utc(current.acquired_at),
                 heartbeat_at=_as_utc(current.heartbeat_at),
+                boot_id=current.boot_id,
+                pid_namespace=current.pid_namespace,
             )
             if holder.owner == self.owner:
                 return None
@@ -165,9 +197,16 @@ class RunLock:
         return Holder(owner="", host="?", pid=0, acquired_at=now, heartbeat_at=now)
 
     def _is_gone(self, holder: Holder, now: datetime) -> bool:
-        if holder.host == self.host and not _pid_alive(holder.pid):
+        if self._sees_pids_of(holder) and not _pid_alive(holder.pid):
             return True
         return now - holder.heartbeat_at > self.stale_after
+
+    def _sees_pids_of(self, holder: Holder) -> bool:
+        """Whether the holder's pid names the same process here: same host, same boot and
+        same pid namespace, each known. Otherwise only its heartbeat can tell it is gone."""
+        mine = (self.host, self.boot_id, self.pid_namespace)
+        theirs = (holder.host, holder.boot_id, holder.pid_namespace)
+        return None not in mine and mine == theirs
 
     def _clean_up_after(self, conn: Connection, dead_owner: str, now: datetime) -> None:
         """A crashed holder's leases are freed and its run is recorded as crashed."""
@@ -216,14 +255,27 @@ class RunLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            try:
-                self.heartbeat()
-            except SQLAlchemyError:
-                # A missed beat is harmless unless they keep failing for stale_after;
-                # the run's own writes will surface a lasting database problem.
-                continue
-            except Exception:
-                continue
+            self.beat_once()
+
+    def beat_once(self) -> None:
+        """One heartbeat of the thread: a failure is logged, never raised. A missed beat
+        is harmless unless they keep failing for stale_after; then another run may take
+        the lock over, which the next beat that works reports."""
+        try:
+            self.heartbeat()
+        except Exception as exc:
+            self.missed_beats += 1
+            reason = str(exc) if isinstance(exc, ArchiverError) else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "heartbeat of the %s lock failed (%d in a row; another run may take the lock "
+                "over after %.0f s without one): %s",
+                self.name,
+                self.missed_beats,
+                self.stale_after.total_seconds(),
+                reason,
+            )
+        else:
+            self.missed_beats = 0
 
     def heartbeat(self) -> None:
         with self.db.transaction() as conn:
@@ -233,10 +285,15 @@ class RunLock:
                 .where(locks.c.name == self.name, locks.c.owner == self.owner)
                 .values(heartbeat_at=now)
             ).rowcount
-            if kept == 0 and self.held:
+            if kept == 0 and self.held and not self.lost:
                 # Taken over (our heartbeat went stale, e.g. a long freeze): stop starting
                 # work; task leases still keep every task to one run at a time.
                 self.lost = True
+                log.error(
+                    "lost the %s lock: another run took it over after this run's heartbeat "
+                    "went stale; stopping after the work in flight",
+                    self.name,
+                )
             conn.execute(
                 update(tasks)
                 .where(tasks.c.lease_owner == self.owner)
@@ -264,7 +321,10 @@ class RunLock:
                 .values(lease_owner=self.owner, lease_until=now + self.stale_after)
                 .returning(tasks.c.id)
             )
-            got.extend(row[0] for row in result)
+            # RETURNING comes in no particular order; the caller's order (least recently
+            # polled first) is kept, so --max-runtime cuts the newest work, not the oldest.
+            leased = {row[0] for row in result}
+            got.extend(task_id for task_id in dict.fromkeys(chunk) if task_id in leased)
         return got
 
     def release_tasks(self, conn: Connection, task_ids: Sequence[str]) -> None:

@@ -105,6 +105,14 @@ tasks = Table(
         postgresql_where=text("finalized_at IS NULL"),
     ),
     Index("ix_tasks_created_at", "created_at"),
+    # The lease heartbeat (UPDATE ... WHERE lease_owner = :owner) and a run's clean-up;
+    # only leased rows are in it, so it stays tiny however large the archive grows.
+    Index(
+        "ix_tasks_lease_owner",
+        "lease_owner",
+        sqlite_where=text("lease_owner IS NOT NULL"),
+        postgresql_where=text("lease_owner IS NOT NULL"),
+    ),
 )
 
 task_events = Table(
@@ -167,6 +175,10 @@ locks = Table(
     Column("pid", Integer, nullable=False),
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("heartbeat_at", UtcDateTime, nullable=False),
+    # Added by migration ``locks``: with host, they say whether the holder's pid can be
+    # judged from here (same boot, same pid namespace); NULL means it cannot.
+    Column("boot_id", Text),
+    Column("pid_namespace", Text),
 )
 
 #: One row per task and kind of artifact (recording, downloads) once downloads are on.

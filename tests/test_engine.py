@@ -317,3 +317,27 @@ def test_an_api_that_ignores_the_list_cursor_cannot_loop_forever(database: Datab
     run_command("sync", database, config, SyncOptions(), transport=httpx.MockTransport(handler))
     rows, _, _ = stored_state(database)
     assert all(r["finalized_at"] is not None for r in rows.values())
+
+
+def test_max_runtime_polls_the_least_recently_polled_task_first(
+    database: Database, make_simulator
+) -> None:
+    """A pass cut short by --max-runtime polls the task left unpolled longest (here the
+    oldest) first, so newer active tasks cannot starve it."""
+    sim = make_simulator(
+        tasks=20, events_per_task=5, seed=21, duration_s=(5000.0, 6000.0), latency_ms=150.0
+    )
+    assert sync(database, sim, concurrency=4).exit_code == 0  # every task polled once
+    created = {task_id: entry["task"]["created_at"] for task_id, entry in sim.truth().items()}
+    assert len(created) == 20
+    oldest = min(created, key=lambda task_id: (created[task_id], task_id))
+    newer = tuple(task_id for task_id in created if task_id != oldest)
+    for _ in range(2):  # earlier passes reached only the newer tasks
+        sim.advance(30.0)
+        assert sync(database, sim, concurrency=4, task_ids=newer).exit_code == 0
+    sim.advance(30.0)
+    sim.reset_stats()
+    result = sync(database, sim, concurrency=1, max_runtime_s=1.5)
+    assert result.exit_code == 0, result.errors
+    assert 1 <= result.stats.tasks_polled < len(created), "the pass was not cut short"
+    assert sim.stats[f"get:{oldest}"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -68,4 +70,40 @@ def test_sqlite_json_columns_become_text_keeping_existing_rows(tmp_path) -> None
         "text",
     )
     raw.close()
+    db.dispose()
+
+
+def _upgrade_at_barrier(url: str, start: Any) -> None:
+    """One "host": connect, wait for the other, then migrate (in a process of its own)."""
+    db = Database(url)
+    start.wait()
+    upgrade(db.engine)
+    db.dispose()
+
+
+def test_two_runs_migrating_one_empty_postgresql_database_together_both_succeed(
+    postgres_url: str,
+) -> None:
+    """Two processes upgrading one empty PostgreSQL database at the same instant both
+    succeed (the advisory lock makes the second wait) and the schema is at head once."""
+    import multiprocessing
+
+    from sqlalchemy import text
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    hosts = [
+        context.Process(target=_upgrade_at_barrier, args=(postgres_url, start)) for _ in range(2)
+    ]
+    for host in hosts:
+        host.start()
+    for host in hosts:
+        host.join(timeout=120)
+    assert [host.exitcode for host in hosts] == [0, 0]
+    db = Database(postgres_url)
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [
+            (head_revision(),)
+        ]
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     db.dispose()
