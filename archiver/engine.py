@@ -254,8 +254,9 @@ class SyncEngine:
             for item in page.skipped:
                 if item.task_id is not None:
                     log.warning(
-                        "%s; tracked by its id and read with Get Task instead",
+                        "%s; task %r is tracked by its id and read with Get Task instead",
                         item.message,
+                        item.task_id,
                         extra={"task_id": item.task_id},
                     )
                 else:
