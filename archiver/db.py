@@ -830,14 +830,14 @@ def acknowledge_unlisted(conn: Connection, created_at: int, now: datetime) -> di
     return _describe_unlisted(conn, created_at, group)
 
 
-def unlisted_groups(conn: Connection, *, acknowledged: bool = False) -> list[dict[str, Any]]:
-    """The recorded groups not yet acknowledged (``acknowledged``: all of them), oldest
-    first, with how many tasks of that created_at the archive holds by now."""
+def unlisted_groups(conn: Connection) -> list[dict[str, Any]]:
+    """The recorded groups not yet acknowledged, oldest first, with how many tasks of that
+    created_at the archive holds by now."""
     state = get_state(conn, "unlisted") or {}
     return [
         _describe_unlisted(conn, int(key), group)
         for key, group in sorted(state.get("groups", {}).items(), key=lambda kv: int(kv[0]))
-        if acknowledged or group["acknowledged_at"] is None
+        if group["acknowledged_at"] is None
     ]
 
 

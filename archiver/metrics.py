@@ -262,8 +262,8 @@ def unlisted_lines(groups: Sequence[dict[str, Any]]) -> list[str]:
     if not groups:
         return []
     lines = [
-        f"UNLISTED:  {len(groups)} created_at value(s) shared by more tasks than List Tasks "
-        f"returns ({MAX_PAGE_SIZE}); no client can list the rest:"
+        f"UNLISTED:  {len(groups)} created_at value(s) shared by a full List Tasks page "
+        f"({MAX_PAGE_SIZE} tasks); no client can list any more tasks of that created_at:"
     ]
     for group in groups:
         lines.append(
