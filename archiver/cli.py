@@ -73,6 +73,7 @@ COUNT = _Parsed("count", lambda v, o: cfg.parse_count(v, option=o))
 RATE = _Parsed("rate", lambda v, o: cfg.parse_rate(v, option=o))
 DAY = _Parsed("date", lambda v, o: cfg.parse_day(v, option=o))
 SINCE = _Parsed("date", lambda v, o: cfg.parse_since(v, option=o))
+CREATED_AT = _Parsed("created_at", lambda v, o: cfg.parse_created_at(v, option=o))
 
 
 # --- shared option groups (decorators that still pass every value as a parameter) -----
@@ -499,6 +500,29 @@ def db_current(database_url: str | None) -> None:
     click.echo(f"{database.display_url()}: {current or '(empty)'} (head {head}, {state})")
 
 
+def _acknowledge_unlisted(
+    database_url: str | None, created_ats: tuple[int, ...], *, quiet: bool
+) -> None:
+    """``status --ack-unlisted``: the one write ``status`` makes, in its own transaction."""
+    from archiver import db as q
+    from archiver.timestamps import utcnow
+
+    # Checked read-only first, so an acknowledgement never creates or migrates an archive.
+    open_database(database_url, read_only=True).dispose()
+    database = open_database(database_url)
+    try:
+        with database.transaction() as conn:
+            groups = [q.acknowledge_unlisted(conn, stamp, utcnow()) for stamp in created_ats]
+    finally:
+        database.dispose()
+    for group in groups:
+        if not quiet:
+            click.echo(
+                f"acknowledged created_at={group['created_at']}: {group['listed']} listed, "
+                f"{group['archived']} archived now"
+            )
+
+
 @cli.command()
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -517,8 +541,22 @@ def db_current(database_url: str | None) -> None:
     show_default=True,
     help="Which passes count as the last success.",
 )
+@click.option(
+    "--ack-unlisted",
+    "ack_unlisted",
+    type=CREATED_AT,
+    multiple=True,
+    metavar="CREATED_AT",
+    help="Acknowledge a group of tasks sharing this created_at that List Tasks cannot page "
+    "through (after importing them with `backfill --ids-file`): status stops showing it and "
+    "passes that meet it only warn. Repeatable.",
+)
 def status(
-    database_url: str | None, as_json: bool, max_age: float | None, command_choice: str
+    database_url: str | None,
+    as_json: bool,
+    max_age: float | None,
+    command_choice: str,
+    ack_unlisted: tuple[int, ...],
 ) -> None:
     """Show the archive's health, what it holds and how the last runs went.
 
@@ -529,6 +567,8 @@ def status(
     """
     from archiver import metrics
 
+    if ack_unlisted:
+        _acknowledge_unlisted(database_url, ack_unlisted, quiet=as_json)
     database = open_database(database_url, read_only=True)
     max_age_td = timedelta(seconds=max_age) if max_age is not None else None
     found = metrics.read_status(

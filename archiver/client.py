@@ -45,13 +45,35 @@ RETRY_WAIT_MAX_S = 10.0
 USER_AGENT = "smooth-archiver"
 
 
+@dataclass(frozen=True)
+class SkippedItem:
+    """A List Tasks item that failed validation: why, and its id and ``created_at`` when
+    they can still be read, so the task can be tracked by id and read with Get Task."""
+
+    message: str
+    task_id: str | None
+    created_at: int | None
+
+
 @dataclass
 class ListPage:
-    """One page of List Tasks: the valid tasks and a message per malformed item."""
+    """One page of List Tasks: the valid tasks and the malformed items."""
 
     tasks: list[TaskInfo]
     size: int
-    errors: list[str] = field(default_factory=list)
+    skipped: list[SkippedItem] = field(default_factory=list)
+
+
+def _salvage(item: Any) -> tuple[str | None, int | None]:
+    """The id and ``created_at`` of a malformed list item, where they are usable."""
+    if not isinstance(item, dict):
+        return None, None
+    task_id, created_at = item.get("id"), item.get("created_at")
+    if not isinstance(task_id, str) or not task_id.strip():
+        task_id = None
+    if type(created_at) is not int or not -(2**63) <= created_at < 2**63:
+        created_at = None
+    return task_id, created_at
 
 
 def _backoff_hook(exc: Exception) -> bool | float:
@@ -177,7 +199,8 @@ class SmoothClient:
             try:
                 page.tasks.append(parse_task(item, context=f"{context} item {index}"))
             except MalformedPayload as exc:
-                page.errors.append(str(exc))
+                task_id, created_at = _salvage(item)
+                page.skipped.append(SkippedItem(str(exc), task_id, created_at))
         return page
 
     async def get_task(

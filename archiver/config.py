@@ -334,6 +334,18 @@ def parse_since(value: str | None, *, option: str = "--since") -> datetime | Non
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def parse_created_at(value: str, *, option: str) -> int:
+    """A raw ``created_at`` as the API sends it and ``status`` shows it (an integer)."""
+    text = value.strip()
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is not a created_at: give the integer that `archiver status` "
+            "shows for the group, e.g. 1764000000."
+        ) from None
+
+
 def format_size(size: int) -> str:
     """``5 GiB``, ``12.3 MiB``, ``512 B``: binary units, for messages."""
     value = float(size)

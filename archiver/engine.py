@@ -32,7 +32,7 @@ import httpx
 
 from archiver import db as q
 from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
-from archiver.client import SmoothClient
+from archiver.client import SkippedItem, SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
 from archiver.db import GONE_AFTER_NOT_FOUND, Database
 from archiver.exceptions import (
@@ -66,6 +66,12 @@ ERROR_BACKOFF_CAP_S = 3600.0
 BACKOFF_AFTER_FAILURES = 3
 #: API errors that end the pass: nothing else will work until they are fixed.
 FATAL_API_ERRORS = (AuthError, CircuitOpen, ApiUnreachable, ApiUrlWrong)
+
+
+def _stamps(tasks: Sequence[TaskInfo], skipped: Sequence[SkippedItem]) -> list[int]:
+    """The created_at values a listing page shows, malformed items' included."""
+    stamps = [task.created_at for task in tasks if task.created_at is not None]
+    return stamps + [item.created_at for item in skipped if item.created_at is not None]
 
 
 class SyncEngine:
@@ -153,12 +159,17 @@ class SyncEngine:
                 known_newest, self.options.discovery_overlap_s
             )
         newest = known_newest
+        # A malformed item without a usable id cannot be tracked: the watermark stays at
+        # its created_at (or where it was, when that is unreadable) so the next pass lists
+        # it again.
+        held: list[int | None] = []
 
-        async def on_page(page: list[TaskInfo]) -> bool:
+        async def on_page(page: list[TaskInfo], skipped: list[SkippedItem]) -> bool:
             nonlocal newest
-            new_ids, _ = await self._insert_listed(page)
+            new_ids, _ = await self._insert_listed(page, skipped)
             self.stats.tasks_discovered += len(new_ids)
-            stamps = [t.created_at for t in page if t.created_at is not None]
+            held.extend(item.created_at for item in skipped if item.task_id is None)
+            stamps = _stamps(page, skipped)
             if stamps:
                 plausible = [s for s in stamps if to_seconds(s) <= horizon]
                 if plausible:
@@ -168,55 +179,71 @@ class SyncEngine:
             return True
 
         completed = await self.walk_listing(None, self.options.page_size, on_page)
+        if None in held:
+            newest = known_newest
+        elif held and newest is not None:
+            newest = min(newest, *(stamp for stamp in held if stamp is not None))
         if completed and newest is not None and newest != known_newest:
             await self._db(q.put_state, "discovery", {"newest_created_at": newest}, utcnow())
 
-    async def _insert_listed(self, page: list[TaskInfo]) -> tuple[list[str], list[TaskInfo]]:
-        """Insert a listing page's new tasks; returns (new ids, the page's storable tasks).
+    async def _insert_listed(
+        self, page: list[TaskInfo], skipped: Sequence[SkippedItem] = ()
+    ) -> tuple[list[str], list[str]]:
+        """Insert a listing page's new tasks; returns (new ids, the ids now tracked).
+
+        A malformed item whose id can be read is tracked by that id alone: Get Task fills
+        it in on its poll, so a bad list item never hides a task.
 
         A listed task the database cannot hold (lone surrogates, nesting too deep, NUL on
         PostgreSQL) must not end the pass: the page is then inserted task by task, such a
         task is tracked by its id alone (its poll records the problem in last_error), and
         one whose very id cannot be stored is a listing error.
         """
+        ids = [item.task_id for item in skipped if item.task_id is not None]
         try:
-            return await self._db(q.insert_new_tasks, page, utcnow()), page
+            new_ids = await self._db(q.insert_new_tasks, page, utcnow())
+            new_ids += await self._db(q.insert_listed_ids, ids, utcnow()) if ids else []
+            return new_ids, [task.id for task in page] + ids
         except DataRefused:
             pass
-        new_ids: list[str] = []
-        kept: list[TaskInfo] = []
+        new_ids = []
+        kept: list[str] = []
+        by_id: list[str] = []  # tracked by their id alone
         for task in page:
             try:
                 new_ids += await self._db(q.insert_new_tasks, [task], utcnow())
+                kept.append(task.id)
             except DataRefused:
-                try:
-                    if await self._db(q.insert_task_stubs, [task.id], utcnow()):
-                        new_ids.append(task.id)
-                except DataRefused as stub_exc:
-                    self._task_failed(None, f"listed task {task.id!r} cannot be stored: {stub_exc}")
-                    continue
-            kept.append(task)
+                by_id.append(task.id)
+        for task_id in by_id + ids:
+            try:
+                new_ids += await self._db(q.insert_listed_ids, [task_id], utcnow())
+                kept.append(task_id)
+            except DataRefused as exc:
+                self._task_failed(None, f"listed task {task_id!r} cannot be stored: {exc}")
         return new_ids, kept
 
     async def walk_listing(
         self,
         start_t: int | None,
         page_size: int,
-        on_page: Callable[[list[TaskInfo]], Any],
+        on_page: Callable[[list[TaskInfo], list[SkippedItem]], Any],
         on_cursor: Callable[[int | None], Any] | None = None,
     ) -> bool:
         """Page through List Tasks from ``start_t`` down.
 
         Returns True when the walk is complete (``on_page`` asked to stop, or the listing
         ended) and False when it was cut short (deadline, signal, an unusable page), so
-        callers only move their watermark after a complete walk.
+        callers only move their watermark after a complete walk. ``on_page`` gets the
+        page's valid tasks and its malformed items (logged here).
 
         The next page starts at the oldest ``created_at`` + 1, so the boundary group is
         re-read and tasks sharing a ``created_at`` across a page break are not lost (the
         caller's inserts are idempotent). A page made entirely of one ``created_at`` is
         re-read at the largest page size; only a group larger than that cannot be paged
-        through with a strictly-before cursor, and is reported. A cursor that does not move
-        down (an API ignoring ``t``) stops the walk instead of looping forever.
+        through with a strictly-before cursor: it is recorded for ``status`` and fails the
+        pass until acknowledged (_report_unlisted). A cursor that does not move down (an
+        API ignoring ``t``) stops the walk instead of looping forever.
         """
         t = start_t
         size = page_size
@@ -224,12 +251,24 @@ class SyncEngine:
             if self.should_stop():
                 return False
             page = await self.client.list_tasks(before=t, limit=size)
-            for message in page.errors:
-                self._task_failed(None, message)
-            keep_going = await on_page(page.tasks)
+            for item in page.skipped:
+                if item.task_id is not None:
+                    log.warning(
+                        "%s; task %r is tracked by its id and read with Get Task instead",
+                        item.message,
+                        item.task_id,
+                        extra={"task_id": item.task_id},
+                    )
+                else:
+                    self._task_failed(
+                        None,
+                        f"{item.message}; no id can be read from this list item, so it is not "
+                        "archived yet (the next pass lists it again)",
+                    )
+            keep_going = await on_page(page.tasks, page.skipped)
             if keep_going is False or page.size < size:
                 return True
-            stamps = [task.created_at for task in page.tasks if task.created_at is not None]
+            stamps = _stamps(page.tasks, page.skipped)
             if not stamps:
                 self._task_failed(None, f"List Tasks page at t={t} has no created_at to page by")
                 return False
@@ -238,12 +277,7 @@ class SyncEngine:
                 if size < MAX_PAGE_SIZE:
                     size = MAX_PAGE_SIZE  # re-read the same tie group in one bigger page
                     continue
-                log.warning(
-                    "more than %d tasks share created_at=%d; List Tasks cannot page "
-                    "inside such a group, so some of them may be missed",
-                    MAX_PAGE_SIZE,
-                    oldest,
-                )
+                await self._report_unlisted(oldest, page.size)
                 next_t = oldest
             else:
                 next_t = oldest + 1
@@ -258,6 +292,27 @@ class SyncEngine:
             size = page_size
             if on_cursor is not None:
                 await on_cursor(t)
+
+    async def _report_unlisted(self, created_at: int, listed: int) -> None:
+        """A full page of tasks sharing one ``created_at``: any more of them are beyond
+        what List Tasks can return. Recorded for ``status``; a task-level error of the pass
+        (partial) until an operator acknowledges it, a warning after that."""
+        acknowledged = await self._db(
+            q.record_unlisted_group, created_at, listed, command=self.result.command, now=utcnow()
+        )
+        when = to_utc(created_at)
+        message = (
+            f"{listed} tasks share created_at={created_at} "
+            f"({when.isoformat(sep=' ') if when else 'not a date'}): a full page, the most "
+            "List Tasks returns, and its strictly-before cursor cannot page inside one "
+            "created_at, so no client can list any further task created at that instant. "
+            "Import them by id with `archiver backfill --ids-file PATH`, then run "
+            f"`archiver status --ack-unlisted {created_at}`"
+        )
+        if acknowledged:
+            log.warning("%s (already acknowledged)", message)
+        else:
+            self._task_failed(None, message)
 
     # -- polling ---------------------------------------------------------------------
 
@@ -584,11 +639,19 @@ class SyncEngine:
     async def _backfill_listing(
         self, queue: asyncio.Queue[_Item | None], since: datetime | None
     ) -> None:
-        """Feed the workers while the (serial) listing goes on; resumable by its cursor."""
+        """Feed the workers while the (serial) listing goes on.
+
+        Every invocation walks the listing over the range it was asked for, so a task the
+        API listed late (below anything discovery re-reads) is still found; only a walk of
+        the same range that was cut short resumes, at its saved cursor.
+        """
         since_s = since.timestamp() if since is not None else None
         since_key = since.isoformat() if since is not None else None
+        scope = f"since {since_key}" if since_key else "over all history"
         state = await self._db(q.get_state, "backfill") or {}
-        if not state or state.get("since") != since_key:
+        resume_t = state.get("next_t")
+        if state.get("since") != since_key or state.get("listing_done") or resume_t is None:
+            resume_t = None
             state = {"since": since_key, "next_t": None, "listing_done": False}
         seen: set[str] = set()
 
@@ -598,33 +661,64 @@ class SyncEngine:
             for item in await self._db(self._claim, fresh) if fresh else []:
                 await queue.put(item)
 
-        # Tasks an interrupted backfill listed but did not finish come first.
-        await enqueue(await self._db(q.backfill_task_ids, since=None))
-        if state["listing_done"]:
-            return
+        # Tasks an earlier run tracked but did not read in full come first.
+        leftover = await self._db(q.backfill_task_ids, since=None)
+        if leftover:
+            log.info("backfill: %d tracked task(s) not yet read in full come first", len(leftover))
+        await enqueue(leftover)
 
-        async def on_page(page: list[TaskInfo]) -> bool:
-            in_range = [
-                t
-                for t in page
-                if since_s is None or t.created_at is None or to_seconds(t.created_at) >= since_s
-            ]
-            new_ids, stored = await self._insert_listed(in_range)
+        def in_range(created_at: int | None) -> bool:
+            return since_s is None or created_at is None or to_seconds(created_at) >= since_s
+
+        pages = 0
+        listed: set[str] = set()
+        new: set[str] = set()
+        to_read: set[str] = set()
+
+        async def on_page(page: list[TaskInfo], skipped: list[SkippedItem]) -> bool:
+            nonlocal pages
+            pages += 1
+            tasks = [t for t in page if in_range(t.created_at)]
+            items = [item for item in skipped if in_range(item.created_at)]
+            new_ids, tracked = await self._insert_listed(tasks, items)
             self.stats.tasks_discovered += len(new_ids)
-            todo = await self._db(q.backfill_task_ids, since=None, only=[t.id for t in stored])
+            todo = await self._db(q.backfill_task_ids, since=None, only=tracked)
+            listed.update(tracked)
+            new.update(new_ids)
+            to_read.update(todo)
             await enqueue(todo)
-            return len(in_range) == len(page)
+            return len(tasks) + len(items) == len(page) + len(skipped)
 
         async def on_cursor(t: int | None) -> None:
             state["next_t"] = t
             await self._db(q.put_state, "backfill", dict(state), utcnow())
 
-        done = await self.walk_listing(
-            state.get("next_t"), MAX_PAGE_SIZE, on_page, on_cursor=on_cursor
+        if resume_t is not None:
+            log.info("backfill: resuming the interrupted listing walk %s at t=%d", scope, resume_t)
+        done = await self.walk_listing(resume_t, MAX_PAGE_SIZE, on_page, on_cursor=on_cursor)
+        walked = (
+            f"walked {pages} listing page(s) {scope}: {len(listed)} task(s) listed, "
+            f"{len(new)} new, {len(listed) - len(to_read)} already archived, "
+            f"{len(to_read - new)} known but not yet read in full"
         )
-        if done:
-            state["listing_done"] = True
-            await self._db(q.put_state, "backfill", dict(state), utcnow())
+        if not done:
+            log.warning(
+                "backfill: %s; the listing was cut short at t=%s, so the next `archiver "
+                "backfill` with the same --since resumes it there",
+                walked,
+                state["next_t"],
+            )
+            return
+        state["listing_done"] = True
+        await self._db(q.put_state, "backfill", dict(state), utcnow())
+        if not listed:
+            log.info("backfill: %s; nothing to import: the API lists no task %s", walked, scope)
+        elif not to_read:
+            log.info(
+                "backfill: %s; nothing to import: every listed task is already archived", walked
+            )
+        else:
+            log.info("backfill: %s", walked)
 
 
 # --- running a whole command -------------------------------------------------------------

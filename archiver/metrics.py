@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from sqlalchemy import Connection, distinct, func, select
 
-from archiver.config import format_size, parse_seconds
+from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
 from archiver.schema import artifacts, sync_runs, tasks
 from archiver.stats import OUTCOMES, SUCCESS_OUTCOMES, RunResult, counter_fields
@@ -233,6 +233,7 @@ def read_status(
     )
     lines += [f"  {name:<12} {count}" for name, count in report["tasks_by_status"].items()]
     lines.append(f"events:    {report['events']}")
+    lines += unlisted_lines(report["unlisted"])
     states = report["artifacts_by_state"]
     lines.append(
         f"artifacts: {sum(states.values())} ("
@@ -253,6 +254,28 @@ def read_status(
         for run in report["last_runs"]
     ]
     return Status(report, lines)
+
+
+def unlisted_lines(groups: Sequence[dict[str, Any]]) -> list[str]:
+    """Groups of tasks sharing one created_at that List Tasks cannot page through, until an
+    operator acknowledges them."""
+    if not groups:
+        return []
+    lines = [
+        f"UNLISTED:  {len(groups)} created_at value(s) shared by a full List Tasks page "
+        f"({MAX_PAGE_SIZE} tasks); no client can list any more tasks of that created_at:"
+    ]
+    for group in groups:
+        lines.append(
+            f"  created_at={group['created_at']} ({group['created_at_utc'] or 'not a date'}): "
+            f"{group['listed']} listed, {group['archived']} archived, an unknown number "
+            f"not listed (seen by {group['command']}, last {group['last_seen_at']})"
+        )
+    lines.append(
+        "  import them by id: archiver backfill --ids-file PATH; then: archiver status "
+        "--ack-unlisted CREATED_AT"
+    )
+    return lines
 
 
 def validate_metrics_path(path: str) -> Path:

@@ -205,17 +205,32 @@ def test_rate_limit_spaces_out_concurrent_requests() -> None:
 
 
 def test_list_tasks_keeps_valid_items_and_reports_malformed_ones() -> None:
-    """One malformed item in a List page is reported; the other tasks are still returned."""
-    page = {"r": [{"id": "a", "status": "done"}, {"id": 5}, {"id": "b", "status": "running"}]}
+    """Malformed List items are reported with their id and created_at where readable; the
+    other tasks are still returned."""
+    page = {
+        "r": [
+            {"id": "a", "status": "done"},
+            {"id": 5},
+            {"id": "b", "status": "running"},
+            {"id": "c", "status": 123, "created_at": 1700},
+            {"id": " ", "status": "done", "created_at": True},
+        ]
+    }
     client = make_client(lambda r: httpx.Response(200, json=page))
 
     async def listing():  # type: ignore[no-untyped-def]
         async with client:
-            return await client.list_tasks(before=None, limit=3)
+            return await client.list_tasks(before=None, limit=5)
 
     result = run(listing())
     assert [t.id for t in result.tasks] == ["a", "b"]
-    assert result.size == 3 and len(result.errors) == 1 and "item 1" in result.errors[0]
+    assert result.size == 5
+    assert [(s.task_id, s.created_at) for s in result.skipped] == [
+        (None, None),  # an int id is no id
+        ("c", 1700),
+        (None, None),  # a blank id and a boolean created_at are not usable either
+    ]
+    assert "item 1" in result.skipped[0].message and "item 3" in result.skipped[1].message
 
 
 def test_retry_after_seconds_date_and_cap() -> None:
