@@ -6,7 +6,7 @@ processes behind the same pid). Rows written before stay NULL and fall back to t
 heartbeat rule. ``ix_tasks_lease_owner`` (partial: leased rows only) turns the heartbeat's
 ``UPDATE tasks ... WHERE lease_owner = :owner`` from a table scan into an index lookup.
 
-Revision ID: locks
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-29
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "locks"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
