@@ -432,7 +432,7 @@ def db_upgrade(database_url: str | None) -> None:
     from archiver import db as q
 
     database = q.Database(database_url or cfg.default_database_url())
-    before = q.current_revision(database.engine)
+    before = database.revision()
     q.upgrade(database.engine)
     after = q.current_revision(database.engine)
     click.echo(f"{database.display_url()}: {before or '(empty)'} -> {after}")
@@ -450,7 +450,7 @@ def db_current(database_url: str | None) -> None:
     from archiver import db as q
 
     database = q.Database(database_url or cfg.default_database_url(), read_only=True)
-    current = q.current_revision(database.engine)
+    current = database.revision()
     head = q.head_revision()
     state = "up to date" if current == head else "behind: run `archiver db upgrade`"
     click.echo(f"{database.display_url()}: {current or '(empty)'} (head {head}, {state})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,225 @@ def test_demo_leaves_a_real_archive_byte_for_byte_unchanged(
     demo_db = Path(where.group(1))
     assert demo_db.is_file() and demo_db.parent.parent == demo_tmp
     assert TEST_API_KEY not in done.stdout + done.stderr
+
+
+# --- item 4: read-only commands and broken files ----------------------------------------
+
+READ_ONLY_COMMANDS = [
+    ("status",),
+    ("status", "--json"),
+    ("report", "top"),
+    ("report", "credits"),
+    ("verify",),
+    ("db", "current"),
+]
+EVERY_COMMAND = [
+    *READ_ONLY_COMMANDS,
+    ("sync",),
+    ("backfill",),
+    ("db", "upgrade"),
+    ("verify", "--repair"),
+]
+
+
+def ids(command: tuple[str, ...]) -> str:
+    return " ".join(command)
+
+
+def one_error_line(done: object) -> str:
+    """The single `archiver: error:` line of a failed command (no traceback)."""
+    stderr = done.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(stderr) == 1 and stderr[0].startswith("archiver: error: "), stderr[-5:]
+    assert "Traceback" not in done.stdout + done.stderr  # type: ignore[attr-defined]
+    return stderr[0]
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=ids)
+def test_read_only_commands_never_create_a_missing_archive(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """A mistyped SQLite path is one line naming it, exit 2; no file or folder appears."""
+    missing = tmp_path / "typo" / "archive.db"
+    done = run_archiver(*command, "--database-url", f"sqlite:///{missing}")
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert str(missing) in line and "does not exist" in line
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=ids)
+def test_read_only_commands_never_create_the_default_archive(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Without --database-url, a home with no archive yet is not created by reading."""
+    home = tmp_path / "fresh-home"
+    done = run_archiver(*command, env={"ARCHIVER_HOME": str(home)})
+    assert done.returncode == 2
+    assert str(home / "archive.db") in one_error_line(done)
+    assert not home.exists()
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=ids)
+def test_a_file_that_is_not_a_database_is_one_line(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Every command on a file that is not SQLite: one line naming the file, exit 2."""
+    junk = tmp_path / "notes.db"
+    junk.write_text("these are my notes, not an archive\n" * 20)
+    before = junk.read_bytes()
+    done = run_archiver(
+        *command,
+        "--database-url",
+        f"sqlite:///{junk}",
+        env={"CIRCLEMIND_API_KEY": TEST_API_KEY, "ARCHIVER_API_URL": "http://127.0.0.1:9/v1"},
+    )
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert str(junk) in line and "not a SQLite database" in line
+    assert junk.read_bytes() == before
+    assert {p.name for p in tmp_path.iterdir()} - {"home"} == {"notes.db"}
+
+
+@pytest.fixture
+def sqlite_archive(make_simulator, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A real SQLite archive in its own folder, made by a real sync; the env to reach it."""
+    sim = make_simulator(tasks=5, events_per_task=3, seed=83)
+    path = tmp_path / "archive" / "archive.db"
+    env = {
+        "CIRCLEMIND_API_KEY": TEST_API_KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": f"sqlite:///{path}",
+    }
+    done = run_archiver("sync", env=env)
+    assert done.returncode == 0, done.stderr
+    return path, env
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=ids)
+def test_read_only_commands_leave_the_archive_folder_unchanged(
+    command: tuple[str, ...], sqlite_archive: tuple[Path, dict[str, str]]
+) -> None:
+    """Reading an archive at rest writes nothing: same bytes, no -wal/-shm left behind."""
+    path, env = sqlite_archive
+    before = file_checksums(path.parent)
+    assert list(before) == [str(path)]
+    done = run_archiver(*command, env=env)
+    assert done.returncode == 0, done.stderr
+    assert file_checksums(path.parent) == before
+
+
+def without_root_powers(*args: str) -> list[str]:
+    """``args`` run so that file permissions apply. The tests run as root, which ignores
+    them: the command keeps uid 0 (it must reach this venv's interpreter under /root) but
+    loses the capabilities that override file modes, so a 0444 file or 0555 folder owned
+    by root is read-only to it, as it would be to any other user."""
+    import os
+
+    if os.geteuid() != 0:
+        return list(args)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): permissions cannot apply")
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *args]
+
+
+def run_restricted(*args: str, env: dict[str, str]) -> object:
+    import os
+    import subprocess
+
+    from tests.conftest import ARCHIVER_BIN, Completed
+
+    full_env = {k: v for k, v in os.environ.items() if k != "CIRCLEMIND_API_KEY"}
+    proc = subprocess.run(
+        without_root_powers(ARCHIVER_BIN, *args),
+        capture_output=True,
+        text=True,
+        env={**full_env, **env},
+        timeout=120,
+    )
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("read_only", ["file", "folder", "both"])
+def test_a_read_only_archive_is_readable_and_sync_says_read_only(
+    read_only: str, sqlite_archive: tuple[Path, dict[str, str]]
+) -> None:
+    """A 0444 archive and/or 0555 folder: status/report read it; sync says it is read-only."""
+    path, env = sqlite_archive
+    if read_only in ("file", "both"):
+        path.chmod(0o444)
+    if read_only in ("folder", "both"):
+        path.parent.chmod(0o555)
+    try:
+        probe = run_restricted("db", "current", env=env)
+        assert probe.returncode == 0, probe.stderr  # type: ignore[attr-defined]
+        before = file_checksums(path.parent)
+        status = run_restricted("status", "--json", env=env)
+        assert status.returncode == 0, status.stderr  # type: ignore[attr-defined]
+        assert json.loads(status.stdout)["tasks"] == 5  # type: ignore[attr-defined]
+        report = run_restricted("report", "top", env=env)
+        assert report.returncode == 0, report.stderr  # type: ignore[attr-defined]
+        assert file_checksums(path.parent) == before
+
+        sync = run_restricted("sync", env=env)
+        assert sync.returncode == 2
+        line = one_error_line(sync)
+        assert str(path) in line and "read-only" in line and "cannot create" not in line
+        assert file_checksums(path.parent) == before
+        # The check is real: write access is indeed refused to that process.
+        touch = subprocess_run(without_root_powers("sh", "-c", f"echo x >> {path}"))
+        assert touch != 0 or read_only == "folder"
+    finally:
+        path.parent.chmod(0o755)
+        path.chmod(0o644)
+
+
+def subprocess_run(args: list[str]) -> int:
+    import subprocess
+
+    return subprocess.run(args, capture_output=True).returncode
+
+
+def test_a_read_only_database_object_refuses_writes(database_url: str) -> None:
+    """Database(read_only=True) reads the archive but the database refuses any write
+    (SQLite query_only/mode=ro; PostgreSQL default_transaction_read_only)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from archiver.db import Database
+
+    writer = Database(database_url)
+    writer.prepare()
+    writer.dispose()
+    reader = Database(database_url, read_only=True)
+    reader.prepare()
+    try:
+        with reader.reading() as conn:
+            assert conn.execute(text("SELECT count(*) FROM tasks")).scalar() == 0
+        with (
+            pytest.raises(DBAPIError, match=r"read-only|readonly"),
+            reader.engine.connect() as conn,
+        ):
+            conn.execute(
+                text("INSERT INTO tasks (id, first_seen_at) VALUES ('t', '2026-01-01 00:00:00')")
+            )
+            conn.commit()
+    finally:
+        reader.dispose()
+
+
+@pytest.mark.parametrize("command", [*READ_ONLY_COMMANDS, ("sync",)], ids=ids)
+def test_a_missing_postgres_database_is_exit_2(command: tuple[str, ...], postgres_url: str) -> None:
+    """A PostgreSQL URL naming a database that does not exist: one line naming it, exit 2."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url).set(database="archiver_no_such_db").render_as_string(False)
+    done = run_archiver(
+        *command,
+        "--database-url",
+        url,
+        env={"CIRCLEMIND_API_KEY": TEST_API_KEY, "ARCHIVER_API_URL": "http://127.0.0.1:9/v1"},
+    )
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert "archiver_no_such_db" in line and "does not exist" in line
