@@ -102,7 +102,8 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
             )
         except ImportError:
             raise ConfigError(
-                "PostgreSQL support is not installed: pip install 'smooth-archiver[postgres]'."
+                "PostgreSQL support is not installed: pip install '.[postgres]' in the "
+                "smooth-archiver checkout (or pip install 'psycopg[binary]')."
             ) from None
     raise ConfigError(
         f"database URL scheme {parsed.drivername!r} is not supported: "

@@ -318,3 +318,38 @@ def test_a_missing_postgres_database_is_exit_2(command: tuple[str, ...], postgre
     assert done.returncode == 2
     line = one_error_line(done)
     assert "archiver_no_such_db" in line and "does not exist" in line
+
+
+# --- item 5: the README's commands are what CI runs -------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    """The shell lines of the README's "Two commands" section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    return [line for block in blocks for line in block.strip().splitlines()]
+
+
+def test_ci_runs_the_readme_test_command_verbatim_with_nothing_before_it() -> None:
+    """.ci/run runs the README's test command as written, with no pip step before it."""
+    demo, test_command = readme_commands()
+    assert demo.startswith("python3 -m venv .venv && .venv/bin/pip install . ")
+    assert test_command.startswith("python3 -m venv .venv && ")
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci_lines
+    before = ci_lines[: ci_lines.index(test_command)]
+    pip_steps = [line for line in before if re.search(r"\bpip\b", line.split("#")[0])]
+    assert not pip_steps
+
+
+def test_readme_installs_from_a_checkout() -> None:
+    """The README never tells people to `pip install smooth-archiver` from PyPI (it is not
+    published): installs are `pip install .` from a checkout."""
+    readme = (ROOT / "README.md").read_text()
+    code = "\n".join(re.findall(r"```(?:sh|cron)?\n(.*?)```", readme, re.DOTALL))
+    assert "pip install smooth-archiver" not in code
+    assert "pip install 'smooth-archiver[" not in code
+    assert "pip install ." in code
