@@ -353,3 +353,94 @@ def test_readme_installs_from_a_checkout() -> None:
     assert "pip install smooth-archiver" not in code
     assert "pip install 'smooth-archiver[" not in code
     assert "pip install ." in code
+
+
+# --- smaller things: time zones, --max-runtime units, option errors ---------------------
+
+
+def timestamps_in(value: object) -> list[str]:
+    """Every string in a JSON document that reads as a date and time."""
+    from datetime import datetime
+
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in timestamps_in(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in timestamps_in(v)]
+    if isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d", value):
+        datetime.fromisoformat(value)
+        return [value]
+    return []
+
+
+def test_status_json_times_all_carry_a_time_zone(database_url: str, make_simulator) -> None:
+    """Every timestamp in `status --json` (health and last_runs) says it is UTC."""
+    from datetime import datetime
+
+    sim = make_simulator(tasks=3, events_per_task=2, seed=85)
+    env = {
+        "CIRCLEMIND_API_KEY": TEST_API_KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": database_url,
+    }
+    assert run_archiver("sync", "--max-runtime", "5m", env=env).returncode == 0
+    done = run_archiver("status", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    found = timestamps_in(report)
+    run = report["last_runs"][0]
+    assert {run["started_at"], run["finished_at"], report["health"]["now"]} <= set(found)
+    naive = [t for t in found if datetime.fromisoformat(t).utcoffset() is None]
+    assert not naive, naive
+
+
+def test_max_runtime_takes_units(make_simulator, tmp_path: Path) -> None:
+    """`sync --max-runtime 5m` runs a full pass (5 minutes, not 5 seconds, not an error)."""
+    sim = make_simulator(tasks=4, events_per_task=2, seed=86)
+    env = {
+        "CIRCLEMIND_API_KEY": TEST_API_KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+    }
+    for value in ("5m", "300", "1h", "90s"):
+        done = run_archiver("sync", "--max-runtime", value, "-q", env=env)
+        assert done.returncode == 0, (value, done.stderr)
+    status = json.loads(run_archiver("status", "--json", env=env).stdout)
+    assert status["tasks"] == 4 and [r["outcome"] for r in status["last_runs"]] == ["ok"] * 4
+
+
+BAD_OPTIONS = [
+    (("sync", "--concurrency", "0"), "--concurrency", "0"),
+    (("sync", "--concurrency", "many"), "--concurrency", "many"),
+    (("sync", "--max-runtime", "soon"), "--max-runtime", "soon"),
+    (("sync", "--max-runtime", "0"), "--max-runtime", "0"),
+    (("sync", "--rate-limit", "-1"), "--rate-limit", "-1"),
+    (("backfill", "--rate-limit", "fast"), "--rate-limit", "fast"),
+    (("sync", "--wait-lock", "-3"), "--wait-lock", "-3"),
+    (("status", "--max-age", "soon"), "--max-age", "soon"),
+    (("status", "--command", "nightly"), "--command", "nightly"),
+    (("report", "credits", "--by", "year"), "--by", "year"),
+    (("report", "top", "--limit", "0"), "--limit", "0"),
+    (("demo", "--tasks", "0"), "--tasks", "0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "value"), BAD_OPTIONS, ids=[" ".join(a) for a, _, _ in BAD_OPTIONS]
+)
+def test_bad_option_values_are_one_line_in_the_projects_words(
+    args: tuple[str, ...], option: str, value: str, tmp_path: Path
+) -> None:
+    """A bad option value: one `archiver: error:` line naming option and value, exit 2."""
+    done = run_archiver(
+        *args,
+        env={
+            "CIRCLEMIND_API_KEY": TEST_API_KEY,
+            "ARCHIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        },
+    )
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert option in line and value in line
+    for click_wording in ("Invalid value", "is not a valid", "Usage:", "float range"):
+        assert click_wording not in done.stdout + done.stderr
+    assert not (tmp_path / "a.db").exists()
