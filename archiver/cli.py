@@ -158,6 +158,31 @@ def api_options(fn: F) -> F:
     )(fn)
 
 
+def settle_options(fn: F) -> F:
+    """--confirm-after, --fresh-within: when a terminal task is final."""
+    fn = click.option(
+        "--fresh-within",
+        envvar=cfg.ENV_FRESH_WITHIN,
+        type=WAIT,
+        default=cfg.format_duration(cfg.DEFAULT_FRESH_WITHIN_S).replace(" ", ""),
+        show_default=True,
+        metavar="DURATION",
+        help="A terminal task created within this long, or seen running by the archiver, "
+        "is finalized only after a confirming read on a later pass (credits and links may "
+        f"still settle); older history is final at its first read [env {cfg.ENV_FRESH_WITHIN}].",
+    )(fn)
+    return click.option(
+        "--confirm-after",
+        envvar=cfg.ENV_CONFIRM_AFTER,
+        type=WAIT,
+        default="0",
+        show_default=True,
+        metavar="DURATION",
+        help="How long after its first terminal read a fresh task's confirming read may "
+        f"finalize it (0: the next pass; e.g. 10m) [env {cfg.ENV_CONFIRM_AFTER}].",
+    )(fn)
+
+
 def artifact_options(fn: F) -> F:
     """--downloads, --blob-url, --artifact-grace, --max-artifact-size."""
     fn = click.option(
@@ -291,12 +316,19 @@ def cli() -> None:
 )
 @click.option("--no-discover", is_flag=True, help="Do not look for new tasks; poll known ones.")
 @click.option(
+    "--recheck-gone",
+    is_flag=True,
+    help="Ask the API again about every task recorded as gone (e.g. after fixing a wrong "
+    "--api-url); those it still knows are polled as before.",
+)
+@click.option(
     "--max-runtime",
     type=DURATION,
     metavar="DURATION",
     help="Start no new work after this long (seconds, or 90s, 4m, 1h); finish what is in "
     "flight and exit 0.",
 )
+@settle_options
 @artifact_options
 @metrics_option
 @logging_options
@@ -308,7 +340,10 @@ def sync(
     database_url: str | None,
     task_ids: tuple[str, ...],
     no_discover: bool,
+    recheck_gone: bool,
     max_runtime: float | None,
+    confirm_after: float,
+    fresh_within: float,
     downloads: bool,
     blob_url: str | None,
     artifact_grace: float,
@@ -333,7 +368,10 @@ def sync(
         concurrency=concurrency,
         discover=not no_discover,
         task_ids=task_ids,
+        recheck_gone=recheck_gone,
         max_runtime_s=max_runtime,
+        confirm_after_s=confirm_after,
+        fresh_within_s=fresh_within,
         **artifact_settings(downloads, blob_url, artifact_grace, max_artifact_size),
     )
     database = open_database(database_url)
@@ -368,6 +406,7 @@ def read_ids(lines: Iterable[str]) -> list[str]:
     metavar="PATH",
     help="Read task ids from PATH instead of listing ('-' for stdin).",
 )
+@settle_options
 @artifact_options
 @metrics_option
 @logging_options
@@ -379,6 +418,8 @@ def backfill(
     database_url: str | None,
     since: datetime | None,
     ids_file: Any,
+    confirm_after: float,
+    fresh_within: float,
     downloads: bool,
     blob_url: str | None,
     artifact_grace: float,
@@ -406,6 +447,8 @@ def backfill(
     ids = read_ids(ids_file) if ids_file is not None else None
     options = cfg.SyncOptions(
         concurrency=concurrency,
+        confirm_after_s=confirm_after,
+        fresh_within_s=fresh_within,
         **artifact_settings(downloads, blob_url, artifact_grace, max_artifact_size),
     )
     database = open_database(database_url)

@@ -34,6 +34,14 @@ DEFAULT_TOTAL_TIMEOUT_S = 120.0
 DEFAULT_CIRCUIT_BREAKER_FAILURES = 10
 #: First back-off after a failed poll of a task; doubles with each failure in a row.
 DEFAULT_ERROR_BACKOFF_S = 60.0
+#: A terminal task read on one pass is finalized by a confirming read on a later pass at
+#: least this long after (0: the next pass), when it is fresh (see fresh_within).
+DEFAULT_CONFIRM_AFTER_S = 0.0
+#: A task created within this long (or seen active by the archiver) is fresh: its fields
+#: may still settle, so its terminal read is confirmed before it is finalized.
+DEFAULT_FRESH_WITHIN_S = 3600.0
+ENV_CONFIRM_AFTER = "ARCHIVER_CONFIRM_AFTER"
+ENV_FRESH_WITHIN = "ARCHIVER_FRESH_WITHIN"
 
 # Artifacts (--downloads): recordings and downloads archives copied into blob storage.
 DEFAULT_DOWNLOADS = False
@@ -167,11 +175,15 @@ class SyncOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     discover: bool = True
     task_ids: tuple[str, ...] = ()
+    #: ``sync --recheck-gone``: ask the API again about every task recorded as gone.
+    recheck_gone: bool = False
     max_runtime_s: float | None = None
     page_size: int = DEFAULT_PAGE_SIZE
     discovery_overlap_s: float = DEFAULT_DISCOVERY_OVERLAP_S
     #: Back-off before a failed task is polled again (doubles per failure, capped at 1 h).
     error_backoff_s: float = DEFAULT_ERROR_BACKOFF_S
+    confirm_after_s: float = DEFAULT_CONFIRM_AFTER_S
+    fresh_within_s: float = DEFAULT_FRESH_WITHIN_S
     # Artifacts (see archiver.artifacts); blob_url None means default_blob_url().
     downloads: bool = DEFAULT_DOWNLOADS
     blob_url: str | None = None

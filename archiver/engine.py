@@ -34,9 +34,11 @@ from archiver import db as q
 from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
 from archiver.client import SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
-from archiver.db import Database
+from archiver.db import GONE_AFTER_NOT_FOUND, Database
 from archiver.exceptions import (
     ApiError,
+    ApiUnreachable,
+    ApiUrlWrong,
     ArchiverError,
     AuthError,
     CircuitOpen,
@@ -47,10 +49,10 @@ from archiver.exceptions import (
 )
 from archiver.locks import RunLock
 from archiver.logs import set_run_id
-from archiver.models import TaskEvent, TaskInfo
+from archiver.models import KNOWN_STATUSES, KeyedEvent, TaskInfo, keyed_events
 from archiver.progress import NullProgress, Progress
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
-from archiver.timestamps import seconds_in_unit_of, to_seconds, utcnow
+from archiver.timestamps import seconds_in_unit_of, to_seconds, to_utc, utcnow
 from archiver.writer import GroupWriter
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,10 @@ _Item = tuple[str, q.TaskCursor]
 
 #: Longest back-off of a failing task (the first one is SyncOptions.error_backoff_s).
 ERROR_BACKOFF_CAP_S = 3600.0
-#: 404s in a row (each after the error back-off) before a task is recorded as gone.
-GONE_AFTER_NOT_FOUND = 3
+#: Failed passes in a row before a task is held back (the first ones retry next pass).
+BACKOFF_AFTER_FAILURES = 3
+#: API errors that end the pass: nothing else will work until they are fixed.
+FATAL_API_ERRORS = (AuthError, CircuitOpen, ApiUnreachable, ApiUrlWrong)
 
 
 class SyncEngine:
@@ -93,6 +97,12 @@ class SyncEngine:
         client.retry_deadline = self._deadline
         self.stop_signal: int | None = None
         self._fatal: BaseException | None = None
+        #: Why the listing failed this pass (the pass is then "failed"), if it did.
+        self.listing_error: str | None = None
+        #: (task id, message) of this pass's 404s, judged by _judge_not_found.
+        self._not_found: list[tuple[str, str]] = []
+        #: Ids named with --task that were not tracked before this pass.
+        self._new_explicit: set[str] = set()
         #: ``--downloads``: copies recordings and downloads archives into blob storage.
         self.artifacts: ArtifactSync | None = None
         if options.downloads:
@@ -304,7 +314,7 @@ class SyncEngine:
                 continue  # drain; unclaimed leases are released with the lock
             try:
                 await self.poll_task(*item, from_zero=from_zero)
-            except (AuthError, CircuitOpen, StorageError) as exc:
+            except (*FATAL_API_ERRORS, StorageError) as exc:
                 self._fatal = exc
             except Exception as exc:  # one task must never end the pass
                 log.exception("task %s: unexpected error", item[0])
@@ -321,52 +331,38 @@ class SyncEngine:
         """One task: read its new events (and sweep at the end), then save atomically."""
         if cursor.finalized:
             return
-        event_t = 0 if from_zero or cursor.event_t <= 0 else cursor.event_t - 1
+        confirming = cursor.terminal_seen_at is not None
+        # A task read terminal on an earlier pass gets one full read that confirms it.
+        full = from_zero or confirming or cursor.event_t <= 0
+        event_t = 0 if full else cursor.event_t - 1
         try:
             downloads = self.artifacts is not None  # links are asked for on full reads only
             task = await self.client.get_task(
                 task_id, event_t=event_t, downloads=downloads and event_t == 0
             )
-            events: list[TaskEvent] = list(task.events or [])
+            # Keys are numbered per response (repeats of an event without an id).
+            events = keyed_events(task.events)
             full_read = event_t == 0
             if task.is_terminal and not full_read:
                 sweep = await self.client.get_task(task_id, event_t=0, downloads=downloads)
-                events.extend(sweep.events or [])
+                events += keyed_events(sweep.events)
                 task, full_read = sweep, True
         except TaskNotFound as exc:
-            gone = await self._db(
-                q.record_not_found,
-                task_id,
-                str(exc),
-                owner=self.lock.owner,
-                now=utcnow(),
-                backoff=self._backoff(cursor.error_count),
-                gone_after=GONE_AFTER_NOT_FOUND,
-            )
-            if gone:
-                self.stats.tasks_gone += 1
-            else:
-                self.stats.tasks_not_found += 1
-            log.warning(
-                "task %s %s: %s",
-                task_id,
-                "is gone" if gone else "was not found (will ask again)",
-                exc,
-                extra={"task_id": task_id},
-            )
+            # Judged once the pass knows whether the API URL is right (_judge_not_found).
+            self._not_found.append((task_id, str(exc)))
             return
-        except (AuthError, CircuitOpen):
+        except FATAL_API_ERRORS:
             raise
         except ApiError as exc:  # malformed payload, retries exhausted, unexpected status
             await self._save_error(task_id, str(exc), cursor.error_count)
             return
-        finalize = task.is_terminal and full_read
-        if finalize and self.artifacts is not None:
-            finalize = await self._settle_artifacts(task, events)
+        save = self._plan_save(task, cursor, events, full_read=full_read)
+        if task.is_terminal and full_read and self.artifacts is not None:
+            # Links are fresh now, so artifacts are fetched at the first terminal read.
+            settled = await self._settle_artifacts(task, events)
+            save = replace(save, finalize=save.finalize and settled)
         try:
-            inserted = await self._writer.save(
-                q.PollSave(task=task, events=events, full_read=full_read, finalize=finalize)
-            )
+            inserted = await self._writer.save(save)
         except DataRefused as exc:
             # The database refused this task's values: that task fails, the pass goes on.
             await self._save_error(task_id, str(exc), cursor.error_count)
@@ -378,22 +374,86 @@ class SyncEngine:
             return
         self.stats.tasks_polled += 1
         self.stats.events_inserted += inserted
-        if finalize:
+        if save.finalize:
             self.stats.tasks_finalized += 1
 
-    async def _settle_artifacts(self, task: TaskInfo, events: Sequence[TaskEvent]) -> bool:
+    def _plan_save(
+        self,
+        task: TaskInfo,
+        cursor: q.TaskCursor,
+        events: list[KeyedEvent],
+        *,
+        full_read: bool,
+    ) -> q.PollSave:
+        """What to store for this read, and whether the task is final now.
+
+        A terminal task is final once a full read has swept its events and either the read
+        confirms an earlier pass's terminal read (``confirm_after_s`` later), or the task is
+        settled history: never seen active by the archiver and created longer ago than
+        ``fresh_within_s`` (a backfill still costs one Get Task per task). A fresh task
+        waits for that confirming read, because credits_used and artifact links may still
+        settle after the status turns terminal.
+
+        A status the archiver does not know is stored as sent, logged once per task, never
+        treated as terminal, and asked about at a growing interval.
+        """
+        now = utcnow()
+        options = self.options
+        unknown = task.status not in KNOWN_STATUSES
+        if unknown and cursor.status != task.status:
+            log.warning(
+                "task %s reports status %r, which this archiver does not know: it is stored as "
+                "sent and polled less and less often until the status becomes one it knows",
+                task.id,
+                task.status,
+                extra={"task_id": task.id},
+            )
+        terminal = task.is_terminal and full_read
+        finalize = False
+        if terminal:
+            if cursor.terminal_seen_at is not None:
+                age = (now - cursor.terminal_seen_at).total_seconds()
+                finalize = age >= options.confirm_after_s
+            else:
+                created = to_utc(task.created_at)
+                fresh = cursor.seen_active or created is None
+                if created is not None:
+                    fresh = fresh or (now - created).total_seconds() < options.fresh_within_s
+                finalize = not fresh
+        unknown_polls = cursor.unknown_polls + 1 if unknown else 0
+        next_poll_at = None
+        if unknown:
+            wait = options.error_backoff_s * 2 ** min(unknown_polls - 1, 16)
+            next_poll_at = now + timedelta(seconds=min(wait, ERROR_BACKOFF_CAP_S))
+        return q.PollSave(
+            task=task,
+            events=events,
+            full_read=full_read,
+            finalize=finalize,
+            terminal_seen=terminal,
+            seen_active=not task.is_terminal,
+            unknown_polls=unknown_polls,
+            next_poll_at=next_poll_at,
+        )
+
+    async def _settle_artifacts(self, task: TaskInfo, events: Sequence[KeyedEvent]) -> bool:
         """``--downloads``: store the task's artifacts; True once each reached a final state."""
         assert self.artifacts is not None
-        stamps = [ev.timestamp for ev in events if ev.timestamp is not None]
+        stamps = [ev.timestamp for _, ev in events if ev.timestamp is not None]
         outcome = await self.artifacts.settle(task, event_t=max(stamps, default=0))
         for message in outcome.errors.values():
             self._task_failed(task.id, message)
         return outcome.final
 
-    def _backoff(self, streak: int) -> timedelta:
-        """How long a task that failed ``streak`` times in a row is held back."""
+    def _backoff(self, streak: int) -> timedelta | None:
+        """How long a task that failed ``streak`` times in a row before this failure is held
+        back: not at all for its first failures (a transient fault must not cost a pass),
+        then ``error_backoff_s``, doubling up to the cap."""
+        held = streak + 1 - BACKOFF_AFTER_FAILURES
+        if held < 0:
+            return None
         first = self.options.error_backoff_s
-        return timedelta(seconds=min(first * 2**streak, max(first, ERROR_BACKOFF_CAP_S)))
+        return timedelta(seconds=min(first * 2**held, max(first, ERROR_BACKOFF_CAP_S)))
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
         backoff = self._backoff(streak)
@@ -417,31 +477,99 @@ class SyncEngine:
     async def sync(self) -> None:
         explicit = list(dict.fromkeys(self.options.task_ids))
         if explicit:
-            self.stats.tasks_discovered += await self._db(q.insert_task_stubs, explicit, utcnow())
-        elif self.options.discover:
-            try:
-                await self.discover()
-            except (AuthError, CircuitOpen):
-                raise
-            except ApiError as exc:
-                # Known tasks can still be polled; discovery resumes next pass.
-                self._task_failed(None, f"discovery stopped: {exc}")
+            # Named tasks are asked about even when recorded as gone; ids the API does not
+            # know leave no row behind (_judge_not_found).
+            self._new_explicit = set(await self._db(q.insert_task_stub_ids, explicit, utcnow()))
+            self.stats.tasks_discovered += len(self._new_explicit)
+            await self._db(q.revive_gone, explicit, utcnow(), not_found=0)
+        else:
+            if self.options.recheck_gone:
+                revived = await self._db(
+                    q.revive_gone, None, utcnow(), not_found=GONE_AFTER_NOT_FOUND - 1
+                )
+                log.info("--recheck-gone: asking the API again about %d gone task(s)", revived)
+            if self.options.discover:
+                try:
+                    await self.discover()
+                except FATAL_API_ERRORS:
+                    raise
+                except ApiError as exc:
+                    # Known tasks are still polled; the pass is failed all the same, since
+                    # new tasks may be missing, and discovery resumes next pass.
+                    self._listing_failed(f"discovery stopped: {exc}")
         due = await self._db(q.due_task_ids, utcnow(), only=explicit or None)
         await self.poll_all(due, from_zero=False)
+        await self._judge_not_found()
+
+    def _listing_failed(self, message: str) -> None:
+        self.listing_error = message
+        self._task_failed(None, message)
+
+    async def _judge_not_found(self) -> None:
+        """Record this pass's 404s now that the pass knows whether the URL is right.
+
+        A 404 only counts towards "gone" when a well-formed answer in the same pass (List
+        Tasks, or another task's Get Task) proved the API URL right; a mistyped URL answers
+        404 for everything and must not bury live tasks. When nothing proved it, the pass
+        is a configuration error instead (exit 2) and no task is touched.
+        """
+        found, self._not_found = self._not_found, []
+        if not found:
+            return
+        for task_id, _ in found:
+            if task_id in self._new_explicit:
+                # An id first named in this pass that the API does not know: no row stays.
+                await self._db(q.delete_stub, task_id, owner=self.lock.owner)
+        if self.client.successes == 0:
+            shown = ", ".join(task_id for task_id, _ in found[:5])
+            raise ApiUrlWrong(
+                f"Get Task answered HTTP 404 for every task asked ({len(found)}: {shown}"
+                f"{', ...' if len(found) > 5 else ''}) and no answer proved the API URL "
+                f"{self.client.config.api_url} right: check --api-url / ARCHIVER_API_URL "
+                "(it should end in /api/v1) and the task ids. No task was recorded as gone."
+            )
+        for task_id, message in found:
+            if task_id in self._new_explicit:
+                self._task_failed(
+                    task_id, f"{message} The API does not know this id; nothing was stored."
+                )
+                continue
+            gone = await self._db(
+                q.record_not_found,
+                task_id,
+                message,
+                owner=self.lock.owner,
+                now=utcnow(),
+                gone_after=GONE_AFTER_NOT_FOUND,
+            )
+            if gone:
+                self.stats.tasks_gone += 1
+            else:
+                self.stats.tasks_not_found += 1
+            log.warning(
+                "task %s %s: %s",
+                task_id,
+                "is gone" if gone else "was not found (will ask again next pass)",
+                message,
+                extra={"task_id": task_id},
+            )
 
     async def backfill(self, *, since: datetime | None, ids: Sequence[str] | None) -> None:
         if ids is not None:
             self.stats.tasks_discovered += await self._db(q.insert_task_stubs, ids, utcnow())
             todo = await self._db(q.backfill_task_ids, since=None, only=list(ids))
             await self.poll_all(todo, from_zero=True)
+            await self._judge_not_found()
             return
         queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.options.concurrency * 8)
         producer = asyncio.create_task(self._backfill_listing(queue, since))
         await self._run_workers(queue, from_zero=True, producer=producer)
+        await self._judge_not_found()
         if self.artifacts is not None and not self.should_stop():
             # Tasks finalized while downloads were off get their artifacts now.
             revisit = await self._db(tasks_missing_artifacts)
             await self.poll_all(revisit, from_zero=True, reopen=True)
+            await self._judge_not_found()
 
     async def _backfill_listing(
         self, queue: asyncio.Queue[_Item | None], since: datetime | None
@@ -601,6 +729,24 @@ async def _run_async(
             engine.close()
             (progress or NullProgress()).close()
         if result.outcome == "failed":
+            return
+        stats = result.stats
+        if stats.requests and not client.successes and engine.stop_signal is None:
+            # Not one well-formed answer: the pass did not archive anything, whatever the
+            # reason (each failure is logged above); health must not look green.
+            result.outcome = "failed"
+            result.exit_code = EXIT_TASK_ERRORS
+            result.message = (
+                f"no request to the Smooth API at {client_config.api_url} succeeded in this "
+                f"pass ({stats.requests} sent); see the errors above"
+            )
+            return
+        if engine.listing_error is not None and engine.stop_signal is None:
+            result.outcome = "failed"
+            result.exit_code = EXIT_TASK_ERRORS
+            result.message = (
+                f"the listing failed, so new tasks may be missing: {engine.listing_error}"
+            )
             return
         if engine.stop_signal is not None:
             result.outcome = "interrupted"

@@ -39,6 +39,18 @@ class TransientApiError(ApiError):
         self.retry_after = retry_after
 
 
+class ApiUnreachable(TransientApiError):
+    """No connection to the API could be made at all in this pass (refused, no route, DNS):
+    the pass ends at once instead of retrying every task."""
+
+
+class ApiUrlWrong(ApiError):
+    """The answers prove the API URL wrong (List Tasks or every Get Task answered 404):
+    a configuration error, not a reason to record tasks as gone."""
+
+    exit_code = 2
+
+
 class AuthError(ApiError):
     """The API rejected the key (401/403). Nothing else will work until the key is fixed."""
 
