@@ -9,7 +9,6 @@ switch them off with ``stamina.set_testing(True)``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from archiver.exceptions import (
     TaskNotFound,
     TransientApiError,
 )
+from archiver.jsonvalues import MAX_DEPTH, loads_json
 from archiver.models import TaskInfo, parse_envelope, parse_task
 from archiver.redact import redact
 
@@ -308,7 +308,7 @@ class SmoothClient:
         except (httpx.TimeoutException, TimeoutError, httpx.TransportError) as exc:
             raise self._transport_error(context, exc) from None
         try:
-            return json.loads(raw)
+            return loads_json(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             # A proxy's error page, a captive portal or a cut-off body behind a 200: a fault
             # on the way, not data, so it is retried like a 5xx.
@@ -318,8 +318,8 @@ class SmoothClient:
             ) from None
         except RecursionError:
             raise MalformedPayload(
-                f"{context}: the JSON body is nested too deeply to read; "
-                "this is not a TaskResponse."
+                f"{context}: the JSON body is nested too deeply to read (more than "
+                f"{MAX_DEPTH:,} levels); this is not a TaskResponse."
             ) from None
 
     #: Connection attempts made before the first response of a client's life, after which

@@ -48,7 +48,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import NullPool
 
 from archiver.exceptions import ArchiverError, ConfigError, DataRefused, LeaseLost, StorageError
-from archiver.models import KeyedEvent, TaskInfo, dumps_json, strip_query
+from archiver.jsonvalues import column_values, loads_json, storage_json, text_column_value
+from archiver.models import KeyedEvent, TaskInfo, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.stats import STORED_COUNTERS
 from archiver.timestamps import to_utc
@@ -96,7 +97,8 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
             return create_engine(
                 url,
                 pool_pre_ping=True,
-                json_serializer=dumps_json,
+                json_serializer=storage_json,
+                json_deserializer=loads_json,
                 use_insertmanyvalues=False,
                 # A row lock held elsewhere (an analyst's SELECT ... FOR UPDATE, a session
                 # idle in a transaction) fails the statement instead of hanging the pass.
@@ -212,12 +214,13 @@ def _sqlite_engine(url: str, database: str | None, *, read_only: bool = False) -
             "sqlite://",
             creator=_read_only_sqlite(path),
             poolclass=NullPool,
-            json_serializer=dumps_json,
+            json_serializer=storage_json,
+            json_deserializer=loads_json,
         )
     else:
         if path is not None:
             _open_sqlite_for_writing(path)
-        engine = create_engine(url, json_serializer=dumps_json)
+        engine = create_engine(url, json_serializer=storage_json, json_deserializer=loads_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -438,18 +441,30 @@ class Database:
 # --- tasks ---------------------------------------------------------------------------
 
 
-def _task_columns(task: TaskInfo) -> dict[str, Any]:
+def _task_columns(task: TaskInfo, dialect: str) -> dict[str, Any]:
     """The columns of ``tasks`` that come straight from an API payload."""
+    payload, payload_raw = column_values(task.payload_without_events(), dialect)
+    # The payload holds the output: when it is exact, so is the output (the common case).
+    output, output_raw = (
+        (task.output, None) if payload_raw is None else column_values(task.output, dialect)
+    )
     columns: dict[str, Any] = {
         "status": task.status,
-        "output": task.output,
+        "output": output,
+        "output_raw": output_raw,
         "credits_used": task.credits_used,
         "device": task.device,
         "live_url": strip_query(task.live_url),
         "recording_url": strip_query(task.recording_url),
         "downloads_url": strip_query(task.downloads_url),
-        "payload": task.payload_without_events(),
+        "payload": payload,
+        "payload_raw": payload_raw,
     }
+    if payload_raw is not None:
+        # Text the database cannot hold (a lone surrogate in `device`, say) is replaced
+        # here; payload_raw holds every one of these fields exactly.
+        for name in ("status", "device", "live_url", "recording_url", "downloads_url"):
+            columns[name] = text_column_value(columns[name], dialect)
     if task.created_at is not None:
         columns["created_at"] = task.created_at
         columns["created_at_utc"] = to_utc(task.created_at)
@@ -459,8 +474,10 @@ def _task_columns(task: TaskInfo) -> dict[str, Any]:
 def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime) -> list[str]:
     """Insert the listed tasks not yet known; returns the ids that were new. A listed task
     recorded as gone (e.g. by a pass against a wrong URL) is active again: the API lists it."""
+    dialect = conn.dialect.name
     rows = {
-        task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed
+        task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task, dialect)}
+        for task in listed
     }
     new = _insert_missing_tasks(conn, rows)
     if len(new) < len(rows):
@@ -626,15 +643,18 @@ def insert_events(
     and a re-read event whose payload changed (an event with an id, filled in later)
     updates its row to the latest payload."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    dialect = conn.dialect.name
     for task_id, events in batches:
         for key, ev in events:
             # The last read of a key wins: the sweep after a cursor read is the newest.
+            payload, payload_raw = column_values(ev.payload, dialect)
             rows[(task_id, key)] = {
                 "task_id": task_id,
                 "event_key": key,
                 "event_id": ev.id,
                 "name": ev.name,
-                "payload": ev.payload,
+                "payload": payload,
+                "payload_raw": payload_raw,
                 "timestamp": ev.timestamp,
                 "timestamp_utc": to_utc(ev.timestamp),
                 "archived_at": now,
@@ -644,7 +664,7 @@ def insert_events(
     stmt = dialect_insert(conn, task_events)
     stmt = stmt.on_conflict_do_update(
         index_elements=["task_id", "event_key"],
-        set_={"payload": stmt.excluded.payload},
+        set_={"payload": stmt.excluded.payload, "payload_raw": stmt.excluded.payload_raw},
         # Only a changed payload writes: a plain re-read stays a no-op.
         where=task_events.c.payload.is_distinct_from(stmt.excluded.payload),
     )
@@ -696,7 +716,7 @@ def save_polls(
     )
     params = []
     for save in saves:
-        columns = _task_columns(save.task)
+        columns = _task_columns(save.task, conn.dialect.name)
         stamps = [ev.timestamp for _, ev in save.events if ev.timestamp is not None]
         params.append(
             {
@@ -731,6 +751,8 @@ _POLL_COLUMNS = (
     "recording_url",
     "downloads_url",
     "payload",
+    "output_raw",
+    "payload_raw",
 )
 
 

@@ -499,7 +499,19 @@ class SyncEngine:
                     self._listing_failed(f"discovery stopped: {exc}")
         due = await self._db(q.due_task_ids, utcnow(), only=explicit or None)
         await self.poll_all(due, from_zero=False)
+        if self.artifacts is not None and not explicit:
+            await self._revisit_artifacts()
         await self._judge_not_found()
+
+    async def _revisit_artifacts(self) -> None:
+        """``--downloads``: finalized tasks whose artifacts are missing or still pending are
+        read again (fresh links), oldest first, until every artifact is in a final state."""
+        if self.should_stop():
+            return
+        revisit = await self._db(tasks_missing_artifacts)
+        if revisit:
+            log.info("revisiting %d finalized task(s) for their artifacts", len(revisit))
+            await self.poll_all(revisit, from_zero=True, reopen=True)
 
     def _listing_failed(self, message: str) -> None:
         self.listing_error = message
@@ -565,10 +577,8 @@ class SyncEngine:
         producer = asyncio.create_task(self._backfill_listing(queue, since))
         await self._run_workers(queue, from_zero=True, producer=producer)
         await self._judge_not_found()
-        if self.artifacts is not None and not self.should_stop():
-            # Tasks finalized while downloads were off get their artifacts now.
-            revisit = await self._db(tasks_missing_artifacts)
-            await self.poll_all(revisit, from_zero=True, reopen=True)
+        if self.artifacts is not None:
+            await self._revisit_artifacts()
             await self._judge_not_found()
 
     async def _backfill_listing(

@@ -106,7 +106,11 @@ class ArtifactLinkRefused(ArtifactError):
 
 
 class ArtifactTransferError(ArtifactError):
-    """A failure that may go away on a later pass: connection, timeout, 5xx, truncation."""
+    """A failure that may go away on retry: connection, timeout, 5xx, 429, truncation."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TransferInterrupted(ArtifactError):

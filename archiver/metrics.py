@@ -238,6 +238,12 @@ def read_status(
         f"artifacts: {sum(states.values())} ("
         + ", ".join(f"{count} {state}" for state, count in states.items())
         + f"); {format_size(report['artifact_bytes_stored'])} stored"
+        + (
+            f"; {report['tasks_with_artifacts_to_do']} finalized tasks still to do "
+            "(sync --downloads works on them)"
+            if report["tasks_with_artifacts_to_do"]
+            else ""
+        )
     )
     lines.append("last runs:")
     lines += [

@@ -9,30 +9,17 @@ naming the field at fault.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from archiver.exceptions import MalformedPayload
+from archiver.jsonvalues import dumps_json
 
 #: An integer that fits a SQL BIGINT; larger values are malformed, not stored truncated.
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
-
-
-def dumps_json(value: Any) -> str:
-    """Compact JSON with sorted keys: the canonical form used for hashing and storage.
-
-    orjson where it can (it is several times faster on the hot path of every poll), the
-    standard library where orjson refuses (integers beyond 64 bits, lone surrogates).
-    """
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
@@ -117,8 +104,13 @@ class TaskInfo(BaseModel):
         return self.status in TERMINAL_STATUSES
 
     def payload_without_events(self) -> dict[str, Any]:
-        """The full payload as the API sent it, minus ``events``, with URLs unsigned."""
-        data = self.model_dump(mode="json", exclude={"events"})
+        """The full payload as the API sent it, minus ``events``, with URLs unsigned.
+
+        Built from the validated values, not with ``model_dump``: pydantic's serialiser
+        refuses lone surrogates and nesting deeper than 255, both valid JSON.
+        """
+        data = {**self.__dict__, **(self.__pydantic_extra__ or {})}  # fields, then extras
+        del data["events"]
         for name in ("live_url", "recording_url", "downloads_url"):
             data[name] = strip_query(data.get(name))
         return data

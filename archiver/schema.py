@@ -7,7 +7,6 @@ that the migrations produce exactly this metadata.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import (
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-from archiver.models import dumps_json
+from archiver.jsonvalues import loads_json, storage_json
 
 metadata = MetaData()
 
@@ -47,11 +46,11 @@ class SqliteJsonText(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else dumps_json(value)
+        return None if value is None else storage_json(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         # Rows written before migration 0005 may hold a number stored as a number.
-        return json.loads(value) if isinstance(value, str) else value
+        return loads_json(value) if isinstance(value, str) else value
 
 
 #: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
@@ -95,6 +94,10 @@ tasks = Table(
     Column("terminal_seen_at", UtcDateTime),
     Column("seen_active", Boolean, nullable=False, server_default=false()),
     Column("unknown_status_polls", Integer, nullable=False, server_default="0"),
+    # Added by migration 0009: the JSON text as sent where the typed column cannot give
+    # it back exactly, else NULL.
+    Column("output_raw", Text),
+    Column("payload_raw", Text),
     Index(
         "ix_tasks_active",
         "next_poll_at",
@@ -116,6 +119,7 @@ task_events = Table(
     Column("timestamp", BigInteger),
     Column("timestamp_utc", UtcDateTime),
     Column("archived_at", UtcDateTime, nullable=False),
+    Column("payload_raw", Text),
     UniqueConstraint("task_id", "event_key", name="uq_task_events_task_key"),
 )
 

@@ -3,7 +3,6 @@ simulator over real HTTP, and a runner for the real `archiver` command."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from archiver.config import ApiKey, ClientConfig
 from archiver.db import Database
+from archiver.jsonvalues import loads_json
 from archiver.schema import task_events, tasks
 from archiver.simulator import Simulator, SimulatorConfig
 
@@ -171,7 +171,42 @@ def wait_for_gets(sim: Simulator, count: int, timeout: float = 30.0) -> None:
 
 
 def canonical(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """A JSON value as a string that tells apart what JSON tells apart: 1 from 1.0, -0.0
+    from 0.0, every string (lone surrogates and NULs too); built without recursion, so
+    nesting of any depth compares (Python's == says 1 == 1.0 == True and -0.0 == 0.0)."""
+    out: list[str] = []
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Mark):
+            out.append(item.text)
+        elif item is None or isinstance(item, bool):
+            out.append(repr(item))
+        elif isinstance(item, int | float | str):
+            out.append(f"{type(item).__name__}:{item!r}")
+        elif isinstance(item, list):
+            stack.append(_Mark("]"))
+            stack.extend(reversed(item))
+            out.append("[")
+        elif isinstance(item, dict):
+            stack.append(_Mark("}"))
+            for key in sorted(item, reverse=True):
+                stack.append(item[key])
+                stack.append(_Mark(f"str:{key!r}="))
+            out.append("{")
+        else:
+            raise TypeError(f"not a JSON value: {type(item).__name__}")
+    return " ".join(out)
+
+
+@dataclass(frozen=True)
+class _Mark:
+    text: str
+
+
+def archived(typed: Any, raw: str | None) -> Any:
+    """A JSON column's value as sent: its ``*_raw`` twin where set, else the typed column."""
+    return typed if raw is None else loads_json(raw)
 
 
 def stored_state(db: Database) -> tuple[dict[str, dict], Counter[tuple], int]:
@@ -186,10 +221,12 @@ def stored_state(db: Database) -> tuple[dict[str, dict], Counter[tuple], int]:
                 task_events.c.name,
                 task_events.c.timestamp,
                 task_events.c.payload,
+                task_events.c.payload_raw,
             )
         ).all()
     events = Counter(
-        (r.task_id, r.event_id, r.name, r.timestamp, canonical(r.payload)) for r in event_rows
+        (r.task_id, r.event_id, r.name, r.timestamp, canonical(archived(r.payload, r.payload_raw)))
+        for r in event_rows
     )
     return task_rows, events, len(event_rows)
 
@@ -219,6 +256,8 @@ def assert_matches_truth(db: Database, sim: Simulator) -> None:
         row, api = task_rows[task_id], entry["task"]
         assert row["status"] == api["status"], task_id
         assert row["credits_used"] == api["credits_used"], task_id
+        output = archived(row["output"], row["output_raw"])
+        assert canonical(output) == canonical(api["output"]), task_id
         assert row["event_count"] == per_task[task_id], task_id
         stamps = [e["timestamp"] for e in entry["events"] if e["timestamp"] is not None]
         assert row["event_t"] == (max(stamps) if stamps else 0), task_id
@@ -262,3 +301,24 @@ def s3_blob_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"archive-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="testing", secret="testing").mkdir(bucket)
     return f"s3://{bucket}/smooth"
+
+
+def assert_artifacts_match_truth(db: Database, sim: Simulator) -> None:
+    """Every task has both artifacts in their true final state: a link the API gives is
+    stored with exactly the bytes the artifact host serves, an empty link is absent."""
+    from archiver.schema import artifacts
+
+    with db.transaction() as conn:
+        rows = {(r.task_id, r.kind): r for r in conn.execute(select(artifacts))}
+    expected: dict[tuple[str, str], tuple[str, int | None, str | None]] = {}
+    for task_id, entry in sim.truth().items():
+        for kind, name in (("recording", "recording.mp4"), ("downloads", "downloads.zip")):
+            if entry["task"][f"{kind}_url"]:
+                size, sha = sim.file_sha256(task_id, name)
+                expected[(task_id, kind)] = ("stored", size, sha)
+            else:
+                expected[(task_id, kind)] = ("absent", None, None)
+    found = {key: (r.state, r.size_bytes, r.sha256) for key, r in rows.items()}
+    wrong = {k: (found.get(k), want) for k, want in expected.items() if found.get(k) != want}
+    assert not wrong, f"{len(wrong)} artifacts differ from the truth: {list(wrong.items())[:3]}"
+    assert set(found) == set(expected), "artifact rows for tasks the API does not have"

@@ -122,6 +122,11 @@ class SimulatorConfig:
     # P(an event with an id is first served with an incomplete payload): late_payload_form
     # until late_payload_delay_s sim-seconds after it became visible, then the full payload
     # (same id, name, timestamp). A cursor past its timestamp does not see the update.
+    # JSON texts sent verbatim (so "1.0", "-0.0", "1e308", "\\ud83d" arrive as written):
+    # an even task i's output is text (i // 2) % n; event k of task i has payload text
+    # ((i + k) // 3) % n when i + k is divisible by 3. truth() reports them parsed
+    # (in process: GET /_sim/truth cannot encode lone surrogates or deep nesting).
+    raw_json_values: tuple[str, ...] = ()
     late_payload_rate: float = 0.0
     late_payload_delay_s: float = 30.0
     late_payload_form: str = "partial"  # "partial" (first key only), "empty" ({}), "null"

@@ -13,10 +13,12 @@ import bisect
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from archiver.jsonvalues import loads_json
 from archiver.simulator.config import (
     ARTIFACT_DELAY_S,
     DEVICES,
@@ -28,7 +30,39 @@ from archiver.simulator.config import (
 
 __all__ = ["ENCODER", "Link", "Scenario", "Task", "knob_draw", "to_unit", "words"]
 
-ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+class RawJson:
+    """A JSON text sent verbatim as an output or payload (``raw_json_values``), so values
+    like ``1.0``, ``-0.0``, ``1e308`` or ``"\\ud83d"`` arrive exactly as written."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        loads_json(text)  # not JSON: fail when the scenario is built, not on a request
+        self.text = text
+
+
+_RAW_MARK = "\x00raw-json:"
+#: The placeholder a RawJson encodes to, as it appears in encoded text.
+_RAW_PLACEHOLDER = re.compile(r'"\\u0000raw-json:(?:[^"\\]|\\.)*"')
+
+
+class _Encoder(json.JSONEncoder):
+    """The simulator's JSON encoder: each RawJson's text is spliced in as written."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, RawJson):
+            return _RAW_MARK + o.text
+        return super().default(o)
+
+    def encode(self, o: Any) -> str:
+        text = super().encode(o)
+        if "\\u0000raw-json:" not in text:
+            return text
+        return _RAW_PLACEHOLDER.sub(lambda m: json.loads(m.group())[len(_RAW_MARK) :], text)
+
+
+ENCODER = _Encoder(ensure_ascii=False)
 
 #: ``link(task, file_name) -> URL``: a presigned link to ``recording.mp4`` / ``downloads.zip``.
 Link = Callable[["Task", str], str]
@@ -308,6 +342,13 @@ def _build_tasks(cfg: SimulatorConfig) -> list[Task]:
                 pause = (run_start + third, run_start + 2 * third, cfg.unknown_status)
             if r_final < cfg.unknown_final_status_rate:
                 final_status, output = cfg.unknown_final_status, None
+        if cfg.raw_json_values:  # after every draw, so nothing else in the scenario changes
+            raws = [RawJson(text) for text in cfg.raw_json_values]
+            if i % 2 == 0:
+                output = raws[(i // 2) % len(raws)]
+            for k, d in enumerate(dicts):
+                if (i + k) % 3 == 0:
+                    d["payload"] = raws[((i + k) // 3) % len(raws)]
         bump = 0
         if cfg.credits_settle_s > 0:
             bump = _knob_rng(cfg.seed, tid, "credits").randint(1, 5)
@@ -475,6 +516,8 @@ class Scenario:
                 continue
             view = self.view(t, now, downloads=True, listing=False, link=link)
             k = bisect.bisect_right(t.visible_at, now)
-            events = json.loads("[" + self._join(t, range(k), now) + "]")
+            events = loads_json("[" + self._join(t, range(k), now) + "]")
+            if isinstance(view["output"], RawJson):
+                view["output"] = loads_json(view["output"].text)
             out[t.id] = {"task": view, "events": events}
         return out

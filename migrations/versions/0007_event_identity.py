@@ -20,7 +20,7 @@ from collections import defaultdict
 import sqlalchemy as sa
 from alembic import op
 
-from archiver.models import dumps_json
+from archiver.jsonvalues import dumps_json
 
 revision = "0007"
 down_revision = "0006"

@@ -1,0 +1,253 @@
+"""Fetching presigned artifact links into blob storage: streamed through SHA-256 with a
+size cap, redirects only to http(s), transient failures retried within the pass; never
+sends the API key."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import stamina
+
+from archiver.artifacts.states import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    REFUSED_STATUSES,
+    _clean,
+)
+from archiver.artifacts.zips import list_zip
+from archiver.blobs import CHUNK_BYTES, BlobInfo, BlobStore, blob_key, extension_for
+from archiver.client import (
+    RETRY_WAIT_INITIAL_S,
+    RETRY_WAIT_MAX_S,
+    USER_AGENT,
+    parse_retry_after,
+)
+from archiver.config import (
+    DEFAULT_RETRY_ATTEMPTS,
+    format_size,
+)
+from archiver.exceptions import (
+    ArtifactLinkRefused,
+    ArtifactRejected,
+    ArtifactTransferError,
+    TransferInterrupted,
+)
+from archiver.models import strip_query
+
+log = logging.getLogger(__name__)
+
+
+def check_link(url: str, *, what: str) -> None:
+    """ArtifactRejected unless ``url`` is an http(s) link with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise ArtifactRejected(
+            f"{what} {strip_query(url)!r} is not a valid URL; expected an http(s) link. "
+            "Nothing was fetched."
+        ) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ArtifactRejected(
+            f"{what} {strip_query(url)!r} is not an http:// or https:// link; only those are "
+            "followed, so nothing was fetched."
+        )
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A stored artifact and what was learnt on the way."""
+
+    blob: BlobInfo
+    content_type: str | None
+    files: list[dict[str, Any]] | None = None
+    listing_error: str | None = None
+
+
+def _retry_transfer(exc: Exception) -> bool | float:
+    """stamina's ``on`` hook for artifact transfers: transient failures are retried
+    (waiting ``Retry-After`` when the host gave one), refusals and rejections are not."""
+    if isinstance(exc, ArtifactTransferError):
+        return exc.retry_after if exc.retry_after is not None else True
+    return False
+
+
+class ArtifactFetcher:
+    """Streams artifact links into a blob store, with a size cap and no redirects to
+    anything but http(s). Never sends the API key: artifact hosts get plain GETs."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        max_bytes: int,
+        timeout_s: float,
+        connect_timeout_s: float,
+        max_connections: int,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.should_stop = should_stop or (lambda: False)
+        self.requests = 0
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+            # Stored as it came: ask hosts not to compress on the fly.
+            headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _limit_text(self) -> str:
+        return format_size(self.max_bytes)
+
+    async def download(
+        self, task_id: str, created: datetime | None, kind: str, url: str
+    ) -> Fetched:
+        """Fetch one link into the store, retrying transient failures (connection errors,
+        timeouts, 5xx, 429 with its Retry-After, truncated bodies) within the pass with
+        back-off, the stream restarted from its start; raises an ArtifactError subclass
+        when the failure persists or is not transient."""
+        async for attempt in stamina.retry_context(
+            on=_retry_transfer,
+            attempts=DEFAULT_RETRY_ATTEMPTS,
+            wait_initial=RETRY_WAIT_INITIAL_S,
+            wait_max=RETRY_WAIT_MAX_S,
+        ):
+            with attempt:
+                return await self._download_once(task_id, created, kind, url)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _download_once(
+        self, task_id: str, created: datetime | None, kind: str, url: str
+    ) -> Fetched:
+        what = f"{kind} link of task {task_id!r}"
+        check_link(url, what=what)
+        shown = strip_query(url)
+        current = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            self.requests += 1
+            try:
+                response = await self._http.send(
+                    self._http.build_request("GET", current), stream=True
+                )
+            except httpx.TimeoutException as exc:
+                raise ArtifactTransferError(
+                    f"{what} {shown}: timed out ({type(exc).__name__}); retried on a later pass."
+                ) from None
+            except httpx.HTTPError as exc:
+                raise ArtifactTransferError(
+                    f"{what} {shown}: connection failed ({type(exc).__name__}: "
+                    f"{_clean(str(exc))}); retried on a later pass."
+                ) from None
+            try:
+                status = response.status_code
+                if status in REDIRECT_STATUSES:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise ArtifactTransferError(
+                            f"{what} {shown}: HTTP {status} redirect without a Location."
+                        )
+                    try:
+                        target = response.url.join(location)
+                    except (httpx.InvalidURL, ValueError):
+                        target = None
+                    if target is None or target.scheme not in ("http", "https"):
+                        raise ArtifactRejected(
+                            f"{what} {shown} redirects to {strip_query(location)!r}, which is "
+                            "not an http(s) link; redirects are only followed to http(s), "
+                            "so nothing was fetched."
+                        )
+                    current = str(target)
+                    continue
+                if status in REFUSED_STATUSES:
+                    raise ArtifactLinkRefused(
+                        f"{what} {shown}: the artifact host answered HTTP {status} "
+                        "(expired or invalid presigned link).",
+                        status_code=status,
+                    )
+                if status != 200:
+                    raise ArtifactTransferError(
+                        f"{what} {shown}: the artifact host answered HTTP {status}; expected 200.",
+                        retry_after=parse_retry_after(response.headers.get("retry-after")),
+                    )
+                return await self._store_body(response, task_id, created, kind, url, what)
+            finally:
+                await response.aclose()
+        raise ArtifactTransferError(
+            f"{what} {shown}: more than {MAX_REDIRECTS} redirects; retried on a later pass."
+        )
+
+    async def _store_body(
+        self,
+        response: httpx.Response,
+        task_id: str,
+        created: datetime | None,
+        kind: str,
+        url: str,
+        what: str,
+    ) -> Fetched:
+        shown = strip_query(url)
+        length: int | None = None
+        raw_length = response.headers.get("content-length")
+        if raw_length is not None and raw_length.strip().isdigit():
+            length = int(raw_length)
+        encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+        if length is not None and not encoded and length > self.max_bytes:
+            raise ArtifactRejected(
+                f"{what} {shown} is {format_size(length)} (Content-Length), over the "
+                f"{self._limit_text()} limit; nothing was stored. Raise --max-artifact-size "
+                "and run `archiver verify --repair --retry-failed` to fetch it."
+            )
+        content_type = response.headers.get("content-type")
+        key = blob_key(task_id, created, kind, extension_for(content_type, url))
+        store = self.store
+        await asyncio.to_thread(store.discard_temporaries, task_id, kind)
+        writer = await asyncio.to_thread(store.begin, task_id, kind)
+        committed = False
+        try:
+            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                if writer.size + len(chunk) > self.max_bytes:
+                    raise ArtifactRejected(
+                        f"{what} {shown} grew past the {self._limit_text()} limit while "
+                        "streaming; the transfer was stopped and nothing was stored. Raise "
+                        "--max-artifact-size and run `archiver verify --repair --retry-failed`."
+                    )
+                if self.should_stop():
+                    raise TransferInterrupted(f"{what} {shown}: the pass is stopping")
+                await asyncio.to_thread(writer.write, chunk)
+            if length is not None and not encoded and writer.size != length:
+                raise ArtifactTransferError(
+                    f"{what} {shown}: received {writer.size} of {length} bytes; retried on a "
+                    "later pass."
+                )
+            blob = await asyncio.to_thread(writer.commit, key)
+            committed = True
+        except httpx.TimeoutException as exc:
+            raise ArtifactTransferError(
+                f"{what} {shown}: timed out after {writer.size} bytes ({type(exc).__name__}); "
+                "retried on a later pass."
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ArtifactTransferError(
+                f"{what} {shown}: the transfer broke after {writer.size} bytes "
+                f"({type(exc).__name__}: {_clean(str(exc))}); retried on a later pass."
+            ) from None
+        finally:
+            if not committed:
+                await asyncio.to_thread(writer.abort)
+        files: list[dict[str, Any]] | None = None
+        listing_error = None
+        if kind == "downloads":
+            files, listing_error = await asyncio.to_thread(list_zip, store, key)
+        return Fetched(blob, content_type, files, listing_error)

@@ -1,0 +1,376 @@
+"""The artifact state machine: brings each artifact of a terminal task to a final state.
+
+::
+
+    API link            what happens                                    state
+    ""                  there is no such artifact                       absent (final)
+    null                not available yet; asked again on later passes  pending, then
+                                                                        failed after the grace
+    a link              streamed into blob storage (fetch.py)           stored (final)
+    host refuses it     fresh links from Get Task, a few per pass       pending
+    (403/404/410)
+    transfer keeps      retried within the pass, then on later passes   pending, then failed
+    failing             (held back after 3 attempts)                    after max attempts
+    too large, not      nothing fetched                                 failed (final)
+    http(s)
+
+The task is finalized only when both artifacts are final (stored, absent, failed)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from archiver.artifacts.fetch import ArtifactFetcher
+from archiver.artifacts.queries import ArtifactRow, load_artifacts, save_artifact
+from archiver.artifacts.states import (
+    ABSENT,
+    ARTIFACT_BACKOFF_AFTER_ATTEMPTS,
+    FAILED,
+    FINAL_STATES,
+    KINDS,
+    PENDING,
+    STORED,
+    RunDb,
+)
+from archiver.blobs import BlobStore
+from archiver.client import (
+    SmoothClient,
+)
+from archiver.config import (
+    ARTIFACT_RETRY_BACKOFF_CAP_S,
+    ClientConfig,
+    SyncOptions,
+    default_blob_url,
+    format_duration,
+    format_size,
+)
+from archiver.exceptions import (
+    ApiError,
+    ArtifactLinkRefused,
+    ArtifactRejected,
+    ArtifactTransferError,
+    AuthError,
+    LeaseLost,
+    TransferInterrupted,
+)
+from archiver.models import TaskInfo, strip_query
+from archiver.stats import RunStats
+from archiver.timestamps import to_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SettleResult:
+    """What :meth:`ArtifactSync.settle` did for one task."""
+
+    final: bool = True
+    #: kind -> the failure of this pass (each is also in ``artifacts.last_error``).
+    errors: dict[str, str] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+
+
+class _Links:
+    """The task's current links; ``refresh`` asks Get Task again with downloads=true."""
+
+    def __init__(self, client: SmoothClient, task: TaskInfo, event_t: int) -> None:
+        self.client = client
+        self.task = task
+        self.event_t = event_t
+
+    def url(self, kind: str) -> str | None:
+        return self.task.recording_url if kind == "recording" else self.task.downloads_url
+
+    async def refresh(self) -> None:
+        self.task = await self.client.get_task(self.task.id, event_t=self.event_t, downloads=True)
+
+
+class ArtifactSync:
+    """Brings a terminal task's artifacts to a final state (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        run_db: RunDb,
+        client: SmoothClient,
+        options: SyncOptions,
+        client_config: ClientConfig,
+        owner: str | None,
+        store: BlobStore | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        stats: RunStats | None = None,
+    ) -> None:
+        self.run_db = run_db
+        self.client = client
+        self.options = options
+        self.owner = owner
+        self.store = store or BlobStore(options.blob_url or default_blob_url())
+        self.stats = stats if stats is not None else RunStats()
+        self.fetcher = ArtifactFetcher(
+            self.store,
+            max_bytes=options.max_artifact_bytes,
+            timeout_s=client_config.timeout_s,
+            connect_timeout_s=client_config.connect_timeout_s,
+            max_connections=client_config.max_connections,
+            should_stop=should_stop,
+        )
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+
+    async def settle(
+        self,
+        task: TaskInfo,
+        *,
+        event_t: int = 0,
+        kinds: Sequence[str] = KINDS,
+        repair: bool = False,
+    ) -> SettleResult:
+        """Bring each artifact of a terminal ``task`` (read with downloads=true) as far as
+        it goes now; ``result.final`` says whether all of them reached a final state.
+
+        With ``repair`` (``archiver verify --repair``) the given kinds are fetched again
+        whatever their state; a failure then only updates ``last_error``.
+        """
+        try:
+            rows = await self.run_db(load_artifacts, task.id)
+            links = _Links(self.client, task, event_t)
+            result = SettleResult()
+            for kind in kinds:
+                row = rows.get(kind)
+                if row is not None and row.state in FINAL_STATES and not repair:
+                    result.states[kind] = row.state
+                    continue
+                state = await self._settle_one(links, kind, row, result, repair=repair)
+                result.states[kind] = state
+                if state not in FINAL_STATES:
+                    result.final = False
+            return result
+        except LeaseLost:
+            log.info("task %s: another run took it over; artifacts left to it", task.id)
+            return SettleResult(final=False)
+
+    async def _save(
+        self, task_id: str, kind: str, values: dict[str, Any], files: Any = None
+    ) -> None:
+        await self.run_db(save_artifact, task_id, kind, values, owner=self.owner, files=files)
+
+    async def _settle_one(
+        self,
+        links: _Links,
+        kind: str,
+        row: ArtifactRow | None,
+        result: SettleResult,
+        *,
+        repair: bool,
+    ) -> str:
+        task = links.task
+        now = utcnow()
+        attempts = row.attempts if row is not None else 0
+        current = row.state if row is not None else PENDING
+        if (
+            not repair
+            and row is not None
+            and row.next_attempt_at is not None
+            and row.next_attempt_at > now
+            and links.url(kind)
+        ):
+            return PENDING  # in back-off after a failed attempt
+        refreshes = 0  # fresh links asked for this artifact in this pass
+        while True:
+            url = links.url(kind)
+            if url is None or url == "":
+                return await self._no_link(links.task, kind, row, url, result, repair=repair)
+            attempts += 1
+            try:
+                fetched = await self.fetcher.download(task.id, to_utc(task.created_at), kind, url)
+            except ArtifactLinkRefused as exc:
+                if refreshes < self.options.artifact_link_refreshes:
+                    refreshes += 1
+                    try:
+                        await links.refresh()
+                    except AuthError:
+                        raise
+                    except ApiError as api_exc:
+                        message = f"{exc} Asking Get Task for a fresh link failed: {api_exc}"
+                        return await self._transient(
+                            task.id, kind, current, attempts, message, result, repair
+                        )
+                    self.stats.artifact_link_refreshes += 1
+                    continue
+                message = (
+                    f"{exc} Still refused after {refreshes} fresh link(s) from Get Task; "
+                    "retried on a later pass."
+                )
+                return await self._transient(
+                    task.id, kind, current, attempts, message, result, repair
+                )
+            except ArtifactRejected as exc:
+                return await self._failed(
+                    task.id, kind, current, attempts, str(exc), result, repair
+                )
+            except ArtifactTransferError as exc:
+                return await self._transient(
+                    task.id, kind, current, attempts, str(exc), result, repair
+                )
+            except TransferInterrupted:
+                return current
+            values: dict[str, Any] = {
+                "state": STORED,
+                "blob_url": fetched.blob.url,
+                "size_bytes": fetched.blob.size,
+                "sha256": fetched.blob.sha256,
+                "content_type": fetched.content_type,
+                "source_url": strip_query(url),
+                "fetched_at": utcnow(),
+                "attempts": attempts,
+                "last_error": fetched.listing_error,
+                "next_attempt_at": None,
+            }
+            if repair and row is not None and row.sha256 and row.sha256 != fetched.blob.sha256:
+                log.warning(
+                    "task %s %s: the API now serves different content (sha256 %s, was %s)",
+                    task.id,
+                    kind,
+                    fetched.blob.sha256,
+                    row.sha256,
+                )
+            await self._save(task.id, kind, values, files=fetched.files)
+            self.stats.artifacts_stored += 1
+            if fetched.blob.rewritten:
+                self.stats.artifact_bytes += fetched.blob.size
+            log.info(
+                "task %s: %s stored (%s) at %s",
+                task.id,
+                kind,
+                format_size(fetched.blob.size),
+                fetched.blob.url,
+            )
+            return STORED
+
+    async def _no_link(
+        self,
+        task: TaskInfo,
+        kind: str,
+        row: ArtifactRow | None,
+        url: str | None,
+        result: SettleResult,
+        *,
+        repair: bool,
+    ) -> str:
+        field_name = f"{kind}_url"
+        if repair:
+            message = (
+                f"verify --repair: Get Task gives {field_name}={url!r} for task {task.id!r} "
+                "now, so the blob cannot be fetched again."
+            )
+            await self._save(task.id, kind, {"last_error": message})
+            result.errors[kind] = message
+            return row.state if row is not None else PENDING
+        if url == "":
+            await self._save(
+                task.id,
+                kind,
+                {"state": ABSENT, "last_error": None, "next_attempt_at": None},
+            )
+            return ABSENT
+        now = utcnow()
+        since = row.pending_since if row is not None and row.pending_since else now
+        waited = (now - since).total_seconds()
+        grace = self.options.artifact_grace_s
+        if waited >= grace:
+            message = (
+                f"{field_name} of task {task.id!r} was still null {format_duration(waited)} "
+                f"after the archiver first saw the task finished (grace period "
+                f"{format_duration(grace)}): the API never provided it. Raise --artifact-grace "
+                "to wait longer."
+            )
+            await self._save(
+                task.id,
+                kind,
+                {"state": FAILED, "pending_since": since, "last_error": message},
+            )
+            result.errors[kind] = message
+            return FAILED
+        if row is None or row.pending_since is None:
+            await self._save(task.id, kind, {"state": PENDING, "pending_since": since})
+        log.info("task %s: %s not available yet; will ask again", task.id, field_name)
+        return PENDING
+
+    async def _keep_for_repair(
+        self,
+        task_id: str,
+        kind: str,
+        current: str,
+        attempts: int,
+        message: str,
+        result: SettleResult,
+    ) -> str:
+        """``verify --repair`` failed to re-fetch: the row keeps its state, notes why."""
+        await self._save(task_id, kind, {"attempts": attempts, "last_error": message})
+        result.errors[kind] = message
+        return current
+
+    async def _transient(
+        self,
+        task_id: str,
+        kind: str,
+        current: str,
+        attempts: int,
+        message: str,
+        result: SettleResult,
+        repair: bool,
+    ) -> str:
+        max_attempts = self.options.artifact_max_attempts
+        if repair:
+            return await self._keep_for_repair(task_id, kind, current, attempts, message, result)
+        if attempts >= max_attempts:
+            return await self._failed(
+                task_id,
+                kind,
+                current,
+                attempts,
+                f"gave up after {attempts} attempts: {message}",
+                result,
+                repair,
+            )
+        # Retried on the next pass; held back only once it failed several passes in a row.
+        held = attempts - ARTIFACT_BACKOFF_AFTER_ATTEMPTS
+        base = self.options.artifact_retry_backoff_s
+        backoff = min(base * 2 ** max(held, 0), ARTIFACT_RETRY_BACKOFF_CAP_S)
+        await self._save(
+            task_id,
+            kind,
+            {
+                "state": PENDING,
+                "attempts": attempts,
+                "last_error": message,
+                "next_attempt_at": utcnow() + timedelta(seconds=backoff) if held >= 0 else None,
+            },
+        )
+        result.errors[kind] = message
+        return PENDING
+
+    async def _failed(
+        self,
+        task_id: str,
+        kind: str,
+        current: str,
+        attempts: int,
+        message: str,
+        result: SettleResult,
+        repair: bool,
+    ) -> str:
+        if repair:
+            return await self._keep_for_repair(task_id, kind, current, attempts, message, result)
+        await self._save(
+            task_id,
+            kind,
+            {"state": FAILED, "attempts": attempts, "last_error": message, "next_attempt_at": None},
+        )
+        result.errors[kind] = message
+        return FAILED

@@ -1,0 +1,322 @@
+"""Any JSON the API sends: parsed, serialised canonically and stored without loss.
+
+Three things the fast libraries refuse are ordinary in what scraping agents return: lone
+UTF-16 surrogates (``"\\ud83d"``, what ``JSON.stringify`` emits for a string cut inside an
+emoji), ``\\u0000`` in strings and keys, and deep nesting. Numbers must also stay as sent
+(``1`` vs ``1.0``, ``-0.0``, ``1e308``, ``10**40``). This module is the one place that
+knows how:
+
+* :func:`loads_json` parses any JSON text nested up to :data:`MAX_DEPTH` levels.
+* :func:`dumps_json` is the canonical text (sorted keys, compact) used for event keys; it
+  never fails on a parsed value. :func:`storage_json` is the same text with lone
+  surrogates escaped, so every database and UTF-8 codec takes it.
+* :func:`column_values` splits a value into what the typed JSON column holds and, when
+  that column cannot give the exact value back, the JSON text for the ``*_raw`` column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+#: Nesting the parser accepts at least (a little more, by the caller's stack depth; PostgreSQL's
+#: jsonb takes 11,000 at its default max_stack_depth of 2MB). Far deeper bodies are refused
+#: as malformed, never half-read.
+MAX_DEPTH = 10_000
+
+#: What replaces a character a column cannot hold (lone surrogates; NUL on PostgreSQL).
+REPLACEMENT = "\ufffd"
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+_recursion_lock = threading.Lock()
+_recursion_users = 0
+_recursion_saved = 0
+
+
+@contextmanager
+def _deep_recursion() -> Iterator[None]:
+    """Raise the interpreter's recursion limit while a deep document is parsed.
+
+    The limit is process-wide, so concurrent users share one raise: the first sets it,
+    the last restores it.
+    """
+    global _recursion_users, _recursion_saved
+    with _recursion_lock:
+        if _recursion_users == 0:
+            _recursion_saved = sys.getrecursionlimit()
+            sys.setrecursionlimit(_recursion_saved + MAX_DEPTH)
+        _recursion_users += 1
+    try:
+        yield
+    finally:
+        with _recursion_lock:
+            _recursion_users -= 1
+            if _recursion_users == 0:
+                sys.setrecursionlimit(_recursion_saved)
+
+
+def loads_json(raw: str | bytes) -> Any:
+    """Parse a JSON text exactly as sent (ints stay ints, big ones too; lone surrogates and
+    NUL kept). Raises ValueError on invalid JSON (NaN and Infinity included),
+    RecursionError when nested deeper than about MAX_DEPTH levels."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        pass
+    with _deep_recursion():
+        return json.loads(raw, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259) and no column could give them back.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def dumps_json(value: Any) -> str:
+    """Compact JSON with sorted keys: the canonical text, hashed for event keys.
+
+    orjson where it can (several times faster on the hot path of every poll); otherwise
+    (integers beyond 64 bits, lone surrogates, nesting deeper than 254) the same text the
+    standard library's ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` gives, built without recursion so no depth is too deep. Lone
+    surrogates stay raw characters here: hash it as UTF-8 with ``surrogatepass``.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return _dumps_iterative(value)
+
+
+def storage_json(value: Any) -> str:
+    """:func:`dumps_json` with lone surrogates written as ``\\udXXX`` escapes: valid UTF-8
+    that parses back to the same value (the ``json_serializer`` of both databases)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return escape_surrogates(_dumps_iterative(value))
+
+
+def escape_surrogates(text: str) -> str:
+    """Canonical JSON text with each raw lone surrogate as its ``\\uXXXX`` escape (inside
+    JSON text a surrogate can only be part of a string, where the escape means the same)."""
+    if not _LONE_SURROGATE.search(text):
+        return text
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class _Token(str):
+    """Literal output text on the serialiser's stack (as opposed to a value to encode)."""
+
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_CLOSE_LIST = _Token("]")
+_CLOSE_DICT = _Token("}")
+
+
+def _dumps_iterative(value: Any) -> str:
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is _Token:
+            out.append(item)
+        elif isinstance(item, str):
+            out.append(_encode_string(item))
+        elif item is None:
+            out.append("null")
+        elif item is True:
+            out.append("true")
+        elif item is False:
+            out.append("false")
+        elif isinstance(item, int):
+            out.append(int.__repr__(item))
+        elif isinstance(item, float):
+            out.append(_float_text(item))
+        elif isinstance(item, list | tuple):
+            if not item:
+                out.append("[]")
+                continue
+            stack.append(_CLOSE_LIST)
+            for index in range(len(item) - 1, -1, -1):
+                stack.append(item[index])
+                stack.append(_Token("," if index else "["))
+        elif isinstance(item, dict):
+            if not item:
+                out.append("{}")
+                continue
+            stack.append(_CLOSE_DICT)
+            pairs = sorted(item.items())
+            for index in range(len(pairs) - 1, -1, -1):
+                key, member = pairs[index]
+                if not isinstance(key, str):
+                    raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+                stack.append(member)
+                stack.append(_Token(("," if index else "{") + _encode_string(key) + ":"))
+        else:
+            raise TypeError(f"{type(item).__name__} is not a JSON value")
+    return "".join(out)
+
+
+def _float_text(value: float) -> str:
+    """As the standard library writes a float (repr; NaN/Infinity as it parses them)."""
+    if math.isfinite(value):
+        return float.__repr__(value)
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+# --- what the typed column can hold ------------------------------------------------------
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    """Every string, key and number inside ``value``, without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield from item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
+
+
+def _jsonb_float_exact(value: float) -> bool:
+    """Whether jsonb gives this float back as the same float.
+
+    jsonb keeps numbers as NUMERIC: no negative zero, no NaN/Infinity, and a number written
+    with a positive exponent and no fraction digit left ("1e+16", "1.5e+308") comes back
+    as an integer. Python (and orjson) write exactly the floats >= 1e16 that way.
+    """
+    if not math.isfinite(value):
+        return False
+    if value == 0.0:
+        return math.copysign(1.0, value) > 0
+    return "e+" not in float.__repr__(value)
+
+
+def _float_kept(value: float) -> bool:
+    return math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class _Column:
+    """What one database's typed JSON column cannot give back exactly."""
+
+    #: Characters it cannot hold in strings and keys (replaced by U+FFFD there).
+    bad_text: re.Pattern[str]
+    #: Floats it gives back as the same float.
+    float_exact: Callable[[float], bool]
+    #: Substrings of the canonical text of every value it might not give back exactly,
+    #: besides lone surrogates (and of some others): none found proves exactness.
+    suspect: tuple[str, ...]
+
+
+_COLUMNS = {
+    # jsonb refuses NUL and lone surrogates and normalises -0.0 and floats written with a
+    # positive exponent.
+    "postgresql": _Column(
+        re.compile("[\\x00\\ud800-\\udfff]"), _jsonb_float_exact, ("\\u0000", "-0.0", "e+")
+    ),
+    # TEXT holding canonical JSON gives everything back; but SQLite's JSON functions turn
+    # an escaped lone surrogate into invalid UTF-8, which breaks readers of json_extract
+    # (the task_summary view included), so the typed text is kept free of them.
+    "sqlite": _Column(re.compile("[\\ud800-\\udfff]"), _float_kept, ()),
+}
+
+
+def _suspect(canonical: str, column: _Column) -> bool:
+    """Whether canonical text may hold something the column cannot give back exactly.
+    Substring tests, not a regex: this runs for every event (a regex costs 3x more)."""
+    if not canonical.isascii():
+        try:
+            canonical.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (only the iterative writer keeps them)
+            return True
+    for part in column.suspect:  # noqa: SIM110 (a loop: any() and its generator cost more)
+        if part in canonical:
+            return True
+    return False
+
+
+def _column(dialect: str) -> _Column:
+    return _COLUMNS.get(dialect, _COLUMNS["postgresql"])
+
+
+def text_column_value(value: str | None, dialect: str) -> str | None:
+    """A string for a plain TEXT column, with the characters ``dialect`` cannot store
+    there (the same ones its JSON column cannot) replaced by U+FFFD."""
+    if value is None:
+        return None
+    return _column(dialect).bad_text.sub(REPLACEMENT, value)
+
+
+def exact_in_column(value: Any, dialect: str) -> tuple[bool, bool]:
+    """(exact, bad_text): whether ``dialect``'s typed JSON column gives ``value`` back
+    exactly, and whether some string or key holds a character it cannot hold."""
+    column = _column(dialect)
+    numbers_exact, bad_text = True, False
+    for item in _walk(value):
+        if isinstance(item, str):
+            if not bad_text and column.bad_text.search(item):
+                bad_text = True
+        elif isinstance(item, float) and not column.float_exact(item):
+            numbers_exact = False
+    return numbers_exact and not bad_text, bad_text
+
+
+def replace_bad_text(value: Any, dialect: str) -> Any:
+    """A copy of ``value`` with each character ``dialect``'s typed column cannot hold
+    replaced by U+FFFD, in strings and keys (keys made equal keep the last member)."""
+    fix = _column(dialect).bad_text
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, slot = stack.pop()
+        item = container[slot]
+        if isinstance(item, str):
+            container[slot] = fix.sub(REPLACEMENT, item)
+        elif isinstance(item, list):
+            copy = list(item)
+            container[slot] = copy
+            stack.extend((copy, index) for index in range(len(copy)))
+        elif isinstance(item, dict):
+            copied = {fix.sub(REPLACEMENT, key): member for key, member in item.items()}
+            container[slot] = copied
+            stack.extend((copied, key) for key in copied)
+    return root[0]
+
+
+def column_values(value: Any, dialect: str, canonical: str | None = None) -> tuple[Any, str | None]:
+    """(typed column value, ``*_raw`` column text or None) for a JSON value.
+
+    The raw text is set only when the typed column, read back, would not be exactly
+    ``value``; the typed column then holds the closest value it can (bad characters
+    replaced by U+FFFD; numbers as the database normalises them). ``canonical``: any
+    canonical text containing ``value`` (e.g. its event key's), so an ordinary value
+    costs a few substring searches and no second serialisation.
+    """
+    column = _column(dialect)
+    if value is None or isinstance(value, bool | int):
+        return value, None
+    if canonical is None and isinstance(value, dict | list):
+        canonical = dumps_json(value)
+    if canonical is not None and not _suspect(canonical, column):
+        return value, None
+    exact, bad_text = exact_in_column(value, dialect)
+    if exact:
+        return value, None
+    typed = replace_bad_text(value, dialect) if bad_text else value
+    return typed, storage_json(value)

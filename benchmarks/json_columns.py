@@ -1,0 +1,88 @@
+"""Per-event and per-task CPU cost of keys, exactness checks and JSON serialisation.
+
+    python benchmarks/json_columns.py --tasks 200 --events 50
+
+On ordinary simulator payloads: what ``insert_events`` and ``_task_columns`` compute per
+event / task before the database sees it (canonical text, event key, typed/raw split,
+storage text), per dialect, next to ``floor``: orjson and SHA-256 alone, the least any
+version can do. Prints JSON; microseconds are the best of several repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import timeit
+from collections.abc import Callable
+
+import orjson
+
+from archiver.jsonvalues import column_values, storage_json
+from archiver.models import TaskEvent, TaskInfo, key_of
+from archiver.simulator import Simulator, SimulatorConfig
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--events", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    sim = Simulator(SimulatorConfig(tasks=args.tasks, events_per_task=args.events, seed=args.seed))
+    sim.finish_all()
+    truth = sim.truth()
+    events = [TaskEvent.model_validate(e) for entry in truth.values() for e in entry["events"]]
+    tasks = [TaskInfo.model_validate(entry["task"]) for entry in truth.values()]
+
+    def floor_events() -> None:
+        for ev in events:
+            text = _dumps([ev.id, ev.name, ev.timestamp, ev.payload])
+            hashlib.sha256(text.encode()).hexdigest()
+            _dumps(ev.payload)
+
+    def archiver_events(dialect: str) -> Callable[[], None]:
+        def run() -> None:
+            for ev in events:
+                canonical = ev.canonical()
+                key_of(canonical)
+                typed, _raw = column_values(ev.payload, dialect, canonical)
+                storage_json(typed)
+
+        return run
+
+    def floor_tasks() -> None:
+        for task in tasks:
+            _dumps(task.output)
+            _dumps(task.model_dump(mode="json", exclude={"events"}))
+
+    def archiver_tasks(dialect: str) -> Callable[[], None]:
+        def run() -> None:
+            for task in tasks:
+                payload, payload_raw = column_values(task.payload_without_events(), dialect)
+                output = task.output
+                if payload_raw is not None:
+                    output, _raw = column_values(task.output, dialect)
+                storage_json(output)
+                storage_json(payload)
+
+        return run
+
+    def micros(fn: Callable[[], None], n: int) -> float:
+        return round(min(timeit.repeat(fn, repeat=7, number=3)) / 3 / n * 1e6, 3)
+
+    figures = {"events": len(events), "tasks": len(tasks)}
+    figures["us_per_event_floor"] = micros(floor_events, len(events))
+    figures["us_per_task_floor"] = micros(floor_tasks, len(tasks))
+    for dialect in ("sqlite", "postgresql"):
+        figures[f"us_per_event_{dialect}"] = micros(archiver_events(dialect), len(events))
+        figures[f"us_per_task_{dialect}"] = micros(archiver_tasks(dialect), len(tasks))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""Any JSON the API sends is archived losslessly, on SQLite and PostgreSQL: lone
+surrogates and NUL in strings and keys, numbers as written, nesting 1,000+ deep, 1 MB
+strings. What the archive gives back (the typed column, or its ``*_raw`` twin where set)
+is compared with what was sent by :func:`tests.conftest.canonical`, which tells 1 from
+1.0 and -0.0 from 0.0 (Python's ``==`` does not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, text
+
+from archiver.config import ApiKey, ClientConfig, SyncOptions
+from archiver.db import Database
+from archiver.engine import RunResult, run_command
+from archiver.jsonvalues import (
+    MAX_DEPTH,
+    column_values,
+    dumps_json,
+    loads_json,
+    storage_json,
+)
+from archiver.models import TaskEvent
+from archiver.schema import task_events, tasks
+from tests.conftest import (
+    TEST_API_KEY,
+    archived,
+    assert_matches_truth,
+    canonical,
+    run_archiver,
+)
+from tests.test_docs import ANALYSTS, OPERATIONS, fenced, run_raw
+from tests.test_hostile import API_URL, KEY, FakeApi, Reply, empty, ev, task
+
+# --- hostile JSON ------------------------------------------------------------------------
+
+HOSTILE_TEXTS = [
+    "\ud83d",
+    "lone \ud83d surrogate",
+    "\udfff\ud800",
+    "\x00",
+    "a\x00b",
+    "\ud83d\x00",
+    "\x1b[31mred",
+    "é😀",
+    "",
+]
+SPECIAL_NUMBERS = [-0.0, 0.0, 1e308, -1e308, 1.5e308, 5e-324, 10**40, -(10**40), 1.0, 1, 1e16]
+MEGABYTE = "x" * 2**20
+TEXTS = st.text(
+    st.characters() | st.characters(categories=["Cs"]) | st.just("\x00"), max_size=6
+) | st.sampled_from(HOSTILE_TEXTS)
+
+
+def nested(depth: int, leaf: Any) -> Any:
+    """``leaf`` inside ``depth`` levels of arrays and objects (built without recursion)."""
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k\x00\ud83d": value}
+    return value
+
+
+LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**80), 2**80),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(SPECIAL_NUMBERS),
+    TEXTS,
+)
+VALUES = st.recursive(
+    LEAVES,
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(TEXTS, kids, max_size=3),
+    max_leaves=8,
+)
+
+
+class Sent:
+    """A JSON value as sent, shown briefly (Hypothesis' printer recurses into values)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        text = storage_json(self.value)
+        return f"Sent({text[:300]}{'...' if len(text) > 300 else ''} [{len(text)} chars])"
+
+
+HOSTILE_JSON = st.one_of(
+    VALUES,
+    st.builds(nested, st.sampled_from([1_000, 3_000]), VALUES),
+    st.builds(lambda v: [MEGABYTE + "\ud83d", v], VALUES),
+).map(Sent)
+#: Every value the issue lists, each sent explicitly as an output and as payloads.
+LISTED = [
+    "lone \ud83d surrogate",
+    {"\ud83d": "\udfff"},
+    "a\x00b",
+    {"k\x00": "v\x00"},
+    nested(1_000, "leaf"),
+    -0.0,
+    1e308,
+    5e-324,
+    10**40,
+    1.0,
+    MEGABYTE,
+    [-0.0, 0.0, 1, 1.0, 1e16],
+]
+
+# --- one pass over a task that carries the value ---------------------------------------
+
+
+def run(db: Database, api: FakeApi) -> RunResult:
+    """One ``sync --task t`` pass against ``api`` (64 MiB response cap, as by default)."""
+    config = ClientConfig(api_url=API_URL, api_key=ApiKey(KEY))
+    options = SyncOptions(task_ids=("t",), error_backoff_s=0.0)
+    return run_command("sync", db, config, options, transport=httpx.MockTransport(api))
+
+
+def stored_event_payloads(db: Database) -> list[tuple[Any, str | None]]:
+    with db.reading() as conn:
+        rows = conn.execute(select(task_events.c.payload, task_events.c.payload_raw))
+        return [(row.payload, row.payload_raw) for row in rows]
+
+
+def assert_raw_only_where_needed(typed: Any, raw: str | None, sent: Any) -> None:
+    """The raw column is set exactly when the typed column does not give ``sent`` back."""
+    typed_exact = canonical(typed) == canonical(sent)
+    assert (raw is None) == typed_exact, (raw is None, typed_exact)
+
+
+def check_round_trip(db: Database, output: Any, payloads: list[Any]) -> None:
+    events = [ev(f"e{i}", 1_764_000_000_000 + i, p, f"evt_{i}") for i, p in enumerate(payloads)]
+    body = {"r": task("t", status="running", output=output, events=events + events)}
+    # The body as an API writes it: lone surrogates as \ud83d escapes, valid UTF-8.
+    api = FakeApi(tasks={"t": Reply(storage_json(body).encode(), 202)})
+    first = run(db, api)
+    assert first.exit_code == 0, first.errors
+    with db.reading() as conn:
+        row = conn.execute(select(tasks)).one()
+    assert row.last_error is None
+    assert canonical(archived(row.output, row.output_raw)) == canonical(output)
+    assert_raw_only_where_needed(row.output, row.output_raw, output)
+    payload = archived(row.payload, row.payload_raw)
+    assert canonical(payload["output"]) == canonical(output)
+    stored = stored_event_payloads(db)
+    # Each event was sent twice: one row each, every payload exactly as sent.
+    assert sorted(canonical(archived(*pair)) for pair in stored) == sorted(
+        canonical(p) for p in payloads
+    )
+    for (typed, raw), sent in zip(
+        sorted(stored, key=lambda pair: canonical(archived(*pair))),
+        sorted(payloads, key=canonical),
+        strict=True,
+    ):
+        assert_raw_only_where_needed(typed, raw, sent)
+    # Read again: the keys are stable, nothing is stored twice.
+    again = run(db, api)
+    assert again.exit_code == 0 and again.stats.events_inserted == 0, again.errors
+
+
+def examples(n: int) -> settings:
+    return settings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
+
+
+def with_listed_examples(test: Any) -> Any:
+    for value in LISTED:
+        test = example(output=Sent(value), payloads=[Sent(value), Sent({"v": value})])(test)
+    return test
+
+
+@examples(40)
+@with_listed_examples
+@given(output=HOSTILE_JSON, payloads=st.lists(HOSTILE_JSON, min_size=1, max_size=3))
+def test_any_json_round_trips_exactly(
+    database: Database, output: Sent, payloads: list[Sent]
+) -> None:
+    """Outputs and event payloads come back exactly as sent, raw column only where needed."""
+    empty(database)
+    check_round_trip(database, output.value, [p.value for p in payloads])
+
+
+def test_text_columns_the_database_cannot_hold_are_replaced_and_kept_raw(
+    database: Database,
+) -> None:
+    """A device or status with a lone surrogate or NUL is archived; payload_raw has it exact."""
+    body = {"r": task("t", status="done\x00", device="mobile \ud83d", events=[])}
+    first = run(database, FakeApi(tasks={"t": Reply(storage_json(body).encode())}))
+    assert first.exit_code == 0, first.errors
+    with database.reading() as conn:
+        row = conn.execute(select(tasks)).one()
+    assert row.device == "mobile \ufffd" and row.last_error is None
+    expected_status = "done\ufffd" if database.dialect == "postgresql" else "done\x00"
+    assert row.status == expected_status
+    payload = archived(row.payload, row.payload_raw)
+    assert (payload["status"], payload["device"]) == ("done\x00", "mobile \ud83d")
+
+
+# --- the canonical text and the parser ---------------------------------------------------
+
+
+def old_dumps_json(value: Any) -> str:
+    """dumps_json before lossless storage: event keys stored then must not change."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@examples(200)
+@example(value=[10**40, {"\ud83d": -0.0}, 1e308, "a\x00"])
+@example(value=nested(300, 1.0))
+@given(value=VALUES)
+def test_canonical_text_is_unchanged_where_it_was_computable(value: Any) -> None:
+    """Event keys of events stored by earlier versions stay the same (no duplicates)."""
+    assert dumps_json(value) == old_dumps_json(value)
+    ev_ = TaskEvent(name="n", payload=value)
+    assert ev_.identity == TaskEvent(name="n", payload=loads_json(storage_json(value))).identity
+
+
+@examples(100)
+@example(sent=Sent(nested(MAX_DEPTH - 100, "\ud83d")))
+@given(sent=HOSTILE_JSON)
+def test_storage_text_parses_back_exactly(sent: Sent) -> None:
+    """The text for storage is valid UTF-8 and parses back to the very same value."""
+    stored = storage_json(sent.value).encode("utf-8")  # no lone surrogate survives unescaped
+    assert canonical(loads_json(stored)) == canonical(sent.value)
+
+
+def test_parser_takes_deep_nesting_and_refuses_what_is_not_json() -> None:
+    """Nesting to MAX_DEPTH parses; far deeper is a RecursionError; NaN is not JSON."""
+    assert canonical(loads_json("[" * MAX_DEPTH + "]" * MAX_DEPTH)) == canonical(
+        nested_lists(MAX_DEPTH)
+    )
+    with pytest.raises(RecursionError):
+        loads_json("[" * 2 * MAX_DEPTH + "]" * 2 * MAX_DEPTH)
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ValueError, match="not a JSON value"):
+            loads_json(f"[{constant}]")
+
+
+def nested_lists(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "sqlite_raw", "postgresql_raw"),
+    [
+        ({"a": [1, 2.5, "x", None, True]}, False, False),
+        (1.0, False, False),
+        (5e-324, False, False),
+        (10**40, False, False),
+        (-0.0, False, True),
+        (1e308, False, True),
+        ({"k": [1e16]}, False, True),
+        ("a\x00b", False, True),
+        ({"k\x00": 1}, False, True),
+        ("\ud83d", True, True),
+        ({"\udfff": 1}, True, True),
+    ],
+)
+def test_exactness_per_database(value: Any, sqlite_raw: bool, postgresql_raw: bool) -> None:
+    """Which values need the raw column on which database (the predicate, spelled out)."""
+    for dialect, expect_raw in (("sqlite", sqlite_raw), ("postgresql", postgresql_raw)):
+        typed, raw = column_values(value, dialect)
+        assert (raw is not None) == expect_raw, dialect
+        if raw is not None:
+            assert canonical(loads_json(raw)) == canonical(value)
+            assert "\\x00" not in repr(typed) or dialect == "sqlite"
+            assert "\\ud" not in repr(typed)  # no lone surrogate left in the typed column
+
+
+# --- end to end: `archiver sync` against a simulator world -------------------------------
+
+RAW_JSON_VALUES = (
+    '"lone \\ud83d surrogate"',
+    '{"k\\u0000": "v\\u0000", "\\udfff": ["\\ud800", "\\u001b[2J"]}',
+    "1.0",
+    "-0.0",
+    "1e308",
+    "5e-324",
+    "10000000000000000000000000000000000000000",
+    "[" * 1_000 + '"deep \\ud83d"' + "]" * 1_000,
+    '"' + "y" * 2**20 + '"',
+    '"\\u001b[2J screen cleared"',
+)
+
+
+def test_sync_archives_hostile_json_exactly_like_ground_truth(
+    database_url: str, make_simulator: Any
+) -> None:
+    """`archiver sync` archives a world full of hostile JSON exactly; views and report work."""
+    sim = make_simulator(tasks=36, events_per_task=6, seed=13, raw_json_values=RAW_JSON_VALUES)
+    sim.finish_all()
+    env = {
+        "CIRCLEMIND_API_KEY": TEST_API_KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": database_url,
+    }
+    done = run_archiver("sync", "-q", env=env)
+    assert done.returncode == 0, done.stderr
+    db = Database(database_url)
+    try:
+        assert_matches_truth(db, sim)  # tasks, outputs and events (as a multiset)
+        truth = sim.truth()
+        sent = {canonical(loads_json(text)) for text in RAW_JSON_VALUES}
+        outputs = {canonical(entry["task"]["output"]) for entry in truth.values()}
+        payloads = {canonical(e["payload"]) for entry in truth.values() for e in entry["events"]}
+        assert sent <= outputs and sent <= payloads  # every hostile value was really sent
+        with db.reading() as conn:
+            before = conn.scalar(select(text("count(*)")).select_from(task_events))
+            for view in ("credits_by_day", "task_summary", "event_counts"):
+                assert conn.execute(text(f"SELECT * FROM {view}")).all(), view
+            previews = {
+                row.task_id: row.output_text
+                for row in conn.execute(text("SELECT task_id, output_text FROM task_summary"))
+            }
+        # docs/analysts.md's queries for this database run and give back what was sent.
+        as_sent, which = fenced(ANALYSTS, db.dialect)
+        names, rows = run_raw(db, as_sent)
+        with_output = [tid for tid, entry in truth.items() if entry["task"]["output"] is not None]
+        assert names == ["id", "output_as_sent"] and len(rows) == len(with_output)
+        for task_id, output in rows:
+            assert canonical(loads_json(output)) == canonical(truth[task_id]["task"]["output"])
+        assert run_raw(db, which)[1], "no row needed its raw column"
+        lone = [tid for tid, e in truth.items() if e["task"]["output"] == "lone \ud83d surrogate"]
+        assert lone and all(previews[tid] == "lone \ufffd surrogate" for tid in lone)
+        again = run_archiver("sync", "-q", env=env)
+        assert again.returncode == 0, again.stderr
+        with db.reading() as conn:
+            assert conn.scalar(select(text("count(*)")).select_from(task_events)) == before
+        for args in (("report", "top", "--limit", "50"), ("report", "credits", "--by", "day")):
+            report = run_archiver(*args, env={"ARCHIVER_DATABASE_URL": database_url})
+            assert report.returncode == 0, report.stderr
+            assert "\x1b" not in report.stdout and "\x00" not in report.stdout
+        top = run_archiver(
+            "report", "top", "--limit", "50", env={"ARCHIVER_DATABASE_URL": database_url}
+        )
+        assert "lone \ufffd surrogate" in top.stdout
+    finally:
+        db.dispose()
+
+
+def test_sqlite_to_postgresql_recipe_keeps_hostile_json_exact(
+    tmp_path: Path, postgres_url: str, make_simulator: Any
+) -> None:
+    """The copy recipe in docs/operations.md re-splits typed/raw JSON for jsonb, exactly."""
+    sim = make_simulator(tasks=20, events_per_task=4, seed=14, raw_json_values=RAW_JSON_VALUES)
+    sim.finish_all()
+    source_url = f"sqlite:///{tmp_path}/src.db"
+    env = {"CIRCLEMIND_API_KEY": TEST_API_KEY, "ARCHIVER_API_URL": sim.base_url}
+    done = run_archiver("sync", "-q", env={**env, "ARCHIVER_DATABASE_URL": source_url})
+    assert done.returncode == 0, done.stderr
+    (script,) = [b for b in fenced(OPERATIONS, "python") if "copy_to_postgres" in b]
+    path = tmp_path / "copy_to_postgres.py"
+    path.write_text(script)
+    copy_env = {**os.environ, "SOURCE_URL": source_url, "TARGET_URL": postgres_url}
+    copied = subprocess.run(
+        [sys.executable, str(path)], env=copy_env, capture_output=True, text=True, timeout=120
+    )
+    assert copied.returncode == 0, copied.stderr
+    target = Database(postgres_url)
+    try:
+        assert_matches_truth(target, sim)
+        with target.reading() as conn:
+            raw_rows = conn.scalar(select(func.count()).where(tasks.c.output_raw.is_not(None)))
+        assert raw_rows, "no copied output needed its raw column on PostgreSQL"
+    finally:
+        target.dispose()
