@@ -46,6 +46,18 @@ class ArchiverGroup(click.Group):
             return super().invoke(ctx)
         except ArchiverError as exc:
             _fail(exc)
+        except click.BadParameter as exc:
+            # click's own checks (ranges, choices) in the same one-line form.
+            _fail(ConfigError(_bad_parameter(exc)))
+
+
+def _bad_parameter(exc: click.BadParameter) -> str:
+    """``--by 'year' is not one of ...``: the option, the value and what is expected."""
+    param, command = exc.param, exc.ctx.command_path if exc.ctx else "archiver"
+    hint = exc.param_hint or (param.opts[0] if param is not None and param.opts else "value")
+    if isinstance(hint, (list, tuple)):
+        hint = " / ".join(hint)
+    return f"{hint}: {exc.message.rstrip('.')}; see `{command} --help`."
 
 
 # --- option types: values parsed by archiver.config, errors in the project's words -----
@@ -476,7 +488,7 @@ def db_upgrade(database_url: str | None) -> None:
     from archiver import db as q
 
     database = q.Database(database_url or cfg.default_database_url())
-    before = q.current_revision(database.engine)
+    before = database.revision()
     q.upgrade(database.engine)
     after = q.current_revision(database.engine)
     click.echo(f"{database.display_url()}: {before or '(empty)'} -> {after}")
@@ -494,7 +506,7 @@ def db_current(database_url: str | None) -> None:
     from archiver import db as q
 
     database = q.Database(database_url or cfg.default_database_url(), read_only=True)
-    current = q.current_revision(database.engine)
+    current = database.revision()
     head = q.head_revision()
     state = "up to date" if current == head else "behind: run `archiver db upgrade`"
     click.echo(f"{database.display_url()}: {current or '(empty)'} (head {head}, {state})")

@@ -9,8 +9,10 @@ UPDATE or an ``INSERT ... ON CONFLICT``, which is atomic there.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,12 +41,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DataError,
-    OperationalError,
+    DBAPIError,
     SQLAlchemyError,
     StatementError,
 )
+from sqlalchemy.pool import NullPool
 
-from archiver.exceptions import ConfigError, DataRefused, LeaseLost, StorageError
+from archiver.exceptions import ArchiverError, ConfigError, DataRefused, LeaseLost, StorageError
 from archiver.jsonvalues import column_values, loads_json, storage_json, text_column_value
 from archiver.models import KeyedEvent, TaskInfo, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
@@ -69,8 +72,9 @@ def normalize_database_url(url: str) -> str:
 
 
 def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
-    """An Engine for ``url``; SQLite files are created owner-only (unless ``read_only``),
-    with WAL and busy timeout."""
+    """An Engine for ``url``. SQLite files are created owner-only, with WAL and busy
+    timeout; ``read_only`` opens an existing archive without creating or writing anything
+    (SQLite: ``mode=ro``; PostgreSQL: read-only transactions)."""
     url = normalize_database_url(url)
     try:
         parsed = make_url(url)
@@ -83,6 +87,10 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
     if backend == "sqlite":
         return _sqlite_engine(url, parsed.database, read_only=read_only)
     if backend == "postgresql":
+        options = f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"
+        if read_only:
+            # The server itself refuses any write of a read-only command.
+            options += " -c default_transaction_read_only=on"
         try:
             # executemany runs in psycopg's pipeline mode; insertmanyvalues would re-render
             # and re-parse one huge INSERT per batch size instead.
@@ -94,11 +102,12 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
                 use_insertmanyvalues=False,
                 # A row lock held elsewhere (an analyst's SELECT ... FOR UPDATE, a session
                 # idle in a transaction) fails the statement instead of hanging the pass.
-                connect_args={"options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"},
+                connect_args={"options": options},
             )
         except ImportError:
             raise ConfigError(
-                "PostgreSQL support is not installed: pip install 'smooth-archiver[postgres]'."
+                "PostgreSQL support is not installed: pip install '.[postgres]' in the "
+                "smooth-archiver checkout (or pip install 'psycopg[binary]')."
             ) from None
     raise ConfigError(
         f"database URL scheme {parsed.drivername!r} is not supported: "
@@ -106,19 +115,112 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
     )
 
 
-def _sqlite_engine(url: str, database: str | None, *, read_only: bool = False) -> Engine:
-    if database and database != ":memory:" and not read_only:
-        path = Path(database).expanduser()
+#: The first 16 bytes of every SQLite database file (an empty file is a new database).
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """An existing file that SQLite can open; a one-line ConfigError naming it otherwise."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no archive at {str(path)!r}: the SQLite file does not exist. Check "
+            "--database-url / ARCHIVER_DATABASE_URL (or ARCHIVER_HOME); `archiver sync` "
+            "creates a new archive."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the SQLite database {str(path)!r}: {exc.strerror}; check the path "
+            "and that this user may read the file."
+        ) from None
+    if head and head != SQLITE_MAGIC:
+        raise ConfigError(_not_a_database(path))
+
+
+def _not_a_database(path: Path | str) -> str:
+    return (
+        f"{str(path)!r} is not a SQLite database (or it is damaged): check --database-url / "
+        "ARCHIVER_DATABASE_URL names the archive file."
+    )
+
+
+def _read_only_message(path: Path, what: str) -> str:
+    return (
+        f"the SQLite archive {str(path)!r} is read-only ({what}): sync, backfill and db "
+        "upgrade write to it, so give this user write access to the file and its folder "
+        "(status, report and verify read it as it is)."
+    )
+
+
+def _open_sqlite_for_writing(path: Path) -> None:
+    """The archive file, created owner-only if new; a clear error if it cannot be written."""
+    if path.exists():
+        _check_sqlite_file(path)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # Created owner-only before SQLite opens it; SQLite gives -wal/-shm the same mode.
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.close(os.open(path, os.O_RDWR))
         except OSError as exc:
+            if exc.errno in _NOT_WRITABLE:
+                raise ConfigError(_read_only_message(path, "the file")) from None
             raise StorageError(
-                f"cannot create the SQLite database {str(path)!r}: {exc.strerror}; "
-                "check the directory exists and is writable, or set ARCHIVER_HOME."
+                f"cannot open the SQLite database {str(path)!r}: {exc.strerror}"
             ) from None
-    engine = create_engine(url, json_serializer=storage_json, json_deserializer=loads_json)
+        # WAL mode creates -wal and -shm beside the file unless a writer left them there.
+        wal = path.with_name(path.name + "-wal")
+        if not wal.exists() and not os.access(path.parent, os.W_OK | os.X_OK, effective_ids=True):
+            raise ConfigError(_read_only_message(path, "its folder"))
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Created owner-only before SQLite opens it; SQLite gives -wal/-shm the same mode.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the SQLite database {str(path)!r}: {exc.strerror}; "
+            "check the directory exists and is writable, or set ARCHIVER_HOME."
+        ) from None
+
+
+def _read_only_sqlite(path: Path) -> Any:
+    """A connection factory that opens ``path`` read-only and leaves no file behind.
+
+    ``mode=ro`` still creates -wal/-shm files beside a WAL database (and cannot open one at
+    all in a folder this user may not write). When no -wal or -journal file exists the whole
+    database is in the main file, which a writer only rewrites at a checkpoint, so it is
+    opened ``immutable``: nothing is created or locked. Decided per connection (the engine
+    uses no pool), since a writer may start or stop between two reads.
+    """
+    uri = path.absolute().as_uri() + "?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        at_rest = not any(
+            path.with_name(path.name + suffix).exists() for suffix in ("-wal", "-journal")
+        )
+        return sqlite3.connect(
+            uri + ("&immutable=1" if at_rest else ""), uri=True, check_same_thread=False
+        )
+
+    return connect
+
+
+def _sqlite_engine(url: str, database: str | None, *, read_only: bool = False) -> Engine:
+    file = database not in (None, "", ":memory:") and not database.startswith("file:")
+    path = Path(database).expanduser() if file and database else None
+    if path is not None and read_only:
+        _check_sqlite_file(path)
+        engine = create_engine(
+            "sqlite://",
+            creator=_read_only_sqlite(path),
+            poolclass=NullPool,
+            json_serializer=storage_json,
+            json_deserializer=loads_json,
+        )
+    else:
+        if path is not None:
+            _open_sqlite_for_writing(path)
+        engine = create_engine(url, json_serializer=storage_json, json_deserializer=loads_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -126,8 +228,12 @@ def _sqlite_engine(url: str, database: str | None, *, read_only: bool = False) -
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        if read_only:
+            # journal_mode would write the header; query_only refuses any write.
+            cursor.execute("PRAGMA query_only = ON")
+        else:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -271,17 +377,44 @@ class Database:
 
     def prepare(self) -> None:
         """Connect and bring the schema to head (read-only: check it is there); a clear
-        StorageError if that fails."""
-        try:
+        one-line error if that fails."""
+        with self._opening():
             if self.read_only:
                 self._check_readable()
             else:
                 ensure_current(self.engine)
-        except OperationalError as exc:
-            raise StorageError(
-                f"cannot open the database {self.display_url()}: {db_message(exc)}; "
-                "check the URL, that the server runs, and permissions."
-            ) from None
+
+    def revision(self) -> str | None:
+        """The archive's schema revision (None: no schema yet), for ``archiver db``."""
+        with self._opening():
+            return current_revision(self.engine)
+
+    @contextmanager
+    def _opening(self) -> Iterator[None]:
+        """Driver errors while opening the archive as one line that says what to do."""
+        try:
+            yield
+        except DBAPIError as exc:
+            raise self._open_error(exc) from None
+
+    def _open_error(self, exc: DBAPIError) -> ArchiverError:
+        orig = exc.orig
+        code = getattr(orig, "sqlite_errorcode", None)
+        name = make_url(self.url).database or ""
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return ConfigError(_not_a_database(name))
+        if code == sqlite3.SQLITE_READONLY and not self.read_only:
+            return ConfigError(_read_only_message(Path(name), "the file or its folder"))
+        if self.dialect == "postgresql" and f'database "{name}" does not exist' in str(orig):
+            return ConfigError(
+                f"the PostgreSQL database {name!r} does not exist on "
+                f"{self.display_url()}: check --database-url / ARCHIVER_DATABASE_URL, or "
+                f"create it (createdb {name}) and run `archiver sync`."
+            )
+        return StorageError(
+            f"cannot open the database {self.display_url()}: {db_message(exc)}; "
+            "check the URL, that the server runs, and permissions."
+        )
 
     def _check_readable(self) -> None:
         """A read-only command needs an archive at the schema this version reads."""
@@ -956,4 +1089,8 @@ def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(sep=" ", timespec="seconds")
+    """ISO 8601 with its time zone; SQLite hands back naive datetimes, stored as UTC."""
+    if value is None:
+        return None
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="seconds")

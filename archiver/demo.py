@@ -46,11 +46,14 @@ def run_demo(folder: Path | None, *, n_tasks: int, echo: Callable[[str], None]) 
     database = Database(database_url)
     database.prepare()
     config = SimulatorConfig(seed=7, tasks=n_tasks, events_per_task=6, api_key=DEMO_KEY)
+    # Every setting is explicit: a default here (e.g. the blob root) would come from the
+    # environment, which may point at a real archive.
+    options = SyncOptions(concurrency=4, blob_url=str(where / "blobs"))
     with Simulator(config) as sim:
         client_config = ClientConfig(api_url=sim.base_url, api_key=ApiKey(DEMO_KEY))
         echo(f"Simulated Smooth API at {sim.base_url} with {n_tasks} tasks.")
         for number in (1, 2):
-            result = run_command("sync", database, client_config, SyncOptions(concurrency=4))
+            result = run_command("sync", database, client_config, options)
             echo(f"pass {number}: {result.summary()}")
             sim.advance(DEMO_SECONDS_BETWEEN_PASSES)
     _print_archive(database, echo)
