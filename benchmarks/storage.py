@@ -1,0 +1,96 @@
+"""Storage micro-benchmark: one batch insert of N events through the real db functions
+(``archiver.db.insert_events``: event-key hashing, JSON serialisation, bind processing,
+executemany, commit) into a fresh, migrated archive; rows per second. Prints JSON.
+
+    python benchmarks/storage.py                        # 20,000 events (400 tasks x 50)
+    python benchmarks/storage.py --events 200000
+    python benchmarks/storage.py --database-url postgresql://postgres@127.0.0.1/bench
+
+Events come from the simulator's scenario (realistic payloads), parsed with the real
+models (``parse_task``); parsing is timed separately, and so is hashing alone (the keys
+are computed once outside the insert too, to split the insert's time). A PostgreSQL
+database named in --database-url is dropped and re-created for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from _bench import database_label, fresh_postgres, load, r, workdir
+from sqlalchemy import func, select
+
+from archiver import db as q
+from archiver.models import parse_task
+from archiver.schema import task_events
+from archiver.simulator import Simulator, SimulatorConfig
+from archiver.timestamps import utcnow
+
+PER_TASK = 50
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000, help="rows in the one batch")
+    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument("--repeat", type=int, default=1, help="runs, each printed")
+    args = parser.parse_args()
+    n_tasks = max(1, args.events // PER_TASK)
+    sim = Simulator(SimulatorConfig(seed=3, tasks=n_tasks, events_per_task=PER_TASK))
+    sim.finish_all()
+    truth = sim.truth()
+    for _ in range(args.repeat):
+        print(json.dumps(run(args, truth)), flush=True)
+
+
+def run(args: argparse.Namespace, truth: dict[str, dict[str, object]]) -> dict[str, object]:
+    started = time.perf_counter()
+    tasks = [
+        parse_task({**item["task"], "events": item["events"]}, context="bench")  # type: ignore[dict-item]
+        for item in truth.values()
+    ]
+    parse_s = time.perf_counter() - started
+    batches = [(t.id, t.events or []) for t in tasks]
+    rows = sum(len(events) for _, events in batches)
+    started = time.perf_counter()
+    for _, events in batches:
+        for ev in events:
+            ev.key  # noqa: B018 - the hashing alone, timed
+    hash_s = time.perf_counter() - started
+    with workdir() as home:
+        url = args.database_url or f"sqlite:///{home}/storage.db"
+        if args.database_url:
+            fresh_postgres(url)
+        database = q.Database(url)
+        database.prepare()
+        with database.transaction() as conn:
+            q.insert_new_tasks(conn, tasks, utcnow())
+        started = time.perf_counter()
+        cpu = time.process_time()
+        with database.transaction() as conn:
+            q.insert_events(conn, batches, utcnow())
+        insert_s = time.perf_counter() - started
+        insert_cpu = time.process_time() - cpu
+        with database.reading() as conn:
+            stored = conn.scalar(select(func.count()).select_from(task_events))
+        database.dispose()
+    if stored != rows:
+        raise SystemExit(f"stored {stored} rows, expected {rows}")
+    return {
+        "benchmark": "storage",
+        "database": database_label(args.database_url),
+        "rows": rows,
+        "insert_s": r(insert_s),
+        "rows_per_s": round(rows / insert_s),
+        "insert_cpu_s": r(insert_cpu),
+        "hash_s": r(hash_s),
+        "rows_per_s_without_hashing": round(rows / max(insert_s - hash_s, 1e-9)),
+        "parse_s": r(parse_s),
+        "parse_rows_per_s": round(rows / parse_s),
+        "load": load(),
+    }
+
+
+if __name__ == "__main__":
+    main()
