@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -149,7 +152,37 @@ def _alembic_config(connection: Connection) -> Any:
     return cfg
 
 
+#: ``revision = "x"`` / ``down_revision = "y" | None`` lines of a migration script.
+_REVISION_LINE = re.compile(
+    r'^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(?:"([^"]*)"|\'([^\']*)\'|(None))\s*$',
+    re.MULTILINE,
+)
+
+
+@functools.cache
 def head_revision() -> str | None:
+    """The newest migration, read from the scripts' revision lines.
+
+    Every `sync` asks, and Alembic's script machinery costs about 0.1 s of start-up, so
+    the chain is read with a regular expression; anything it does not understand (a
+    merge, several heads, a script without those lines) goes to Alembic itself.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in Path(migrations_location(), "versions").glob("*.py"):
+        if script.name.startswith("__"):
+            continue
+        found = {m[1]: m[2] or m[3] for m in _REVISION_LINE.finditer(script.read_text())}
+        if "revision" not in found or "down_revision" not in found:
+            return _alembic_head()
+        revisions.add(found["revision"])
+        if found["down_revision"]:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else _alembic_head()
+
+
+def _alembic_head() -> str | None:
     from alembic.script import ScriptDirectory
 
     cfg = _alembic_config(None)  # type: ignore[arg-type]
@@ -157,14 +190,22 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The revision the database is at (None: no schema), read from alembic_version
+    directly rather than through Alembic (start-up time)."""
     with engine.connect() as conn:
         conn.info[_READ_ONLY] = True
         try:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
         finally:
             conn.info.pop(_READ_ONLY, None)
+    if len(rows) > 1:
+        raise StorageError(
+            f"the archive records several schema revisions ({', '.join(sorted(rows))}) in "
+            "alembic_version; expected one (hand-edited?): fix that table, then run again."
+        )
+    return rows[0] if rows else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
