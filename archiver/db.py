@@ -734,17 +734,31 @@ def finish_run(
 
 def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
     """Counts for ``archiver status``: tasks by status, active/finalized, events, runs."""
-    by_status = {
-        (status or "(unknown)"): count
-        for status, count in conn.execute(
-            select(tasks.c.status, func.count()).group_by(tasks.c.status).order_by(tasks.c.status)
+    # One scan of ix_tasks_status_summary (a covering index), not one scan of the wide
+    # tasks rows per figure plus a count of every event row: under a second at 100k tasks.
+    # Events stored are the sum of tasks.event_count, which each save recounts in the
+    # transaction that inserts the events.
+    by_status: dict[str, int] = {}
+    active = in_error = gone = events = 0
+    for row in conn.execute(
+        select(
+            tasks.c.status,
+            func.count(),
+            func.count() - func.count(tasks.c.finalized_at),
+            func.count(tasks.c.next_poll_at),
+            func.count(tasks.c.gone_at),
+            func.coalesce(func.sum(tasks.c.event_count), 0),
         )
-    }
-    active = conn.scalar(select(func.count()).where(tasks.c.finalized_at.is_(None))) or 0
+        .group_by(tasks.c.status)
+        .order_by(tasks.c.status)
+    ):
+        key = row[0] or "(unknown)"
+        by_status[key] = by_status.get(key, 0) + row[1]
+        active += row[2]
+        in_error += row[3]
+        gone += row[4]
+        events += int(row[5])
     total = sum(by_status.values())
-    in_error = conn.scalar(select(func.count()).where(tasks.c.next_poll_at.is_not(None))) or 0
-    gone = conn.scalar(select(func.count()).where(tasks.c.gone_at.is_not(None))) or 0
-    events = conn.scalar(select(func.count()).select_from(task_events)) or 0
     runs = [
         {
             "command": row.command,

@@ -96,6 +96,16 @@ tasks = Table(
         postgresql_where=text("finalized_at IS NULL"),
     ),
     Index("ix_tasks_created_at", "created_at"),
+    # Covering indexes of `status` and `credits_by_day` (migration status_indexes).
+    Index(
+        "ix_tasks_status_summary",
+        "status",
+        "finalized_at",
+        "next_poll_at",
+        "gone_at",
+        "event_count",
+    ),
+    Index("ix_tasks_credits", "created_at_utc", "status", "device", "credits_used"),
 )
 
 task_events = Table(
