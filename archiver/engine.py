@@ -49,6 +49,7 @@ from archiver.locks import RunLock
 from archiver.logs import set_run_id
 from archiver.models import TaskEvent, TaskInfo
 from archiver.progress import NullProgress, Progress
+from archiver.recent import RecentIds
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
 from archiver.timestamps import seconds_in_unit_of, to_seconds, utcnow
 from archiver.writer import GroupWriter
@@ -452,7 +453,7 @@ class SyncEngine:
         state = await self._db(q.get_state, "backfill") or {}
         if not state or state.get("since") != since_key:
             state = {"since": since_key, "next_t": None, "listing_done": False}
-        seen: set[str] = set()
+        seen = RecentIds(keep=4 * MAX_PAGE_SIZE)
 
         async def enqueue(ids: list[str]) -> None:
             fresh = [i for i in ids if i not in seen]
@@ -461,7 +462,9 @@ class SyncEngine:
                 await queue.put(item)
 
         # Tasks an interrupted backfill listed but did not finish come first.
-        await enqueue(await self._db(q.backfill_task_ids, since=None))
+        resumed = await self._db(q.backfill_task_ids, since=None)
+        await enqueue(resumed)
+        seen.pin(resumed)
         if state["listing_done"]:
             return
 
