@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import httpx
 import stamina
-from httpx_aiohttp import AiohttpTransport
 
 from archiver.config import ClientConfig
 from archiver.exceptions import (
@@ -104,6 +103,10 @@ class SmoothClient:
         if transport is None:
             # httpcore's own pool spends O(connections) per request checking idle sockets,
             # which dominates at high concurrency; aiohttp's pool does not (benchmarks/).
+            # Imported here: `status` reaches this module (through artifacts) but sends no
+            # request, and aiohttp is slow to import.
+            from httpx_aiohttp import AiohttpTransport
+
             transport = AiohttpTransport(limits=limits)
         self._http = httpx.AsyncClient(
             base_url=config.api_url,

@@ -63,6 +63,16 @@ def test_sync_imports_only_what_it_uses(database_url: str, make_simulator, tmp_p
     assert "prometheus_client" in imported_packages(metrics.stderr)
 
 
+def test_status_and_report_import_no_http_stack(database_url: str) -> None:
+    """The read-only commands never import aiohttp (nor Alembic): they send no request."""
+    env = {"ARCHIVER_DATABASE_URL": database_url, "PYTHONPROFILEIMPORTTIME": "1"}
+    assert run_archiver("db", "upgrade", env=env).returncode == 0
+    for args in (["status", "--json"], ["report", "credits"]):
+        done = run_archiver(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        assert imported_packages(done.stderr) & {"aiohttp", "httpx_aiohttp", "alembic"} == set()
+
+
 def test_head_revision_falls_back_to_alembic_on_a_branch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
