@@ -84,6 +84,7 @@ def run(args: argparse.Namespace, truth: dict[str, dict[str, object]]) -> dict[s
         "insert_s": r(insert_s),
         "rows_per_s": round(rows / insert_s),
         "insert_cpu_s": r(insert_cpu),
+        "rows_per_cpu_s": round(rows / insert_cpu),
         "hash_s": r(hash_s),
         "rows_per_s_without_hashing": round(rows / max(insert_s - hash_s, 1e-9)),
         "parse_s": r(parse_s),
