@@ -28,16 +28,20 @@ KEY = "bench-key"
 # first request) without touching simulator.py.
 _SIM_WRAPPER = """
 import os, sys, time
-from archiver import simulator as s
+import archiver.simulator as s
+try:  # the simulator package (main after the simulator split) or the old module
+    from archiver.simulator.httpd import Handler
+except ImportError:
+    Handler = s._Handler
 stamp = os.environ["BENCH_FIRST_REQUEST_FILE"]
-orig = s._Handler._dispatch
-def _dispatch(self):
+orig = Handler.do_GET
+def do_get(self):
     if self.path.startswith("/api/") and not os.path.exists(stamp):
         with open(stamp + ".tmp", "w") as f:
             f.write(repr(time.time()))
         os.replace(stamp + ".tmp", stamp)
     return orig(self)
-s._Handler.do_GET = _dispatch
+Handler.do_GET = do_get
 sys.exit(s.main(sys.argv[1:]))
 """
 
@@ -59,10 +63,16 @@ class Simulator:
     def __init__(self, args: Sequence[str], workdir: Path) -> None:
         self.stamp = workdir / "first-request"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SIM_WRAPPER, "--port", "0", "--api-key", KEY, *args],
+            [sys.executable, "-c", _SIM_WRAPPER, "--port", "0", *args],
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "BENCH_FIRST_REQUEST_FILE": str(self.stamp)},
+            # The simulator takes its key from the environment (older ones need none).
+            env={
+                **os.environ,
+                "BENCH_FIRST_REQUEST_FILE": str(self.stamp),
+                "CIRCLEMIND_API_KEY": KEY,
+            },
         )
         assert self.proc.stdout is not None
         self.base_url = self.proc.stdout.readline().strip()
