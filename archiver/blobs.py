@@ -36,8 +36,6 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-import fsspec
-
 from archiver.exceptions import ArchiverError, BlobStoreError, ConfigError
 
 #: Read and write in pieces of this size: nothing is ever held whole in memory.
@@ -140,6 +138,8 @@ class BlobStore:
                 "the blob storage URL is empty: set --blob-url or ARCHIVER_BLOB_URL to a "
                 "local folder, file:///path, s3://bucket/prefix or gs://bucket/prefix."
             )
+        import fsspec  # only where blobs are stored: it is slow to import (start-up)
+
         self.local = "://" not in url or url.startswith("file://")
         if self.local:
             path = url[len("file://") :] if url.startswith("file://") else url

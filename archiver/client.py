@@ -13,13 +13,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import stamina
-from aiolimiter import AsyncLimiter
-from httpx_aiohttp import AiohttpTransport
 
 from archiver.config import ClientConfig
 from archiver.exceptions import (
@@ -35,6 +33,9 @@ from archiver.exceptions import (
 from archiver.jsonvalues import MAX_DEPTH, loads_json
 from archiver.models import TaskInfo, parse_envelope, parse_task
 from archiver.redact import redact
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,11 @@ class SmoothClient:
         self._unreached_attempts = 0
         #: Event-loop time after which failed requests are not retried (set by the engine).
         self.retry_deadline: float | None = None
-        self._limiter = (
-            AsyncLimiter(config.rate_limit, 1.0) if config.rate_limit is not None else None
-        )
+        self._limiter: AsyncLimiter | None = None
+        if config.rate_limit is not None:
+            from aiolimiter import AsyncLimiter  # only with --rate-limit (start-up time)
+
+            self._limiter = AsyncLimiter(config.rate_limit, 1.0)
         limits = httpx.Limits(
             max_connections=config.max_connections,
             max_keepalive_connections=config.max_connections,
@@ -162,6 +165,10 @@ class SmoothClient:
         if transport is None:
             # httpcore's own pool spends O(connections) per request checking idle sockets,
             # which dominates at high concurrency; aiohttp's pool does not (benchmarks/).
+            # Imported here: `status` reaches this module (through artifacts) but sends no
+            # request, and aiohttp is slow to import.
+            from httpx_aiohttp import AiohttpTransport
+
             transport = AiohttpTransport(limits=limits)
         self._http = httpx.AsyncClient(
             base_url=config.api_url,

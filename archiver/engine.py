@@ -51,6 +51,7 @@ from archiver.locks import RunLock
 from archiver.logs import set_run_id
 from archiver.models import KNOWN_STATUSES, KeyedEvent, TaskInfo, keyed_events
 from archiver.progress import NullProgress, Progress
+from archiver.recent import RecentIds
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
 from archiver.timestamps import seconds_in_unit_of, to_seconds, to_utc, utcnow
 from archiver.writer import GroupWriter
@@ -653,7 +654,7 @@ class SyncEngine:
         if state.get("since") != since_key or state.get("listing_done") or resume_t is None:
             resume_t = None
             state = {"since": since_key, "next_t": None, "listing_done": False}
-        seen: set[str] = set()
+        seen = RecentIds(keep=4 * MAX_PAGE_SIZE)
 
         async def enqueue(ids: list[str]) -> None:
             fresh = [i for i in ids if i not in seen]
@@ -666,6 +667,7 @@ class SyncEngine:
         if leftover:
             log.info("backfill: %d tracked task(s) not yet read in full come first", len(leftover))
         await enqueue(leftover)
+        seen.pin(leftover)
 
         def in_range(created_at: int | None) -> bool:
             return since_s is None or created_at is None or to_seconds(created_at) >= since_s

@@ -30,8 +30,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from tqdm import tqdm
-
 from archiver.config import ENV_API_KEY
 from archiver.redact import redact, redact_value
 from archiver.stats import RunResult
@@ -144,7 +142,14 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = self.format(record)
-            with tqdm.external_write_mode(file=self.stream):
+            # tqdm is imported only when a bar is shown (start-up time); without it
+            # there is no bar to write around.
+            tqdm = sys.modules.get("tqdm")
+            if tqdm is None:
+                self.stream.write(message + self.terminator)
+                self.flush()
+                return
+            with tqdm.tqdm.external_write_mode(file=self.stream):
                 self.stream.write(message + self.terminator)
                 self.flush()
         except Exception:  # pragma: no cover - logging must never raise

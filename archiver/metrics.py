@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from sqlalchemy import Connection, distinct, func, select
 
 from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
@@ -37,6 +36,8 @@ from archiver.schema import artifacts, sync_runs, tasks
 from archiver.stats import OUTCOMES, SUCCESS_OUTCOMES, RunResult, counter_fields
 
 if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client import CollectorRegistry
+
     from archiver.db import Database
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,9 @@ def validate_metrics_path(path: str) -> Path:
 
 def build_registry(result: RunResult, health: Health | None) -> CollectorRegistry:
     """The metrics of one finished pass (and of the archive, when ``health`` is known)."""
+    # Imported here: `status` reads health through this module without writing metrics.
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry(auto_describe=True)
     label = {"command": result.command}
 
@@ -384,6 +388,8 @@ def write_metrics(path: str | Path, result: RunResult, database: Database | None
                 health = read_health(conn, result.finished_at or datetime.now(UTC))
         except ArchiverError as exc:
             log.warning("metrics: archive-wide gauges left out: %s", exc)
+    from prometheus_client import write_to_textfile
+
     registry = build_registry(result, health)
     try:
         write_to_textfile(str(Path(path).expanduser()), registry)

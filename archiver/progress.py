@@ -16,11 +16,12 @@ import logging
 import sys
 import threading
 import time
-from typing import Protocol
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Protocol
 
 from archiver import logs
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("archiver.progress")
 
@@ -69,6 +70,8 @@ class BarProgress:
         with self._lock:
             self.total += n
             if self._bar is None and self.total > self.min_total:
+                from tqdm import tqdm  # only once a bar is shown (start-up time)
+
                 self._bar = tqdm(
                     total=self.total,
                     initial=self.done,

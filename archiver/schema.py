@@ -113,6 +113,16 @@ tasks = Table(
         sqlite_where=text("lease_owner IS NOT NULL"),
         postgresql_where=text("lease_owner IS NOT NULL"),
     ),
+    # Covering indexes of `status` and `credits_by_day` (migration 0011).
+    Index(
+        "ix_tasks_status_summary",
+        "status",
+        "finalized_at",
+        "next_poll_at",
+        "gone_at",
+        "event_count",
+    ),
+    Index("ix_tasks_credits", "created_at_utc", "status", "device", "credits_used"),
 )
 
 task_events = Table(

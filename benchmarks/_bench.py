@@ -1,0 +1,186 @@
+"""Shared plumbing of the benchmark scripts: a simulator in its own process, the real
+`archiver` command as a child process measured with ``wait4``, and the machine's load.
+
+Not a test helper: benchmarks print JSON figures and never assert timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).with_name("archiver")
+KEY = "bench-key"
+
+# Runs `python -m archiver.simulator ARGS` with one hook: the wall-clock time (time.time())
+# of the first API request after the stamp file was removed is written to that file, so a
+# benchmark can measure an archiver's start-up from the simulator's side (process start to
+# first request) without touching simulator.py.
+_SIM_WRAPPER = """
+import os, sys, time
+import archiver.simulator as s
+try:  # the simulator package (main after the simulator split) or the old module
+    from archiver.simulator.httpd import Handler
+except ImportError:
+    Handler = s._Handler
+stamp = os.environ["BENCH_FIRST_REQUEST_FILE"]
+orig = Handler.do_GET
+def do_get(self):
+    if self.path.startswith("/api/") and not os.path.exists(stamp):
+        with open(stamp + ".tmp", "w") as f:
+            f.write(repr(time.time()))
+        os.replace(stamp + ".tmp", stamp)
+    return orig(self)
+Handler.do_GET = do_get
+sys.exit(s.main(sys.argv[1:]))
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages, to print beside every figure (a shared machine)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Simulator:
+    """``python -m archiver.simulator`` in its own process, with the first-request hook."""
+
+    def __init__(self, args: Sequence[str], workdir: Path) -> None:
+        self.stamp = workdir / "first-request"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SIM_WRAPPER, "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            # The simulator takes its key from the environment (older ones need none).
+            env={
+                **os.environ,
+                "BENCH_FIRST_REQUEST_FILE": str(self.stamp),
+                "CIRCLEMIND_API_KEY": KEY,
+            },
+        )
+        assert self.proc.stdout is not None
+        self.base_url = self.proc.stdout.readline().strip()
+        if not self.base_url:
+            raise SystemExit("the simulator did not start")
+        self.root = self.base_url.rsplit("/api/v1", 1)[0]
+
+    def control(self, name: str, method: str = "GET") -> Any:
+        request = urllib.request.Request(f"{self.root}/_sim/{name}", method=method)
+        with urllib.request.urlopen(request) as response:
+            return json.load(response)
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.control("stats"))
+
+    def reset(self) -> None:
+        """Zero the request counters and re-arm the first-request stamp."""
+        self.control("reset_stats", "POST")
+        self.stamp.unlink(missing_ok=True)
+
+    def first_request_at(self) -> float | None:
+        try:
+            return float(self.stamp.read_text())
+        except FileNotFoundError:
+            return None
+
+    def cpu_s(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@dataclass
+class Run:
+    """One archiver child process, measured."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    startup_s: float | None
+    stdout: str
+
+
+def env_for(sim: Simulator, home: Path, database_url: str | None) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CIRCLEMIND_API_KEY": KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": database_url or f"sqlite:///{home}/bench.db",
+        "ARCHIVER_HOME": str(home),
+    }
+
+
+def run_archiver(args: Sequence[str], env: dict[str, str], sim: Simulator | None = None) -> Run:
+    """Run ``archiver ARGS`` to completion: wall time, CPU and peak RSS of that child
+    (``wait4``), and its start-up (process start to the simulator's first request)."""
+    if sim is not None:
+        sim.stamp.unlink(missing_ok=True)
+    started_wall = time.time()
+    started = time.perf_counter()
+    # Output goes to files, not pipes: a chatty child never blocks on a full pipe.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([str(BIN), *args], env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"archiver {' '.join(args)} failed ({proc.returncode}): {stderr}")
+    first = sim.first_request_at() if sim is not None else None
+    return Run(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        startup_s=None if first is None else first - started_wall,
+        stdout=stdout,
+    )
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="archiver-bench-") as home:
+        yield Path(home)
+
+
+def fresh_postgres(url: str) -> str:
+    """A fresh, empty database next to the one ``url`` names (dropped and re-created), so
+    repeated runs start from nothing like the SQLite file does."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    name = target.database or "bench"
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url
+
+
+def database_label(url: str | None) -> str:
+    return "sqlite" if url is None else url.split(":")[0].split("+")[0]
+
+
+def r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
