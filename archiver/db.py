@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     BigInteger,
@@ -37,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import QueuePool
 
 from archiver.exceptions import ConfigError, StorageError
 from archiver.models import TaskEvent, TaskInfo, dumps_json, strip_query
@@ -58,8 +61,12 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def create_db_engine(url: str) -> Engine:
-    """An Engine for ``url``; SQLite files are created owner-only, with WAL and busy timeout."""
+def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An Engine for ``url``; SQLite files are created owner-only, with WAL and busy timeout.
+
+    ``read_only``: the connection itself refuses writes (SQLite ``mode=ro``, PostgreSQL
+    ``default_transaction_read_only``) and a missing SQLite file is an error, not created.
+    """
     url = normalize_database_url(url)
     try:
         parsed = make_url(url)
@@ -70,6 +77,8 @@ def create_db_engine(url: str) -> Engine:
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        if read_only:
+            return _sqlite_read_only_engine(url, parsed.database)
         return _sqlite_engine(url, parsed.database)
     if backend == "postgresql":
         try:
@@ -82,7 +91,10 @@ def create_db_engine(url: str) -> Engine:
                 use_insertmanyvalues=False,
                 # A row lock held elsewhere (an analyst's SELECT ... FOR UPDATE, a session
                 # idle in a transaction) fails the statement instead of hanging the pass.
-                connect_args={"options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"},
+                connect_args={
+                    "options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"
+                    + (" -c default_transaction_read_only=on" if read_only else "")
+                },
             )
         except ImportError:
             raise ConfigError(
@@ -110,19 +122,55 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
+        _sqlite_pragmas(
+            dbapi_connection, "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"
+        )
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # Writers take the lock up front; readers (status, report) take a snapshot only.
         conn.exec_driver_sql("BEGIN" if conn.info.get(_READ_ONLY) else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, *pragmas: str) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    for pragma in pragmas:
+        cursor.execute(pragma)
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_read_only_engine(url: str, database: str | None) -> Engine:
+    """SQLite opened with ``mode=ro``: writes fail in SQLite itself, nothing is created."""
+    if not database or database == ":memory:":
+        raise ConfigError(f"database URL {url!r} names no SQLite file to read.")
+    path = Path(database).expanduser().absolute()
+    if not path.is_file():
+        raise ConfigError(
+            f"the SQLite archive {str(path)!r} does not exist: check --database-url or "
+            "ARCHIVER_DATABASE_URL (run `archiver sync` or `archiver demo` to create one)."
+        )
+    uri = "file:" + quote(path.as_posix()) + "?mode=ro"
+
+    def connect() -> Any:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    # A creator with a plain "sqlite://" URL would get SQLite's in-memory pool; a file wants
+    # an ordinary pool of connections.
+    engine = create_engine("sqlite://", creator=connect, poolclass=QueuePool)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")  # deferred: a snapshot, never the write lock
 
     return engine
 
@@ -200,9 +248,9 @@ def dialect_insert(conn: Connection, table: Any) -> Any:
 class Database:
     """An archive database: an Engine plus the transactions the engine needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = normalize_database_url(url)
-        self.engine = create_db_engine(self.url)
+        self.engine = create_db_engine(self.url, read_only=read_only)
 
     @property
     def dialect(self) -> str:

@@ -41,6 +41,7 @@ def run_demo(database_url: str | None, *, n_tasks: int, echo: Callable[[str], No
             f"Try:     sqlite3 {path} 'select status, count(*), sum(credits_used) "
             "from tasks group by status'"
         )
+    echo(f"Browse:  archiver serve --database-url {database_url}")
     database.dispose()
     return database_url
 

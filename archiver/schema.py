@@ -96,6 +96,9 @@ tasks = Table(
         postgresql_where=text("finalized_at IS NULL"),
     ),
     Index("ix_tasks_created_at", "created_at"),
+    # Keyset pagination of `archiver serve`'s task list (newest first / most credits).
+    Index("ix_tasks_created_at_utc_id", "created_at_utc", "id"),
+    Index("ix_tasks_credits_used_id", "credits_used", "id"),
 )
 
 task_events = Table(

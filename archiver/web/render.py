@@ -1,0 +1,81 @@
+"""How values look on the pages. Task outputs and event payloads are untrusted text: they
+are only ever turned into strings here and escaped by the templates (autoescape on, no
+``|safe`` on data anywhere)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from archiver.config import format_size
+from archiver.logs import redact
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def output_view(row: Any) -> tuple[str, str]:
+    """(kind, text) of a task's output: ``text`` for a JSON string (shown as the text it
+    is), ``json`` pretty-printed for anything else, ``none`` when there is no output."""
+    # issue 13: prefer output_raw when set
+    value = row.output
+    if value is None:
+        return "none", ""
+    if isinstance(value, str):
+        return "text", value
+    return "json", pretty_json(value)
+
+
+def payload_view(event: Any) -> str:
+    """An event's payload, pretty-printed JSON."""
+    # issue 13: prefer payload_raw when set
+    return pretty_json(event.payload)
+
+
+def safe_message(text: str | None) -> str:
+    """An error message as stored, with any URL query string (presigned link) masked."""
+    return redact(text or "", [])
+
+
+def utc(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def money(value: Decimal | None) -> str:
+    return "" if value is None else f"{value:,.2f}"
+
+
+def integer(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def seconds(value: float | None) -> str:
+    """``+12.345 s``/``3 min 05 s``-style offsets and durations."""
+    if value is None:
+        return ""
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    if value < 60:
+        return f"{sign}{value:.1f} s"
+    minutes, rest = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{sign}{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{sign}{hours} h {minutes:02d} min"
+
+
+def size(value: int | None) -> str:
+    return "" if value is None else format_size(value)
+
+
+FILTERS = {
+    "utc": utc,
+    "money": money,
+    "integer": integer,
+    "seconds": seconds,
+    "size": size,
+    "safe_message": safe_message,
+}
