@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from archiver.exceptions import ConfigError
@@ -103,6 +103,7 @@ def build_app(
     blob_url: str | None = None,
     max_age: str = DEFAULT_MAX_AGE,
     token: str | None = None,
+    page_size: int | None = None,
 ) -> Any:
     from archiver.blobs import BlobStore
     from archiver.metrics import parse_duration
@@ -114,6 +115,8 @@ def build_app(
         max_age=parse_duration(max_age, option="--max-age"),
         token=token,
     )
+    if page_size is not None:
+        settings = replace(settings, page_size=page_size)
     return create_app(settings)
 
 
@@ -131,7 +134,9 @@ def _bind(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {reason}; choose another --port, or a --host "
             "that is an address of this machine."
         ) from None
-    sock.set_inheritable(True)
+    # Listening from here on: a client that connects before the server loop runs waits
+    # in the backlog instead of being refused.
+    sock.listen(2048)
     return sock
 
 

@@ -76,6 +76,7 @@ class Settings:
     blob_root: BlobStore | None
     max_age: timedelta
     token: str | None
+    page_size: int = queries.PAGE_SIZE
 
 
 class Guard:
@@ -223,7 +224,9 @@ def create_app(settings: Settings) -> Starlette:
                     "after is not a page link of this list: start again from the first page."
                 ) from None
         with database.reading() as conn:
-            result = queries.task_page(conn, flt, sort=sort, cursor=cursor)
+            result = queries.task_page(
+                conn, flt, sort=sort, cursor=cursor, limit=settings.page_size
+            )
             menus = queries.choices(conn)
         form = {
             "status": flt.status or "",
