@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -65,8 +66,18 @@ COMMON_HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-#: Series colours of the costs chart (colour-blind-safe palette), cycled.
+#: Series colours of the costs chart (colour-blind-safe palette), cycled; statuses keep
+#: the colours their badges have on every page.
 PALETTE = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
+STATUS_COLORS = {
+    "done": "#228833",
+    "failed": "#cc3311",
+    "cancelled": "#999999",
+    "running": "#ccbb44",
+    "waiting": "#66ccee",
+}
+#: Horizontal room one period label needs on the chart, in SVG units.
+LABEL_WIDTH = 72
 
 
 @dataclass(frozen=True)
@@ -456,7 +467,12 @@ def costs_chart(report: reports.CreditsReport, width: int = 900, height: int = 2
     template: no script, the same numbers as the table."""
     periods = list(dict.fromkeys(row.period for row in report.rows))
     series = list(dict.fromkeys(row.groups for row in report.rows))
-    colors = {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(series)}
+    colors = {
+        key: STATUS_COLORS.get(key[0] or "", PALETTE[i % len(PALETTE)])
+        if report.group_by == ("status",)
+        else PALETTE[i % len(PALETTE)]
+        for i, key in enumerate(series)
+    }
     totals: dict[Any, int] = {}
     for row in report.rows:
         totals[row.period] = totals.get(row.period, 0) + row.credits_used
@@ -489,7 +505,7 @@ def costs_chart(report: reports.CreditsReport, width: int = 900, height: int = 2
     ticks = [
         (top_pad + plot_h - plot_h * f, f"{round(top * f):,}") for f in (0.0, 0.25, 0.5, 0.75, 1.0)
     ]
-    step = max(1, len(periods) // 12)
+    step = max(1, math.ceil(LABEL_WIDTH / slot))
     labels = [
         (left + i * slot + slot / 2, reports.period_label(p, report.by) or reports.NO_DATE)
         for i, p in enumerate(periods)
