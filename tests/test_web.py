@@ -214,6 +214,37 @@ def test_task_page_shows_output_events_and_artifacts(archive: Database) -> None:
     assert missing.status_code == 404 and "No task with id" in missing.text
 
 
+def test_list_rows_follow_the_task_summary_view(archive: Database) -> None:
+    """Duration, events and artifact states on the list equal task_summary's, task by task."""
+    from archiver.report import task_summary
+    from archiver.web.queries import _as_datetime, aware, summaries
+
+    view = task_summary
+    with archive.reading() as conn:
+        expected = {
+            row.task_id: (
+                row.status,
+                row.device,
+                row.credits_used,
+                aware(_as_datetime(row.created_at_utc)),
+                None if row.duration_s is None else round(float(row.duration_s), 3),
+                int(row.events),
+                row.recording_state,
+                row.downloads_state,
+            )
+            for row in conn.execute(select(view))
+        }
+        rows = summaries(conn, list(expected))
+    got = {
+        r.id: (r.status, r.device, r.credits_used, r.created_at_utc, r.duration_s, r.events,
+               r.recording_state, r.downloads_state)
+        for r in rows
+    }  # fmt: skip
+    assert len(rows) == len(expected) > 25
+    assert got == expected
+    assert any(v[4] for v in got.values()) and any(v[6] for v in got.values())
+
+
 def test_hostile_output_and_payloads_are_escaped(archive: Database) -> None:
     """Hostile outputs, event names and payloads come back as escaped text, under a strict CSP."""
     with serving(archive.url) as server:

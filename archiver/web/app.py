@@ -14,6 +14,7 @@ import base64
 import binascii
 import hmac
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -192,9 +193,20 @@ def _choice(value: str | None, allowed: tuple[str, ...], name: str, default: str
     return value
 
 
+#: How long the filter menus' statuses and devices (a full scan of tasks) are reused.
+CHOICES_TTL_S = 60.0
+
+
 def create_app(settings: Settings) -> Starlette:
     env = _environment()
     database = settings.database
+    menus_cache: list[tuple[float, dict[str, list[str]]]] = []
+
+    def menus(conn: Connection) -> dict[str, list[str]]:
+        now = time.monotonic()
+        if not menus_cache or now - menus_cache[0][0] > CHOICES_TTL_S:
+            menus_cache[:] = [(now, queries.choices(conn))]
+        return menus_cache[0][1]
 
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(request=request, **context)
@@ -238,7 +250,7 @@ def create_app(settings: Settings) -> Starlette:
             result = queries.task_page(
                 conn, flt, sort=sort, cursor=cursor, limit=settings.page_size
             )
-            menus = queries.choices(conn)
+            options = menus(conn)
         form = {
             "status": flt.status or "",
             "device": flt.device or "",
@@ -253,7 +265,7 @@ def create_app(settings: Settings) -> Starlette:
             title="Tasks",
             page=result,
             form=form,
-            menus=menus,
+            menus=options,
             first_page=cursor is None,
         )
 
