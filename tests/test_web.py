@@ -457,6 +457,20 @@ def test_missing_or_old_archive_is_an_error_not_a_new_file(tmp_path: Path) -> No
     assert done.returncode == 2 and "archiver db upgrade" in done.stderr
 
 
+def test_other_commands_do_not_import_the_web_stack() -> None:
+    """Only `archiver serve` imports Starlette, uvicorn and Jinja2 (start-up time of sync)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, archiver.cli, archiver.web; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'jinja2') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_token_rules() -> None:
     """Loopback needs no token; any other address needs ARCHIVER_SERVE_TOKEN of 16+ chars."""
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")

@@ -48,7 +48,7 @@ from archiver.blobs import BlobStore
 from archiver.db import Database, status_report
 from archiver.exceptions import ArchiverError, ConfigError
 from archiver.schema import sync_runs
-from archiver.web import blobserve, queries, render
+from archiver.web import blobserve, is_loopback, queries, render
 
 HERE = Path(__file__).parent
 KINDS = ("recording", "downloads")
@@ -66,7 +66,6 @@ COMMON_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 #: Series colours of the costs chart (colour-blind-safe palette), cycled; statuses keep
 #: the colours their badges have on every page.
 PALETTE = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
@@ -126,7 +125,7 @@ class Guard:
         if self.token is None:
             host = headers.get("host", b"").decode("latin-1").strip().lower()
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in LOOPBACK_NAMES:
+            if not is_loopback(name):
                 return PlainTextResponse(
                     "archiver serve: this server answers only to 127.0.0.1/localhost; to "
                     "reach it under another name, set ARCHIVER_SERVE_TOKEN.\n",

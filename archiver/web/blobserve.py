@@ -18,6 +18,8 @@ from archiver.exceptions import BlobStoreError
 READ_BYTES = 256 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+#: What a blob's file name may end with in Content-Disposition (blobs.blob_key's rule).
+_EXTENSION = re.compile(r"[a-z0-9]{1,8}")
 #: Shown in the page (a <video> element); anything else is only ever a download.
 INLINE_PREFIXES = ("video/", "audio/")
 GENERIC = "application/octet-stream"
@@ -79,7 +81,8 @@ def open_blob(blob_url: str, root: BlobStore | None) -> OpenBlob:
             "run `archiver verify --repair`."
         )
     handle = store.open(key)
-    extension = key.rsplit(".", 1)[-1] if "." in key.rsplit("/", 1)[-1] else "bin"
+    suffix = key.rsplit("/", 1)[-1].rpartition(".")[2]
+    extension = suffix if _EXTENSION.fullmatch(suffix) else "bin"
     return OpenBlob(handle, size, extension)
 
 
