@@ -284,7 +284,21 @@ def create_app(settings: Settings) -> Starlette:
                 message=f"No task with id {task_id!r} is in this archive.",
             )
         kind, text = render.output_view(detail.row)
-        events = [(ev, render.payload_view(ev)) for ev in detail.events]
+        recording = detail.artifacts.get("recording")
+        seekable = recording is not None and recording.state == "stored"
+        # Everything per event is formatted here, once: the template only places strings.
+        events = [
+            (
+                render.offset_label(ev.offset_s),
+                ev.name,
+                f"{ev.offset_s:.3f}"
+                if seekable and ev.offset_s is not None and ev.offset_s >= 0
+                else "",
+                render.utc(ev.timestamp_utc),
+                render.payload_view(ev),
+            )
+            for ev in detail.events
+        ]
         return page(
             request,
             "task.html",
