@@ -46,6 +46,12 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--mute-audio",
 ]
+#: Seek the page's recording and resolve with its position once the frame is there.
+SEEK_AND_WAIT = """(to) => new Promise((resolve) => {
+    const v = document.getElementById('recording');
+    v.addEventListener('seeked', () => resolve(v.currentTime), {once: true});
+    v.currentTime = to;
+})"""
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
@@ -150,7 +156,8 @@ def test_pages_load_without_console_errors(archive: Database, context: Any, tmp_
                     "document.getElementById('recording').readyState >= 1", timeout=10_000
                 )
                 page.locator("#timeline summary").first.click()
-            shot(page, name, tmp_path, archive, full_page=name != "task")
+                page.evaluate(SEEK_AND_WAIT, 1.5)  # a settled frame for the screenshot
+            shot(page, name, tmp_path, archive, full_page=True)
         watched.goto(server.url + f"task?id={DOWNLOADS_TASK}")
         assert page.locator("table.files tbody tr").count() == 2
     assert watched.problems == []
@@ -202,13 +209,7 @@ def test_recording_loads_metadata_and_seeks(archive: Database, context: Any) -> 
         page.wait_for_function("document.getElementById('recording').readyState >= 1")
         duration = page.evaluate("document.getElementById('recording').duration")
         assert 3.5 < duration < 4.5
-        seeked = page.evaluate(
-            """() => new Promise((resolve) => {
-                const v = document.getElementById('recording');
-                v.addEventListener('seeked', () => resolve(v.currentTime), {once: true});
-                v.currentTime = 2.5;
-            })"""
-        )
+        seeked = page.evaluate(SEEK_AND_WAIT, 2.5)
         assert abs(seeked - 2.5) < 0.5
         # The timeline's first event (+5 s) is past the 4 s recording: the script clamps
         # to the end, through the page's one script file.
