@@ -457,6 +457,16 @@ def test_missing_or_old_archive_is_an_error_not_a_new_file(tmp_path: Path) -> No
     assert done.returncode == 2 and "archiver db upgrade" in done.stderr
 
 
+def test_demo_ends_with_the_serve_command_that_opens_it(tmp_path: Path) -> None:
+    """`archiver demo` prints, last, an `archiver serve` line whose archive serve opens."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    done = run_archiver("demo", "--tasks", "3", "--database-url", url)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == f"Browse:  archiver serve --database-url {url}"
+    open_archive(last.split("--database-url ", 1)[1]).dispose()
+
+
 def test_other_commands_do_not_import_the_web_stack() -> None:
     """Only `archiver serve` imports Starlette, uvicorn and Jinja2 (start-up time of sync)."""
     import subprocess
