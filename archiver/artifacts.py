@@ -31,26 +31,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import zipfile
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import stamina
 from sqlalchemy import Connection, delete, func, select
 
 from archiver.blobs import CHUNK_BYTES, BlobInfo, BlobStore, blob_key, extension_for
-from archiver.client import USER_AGENT, SmoothClient
+from archiver.client import (
+    RETRY_WAIT_INITIAL_S,
+    RETRY_WAIT_MAX_S,
+    USER_AGENT,
+    SmoothClient,
+    parse_retry_after,
+)
 from archiver.config import (
     ARTIFACT_RETRY_BACKOFF_CAP_S,
+    DEFAULT_RETRY_ATTEMPTS,
     ClientConfig,
     SyncOptions,
     default_blob_url,
     format_duration,
     format_size,
 )
-from archiver.db import Database, LeaseLost, dialect_insert
+from archiver.db import Database, dialect_insert
 from archiver.exceptions import (
     ApiError,
     ArchiverError,
@@ -60,10 +67,13 @@ from archiver.exceptions import (
     ArtifactTransferError,
     AuthError,
     BlobStoreError,
+    LeaseLost,
+    TransferInterrupted,
 )
-from archiver.logs import redact
 from archiver.models import TERMINAL_STATUSES, TaskInfo, strip_query
+from archiver.redact import redact
 from archiver.schema import artifact_files, artifacts, tasks
+from archiver.stats import RunStats
 from archiver.timestamps import to_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -79,6 +89,9 @@ MAX_REDIRECTS = 5
 #: Members listed per downloads archive; a larger archive is listed this far and says so.
 MAX_LISTED_FILES = 100_000
 MAX_ERROR_CHARS = 2000
+#: Failed attempts (over passes, each already retried within its pass) before an artifact
+#: is held back from the next passes.
+ARTIFACT_BACKOFF_AFTER_ATTEMPTS = 3
 
 RunDb = Callable[..., Awaitable[Any]]
 
@@ -163,22 +176,38 @@ def save_artifact(
             conn.execute(artifact_files.insert(), [{"task_id": task_id, **f} for f in files])
 
 
-def tasks_missing_artifacts(conn: Connection) -> list[str]:
-    """Finalized terminal tasks archived while downloads were off: some kind has no row.
-
-    ``backfill --downloads`` revisits them, so turning downloads on later also covers the
-    history that is already archived.
-    """
-    complete = (
-        select(artifacts.c.task_id).group_by(artifacts.c.task_id).having(func.count() >= len(KINDS))
+def _artifacts_to_do(now: datetime) -> Any:
+    """Finalized, terminal, not gone tasks whose artifacts are not all in a final state:
+    a kind without a row (archived while downloads were off) or a row still pending and
+    not in back-off."""
+    settled = (
+        select(artifacts.c.task_id)
+        .where(artifacts.c.state.in_(sorted(FINAL_STATES)))
+        .group_by(artifacts.c.task_id)
+        .having(func.count() >= len(KINDS))
     )
-    query = (
+    held_back = select(artifacts.c.task_id).where(
+        artifacts.c.state == PENDING, artifacts.c.next_attempt_at > now
+    )
+    return (
         select(tasks.c.id)
         .where(tasks.c.finalized_at.is_not(None))
         .where(tasks.c.gone_at.is_(None))
         .where(tasks.c.status.in_(sorted(TERMINAL_STATUSES)))
-        .where(tasks.c.id.not_in(complete))
-        .order_by(tasks.c.created_at.desc(), tasks.c.id)
+        .where(tasks.c.id.not_in(settled))
+        .where(tasks.c.id.not_in(held_back))
+    )
+
+
+def tasks_missing_artifacts(conn: Connection, now: datetime | None = None) -> list[str]:
+    """Finalized tasks whose artifacts still need work, oldest first.
+
+    ``sync --downloads`` and ``backfill --downloads`` revisit them (with fresh links from
+    Get Task), so turning downloads on later covers the history already archived, and an
+    artifact left pending by a failure is retried whatever its task's state.
+    """
+    query = _artifacts_to_do(now or utcnow()).order_by(
+        tasks.c.created_at.asc().nulls_first(), tasks.c.id
     )
     return list(conn.scalars(query))
 
@@ -195,7 +224,14 @@ def artifact_status(conn: Connection) -> dict[str, Any]:
             artifacts.c.state == STORED
         )
     )
-    return {"artifacts_by_state": by_state, "artifact_bytes_stored": int(stored_bytes or 0)}
+    to_do: int | None = 0
+    if any(by_state.values()):  # only archives that ever ran with --downloads
+        to_do = conn.scalar(select(func.count()).select_from(_artifacts_to_do(utcnow()).subquery()))
+    return {
+        "artifacts_by_state": by_state,
+        "artifact_bytes_stored": int(stored_bytes or 0),
+        "tasks_with_artifacts_to_do": int(to_do or 0),
+    }
 
 
 @dataclass(frozen=True)
@@ -281,10 +317,6 @@ def list_zip(store: BlobStore, key: str) -> tuple[list[dict[str, Any]], str | No
 # --- fetching ------------------------------------------------------------------------
 
 
-class _Interrupted(Exception):
-    """Internal: the pass is stopping (signal); the partial blob was dropped."""
-
-
 def check_link(url: str, *, what: str) -> None:
     """ArtifactRejected unless ``url`` is an http(s) link with a host."""
     try:
@@ -309,6 +341,14 @@ class Fetched:
     content_type: str | None
     files: list[dict[str, Any]] | None = None
     listing_error: str | None = None
+
+
+def _retry_transfer(exc: Exception) -> bool | float:
+    """stamina's ``on`` hook for artifact transfers: transient failures are retried
+    (waiting ``Retry-After`` when the host gave one), refusals and rejections are not."""
+    if isinstance(exc, ArtifactTransferError):
+        return exc.retry_after if exc.retry_after is not None else True
+    return False
 
 
 class ArtifactFetcher:
@@ -348,7 +388,23 @@ class ArtifactFetcher:
     async def download(
         self, task_id: str, created: datetime | None, kind: str, url: str
     ) -> Fetched:
-        """Fetch one link into the store; raises an ArtifactError subclass on failure."""
+        """Fetch one link into the store, retrying transient failures (connection errors,
+        timeouts, 5xx, 429 with its Retry-After, truncated bodies) within the pass with
+        back-off, the stream restarted from its start; raises an ArtifactError subclass
+        when the failure persists or is not transient."""
+        async for attempt in stamina.retry_context(
+            on=_retry_transfer,
+            attempts=DEFAULT_RETRY_ATTEMPTS,
+            wait_initial=RETRY_WAIT_INITIAL_S,
+            wait_max=RETRY_WAIT_MAX_S,
+        ):
+            with attempt:
+                return await self._download_once(task_id, created, kind, url)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _download_once(
+        self, task_id: str, created: datetime | None, kind: str, url: str
+    ) -> Fetched:
         what = f"{kind} link of task {task_id!r}"
         check_link(url, what=what)
         shown = strip_query(url)
@@ -396,8 +452,8 @@ class ArtifactFetcher:
                     )
                 if status != 200:
                     raise ArtifactTransferError(
-                        f"{what} {shown}: the artifact host answered HTTP {status}; "
-                        "expected 200. Retried on a later pass."
+                        f"{what} {shown}: the artifact host answered HTTP {status}; expected 200.",
+                        retry_after=parse_retry_after(response.headers.get("retry-after")),
                     )
                 return await self._store_body(response, task_id, created, kind, url, what)
             finally:
@@ -442,7 +498,7 @@ class ArtifactFetcher:
                         "--max-artifact-size and run `archiver verify --repair --retry-failed`."
                     )
                 if self.should_stop():
-                    raise _Interrupted()
+                    raise TransferInterrupted(f"{what} {shown}: the pass is stopping")
                 await asyncio.to_thread(writer.write, chunk)
             if length is not None and not encoded and writer.size != length:
                 raise ArtifactTransferError(
@@ -512,14 +568,14 @@ class ArtifactSync:
         owner: str | None,
         store: BlobStore | None = None,
         should_stop: Callable[[], bool] | None = None,
-        counts: Counter[str] | None = None,
+        stats: RunStats | None = None,
     ) -> None:
         self.run_db = run_db
         self.client = client
         self.options = options
         self.owner = owner
         self.store = store or BlobStore(options.blob_url or default_blob_url())
-        self.counts: Counter[str] = counts if counts is not None else Counter()
+        self.stats = stats if stats is not None else RunStats()
         self.fetcher = ArtifactFetcher(
             self.store,
             max_bytes=options.max_artifact_bytes,
@@ -610,7 +666,7 @@ class ArtifactSync:
                         return await self._transient(
                             task.id, kind, current, attempts, message, result, repair
                         )
-                    self.counts["artifact_link_refreshes"] += 1
+                    self.stats.artifact_link_refreshes += 1
                     continue
                 message = (
                     f"{exc} Still refused after {refreshes} fresh link(s) from Get Task; "
@@ -627,7 +683,7 @@ class ArtifactSync:
                 return await self._transient(
                     task.id, kind, current, attempts, str(exc), result, repair
                 )
-            except _Interrupted:
+            except TransferInterrupted:
                 return current
             values: dict[str, Any] = {
                 "state": STORED,
@@ -650,9 +706,9 @@ class ArtifactSync:
                     row.sha256,
                 )
             await self._save(task.id, kind, values, files=fetched.files)
-            self.counts["artifacts_stored"] += 1
+            self.stats.artifacts_stored += 1
             if fetched.blob.rewritten:
-                self.counts["artifact_bytes"] += fetched.blob.size
+                self.stats.artifact_bytes += fetched.blob.size
             log.info(
                 "task %s: %s stored (%s) at %s",
                 task.id,
@@ -748,8 +804,10 @@ class ArtifactSync:
                 result,
                 repair,
             )
+        # Retried on the next pass; held back only once it failed several passes in a row.
+        held = attempts - ARTIFACT_BACKOFF_AFTER_ATTEMPTS
         base = self.options.artifact_retry_backoff_s
-        backoff = min(base * 2 ** max(attempts - 1, 0), ARTIFACT_RETRY_BACKOFF_CAP_S)
+        backoff = min(base * 2 ** max(held, 0), ARTIFACT_RETRY_BACKOFF_CAP_S)
         await self._save(
             task_id,
             kind,
@@ -757,7 +815,7 @@ class ArtifactSync:
                 "state": PENDING,
                 "attempts": attempts,
                 "last_error": message,
-                "next_attempt_at": utcnow() + timedelta(seconds=backoff),
+                "next_attempt_at": utcnow() + timedelta(seconds=backoff) if held >= 0 else None,
             },
         )
         result.errors[kind] = message
@@ -887,6 +945,83 @@ async def repair_artifacts(
         finally:
             await sync.aclose()
     return outcome
+
+
+def verify_and_report(
+    db: Database, store: BlobStore, task_ids: Sequence[str] | None, *, echo: Callable[[str], None]
+) -> tuple[Callable[[bool], list[StoredArtifact]], list[Check]]:
+    """``archiver verify``: check the blobs and print one line per problem and a summary.
+
+    Returns (what --repair would fetch, given --retry-failed or not; the bad checks).
+    """
+    checks, failed = verify_blobs(db, store, task_ids)
+    bad = [check for check in checks if check.problem]
+    for check in bad:
+        item = check.item
+        echo(
+            f"{check.problem:<8} {item.task_id} {item.kind:<9} {item.blob_url or '-'}: "
+            f"{check.detail}"
+        )
+    missing = sum(1 for check in bad if check.problem == "missing")
+    echo(
+        f"verified {len(checks)} stored blob(s): {len(checks) - len(bad)} ok, {missing} "
+        f"missing, {len(bad) - missing} corrupt"
+        + (
+            f"; {len(failed)} artifact(s) recorded as failed are not checked "
+            "(see artifacts.last_error; --repair --retry-failed retries them)"
+            if failed
+            else ""
+        )
+    )
+
+    def todo(retry_failed: bool) -> list[StoredArtifact]:
+        return [check.item for check in bad] + (list(failed) if retry_failed else [])
+
+    return todo, bad
+
+
+def repair_and_report(
+    db: Database,
+    store: BlobStore,
+    client_config: ClientConfig,
+    options: SyncOptions,
+    todo: Sequence[StoredArtifact],
+    *,
+    echo: Callable[[str], None],
+) -> int:
+    """``archiver verify --repair``: fetch ``todo`` again under the ``verify`` lock; prints
+    one line per artifact and returns how many could not be repaired."""
+    from archiver.locks import RunLock
+
+    lock = RunLock(db, "verify")
+    try:
+        lock.acquire()
+        with db.transaction() as conn:
+            claimed = set(lock.claim(conn, sorted({item.task_id for item in todo})))
+        outcome = asyncio.run(
+            repair_artifacts(
+                db,
+                store,
+                client_config,
+                options,
+                [item for item in todo if item.task_id in claimed],
+                owner=lock.owner,
+            )
+        )
+    finally:
+        lock.release()
+    unrepaired = 0
+    for item in todo:
+        error = outcome.get(
+            (item.task_id, item.kind), "another run is working on this task; try again later"
+        )
+        if error is None:
+            echo(f"repaired {item.task_id} {item.kind}")
+        else:
+            unrepaired += 1
+            echo(f"not repaired {item.task_id} {item.kind}: {error}")
+    echo(f"repaired {len(todo) - unrepaired} of {len(todo)}")
+    return unrepaired
 
 
 __all__ = [

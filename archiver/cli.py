@@ -1,70 +1,89 @@
-"""The ``archiver`` command line. Each command parses options, opens the database and
-calls the library; the work itself lives in :mod:`archiver.engine` and :mod:`archiver.db`.
+"""The ``archiver`` command line.
+
+Each command receives its options as parameters, builds the config value objects of
+:mod:`archiver.config` and calls one library function; the work itself lives in
+:mod:`archiver.engine`, :mod:`archiver.db`, :mod:`archiver.report` and friends. Every
+:class:`~archiver.exceptions.ArchiverError` that escapes a command is turned into one
+``archiver: error: ...`` line and its exit code by :class:`ArchiverGroup`, in one place.
+
+Heavy libraries (the HTTP stack, SQLAlchemy, fsspec, Prometheus) are imported inside the
+commands that use them, so ``--help`` and small commands start fast.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from archiver import db as q
-from archiver import logs, metrics
-from archiver import report as reports
-from archiver.artifacts import artifact_status
-from archiver.blobs import BlobStore
-from archiver.config import (
-    DEFAULT_API_URL,
-    DEFAULT_ARTIFACT_GRACE_S,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DOWNLOADS,
-    DEFAULT_MAX_ARTIFACT_BYTES,
-    ENV_API_URL,
-    ENV_ARTIFACT_GRACE,
-    ENV_BLOB_URL,
-    ENV_DATABASE_URL,
-    ENV_DOWNLOADS,
-    ENV_LOG_FORMAT,
-    ENV_MAX_ARTIFACT_SIZE,
-    ENV_METRICS_FILE,
-    ENV_RATE_LIMIT,
-    ClientConfig,
-    SyncOptions,
-    api_key_from_env,
-    default_blob_url,
-    default_database_url,
-    format_duration,
-    format_size,
-    parse_byte_size,
-    parse_seconds,
-    validate_api_url,
-)
-from archiver.engine import RunResult, run_command
+from archiver import config as cfg
+from archiver import logs
 from archiver.exceptions import ArchiverError, ConfigError
-from archiver.logs import setup_logging
-from archiver.progress import SYNC_PROGRESS_MIN_TASKS, make_progress
 
-log = logging.getLogger("archiver")
+if TYPE_CHECKING:  # pragma: no cover
+    from archiver.db import Database
+    from archiver.stats import RunResult
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fail(exc: ArchiverError) -> None:
+def _fail(exc: ArchiverError) -> NoReturn:
     logs.fatal(str(exc))  # "archiver: error: ..." (a JSON line with --log-format json)
     sys.exit(exc.exit_code)
+
+
+class ArchiverGroup(click.Group):
+    """A click group that reports the archiver's own errors as one line and exit code,
+    whether they come from parsing an option or from the work itself."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArchiverError as exc:
+            _fail(exc)
+
+
+# --- option types: values parsed by archiver.config, errors in the project's words -----
+
+
+class _Parsed(click.ParamType):
+    """An option value parsed by one of :mod:`archiver.config`'s parsers, which raise a
+    ConfigError naming the option, the value and what is expected."""
+
+    def __init__(self, name: str, parse: Callable[[str, str], Any]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        option = param.opts[0] if param is not None and param.opts else self.name
+        return self._parse(value, option)
+
+
+DURATION = _Parsed("duration", lambda v, o: cfg.parse_seconds(v, option=o, positive=True))
+WAIT = _Parsed("duration", lambda v, o: cfg.parse_seconds(v, option=o))
+SIZE = _Parsed("size", lambda v, o: cfg.parse_byte_size(v, option=o))
+COUNT = _Parsed("count", lambda v, o: cfg.parse_count(v, option=o))
+RATE = _Parsed("rate", lambda v, o: cfg.parse_rate(v, option=o))
+DAY = _Parsed("date", lambda v, o: cfg.parse_day(v, option=o))
+SINCE = _Parsed("date", lambda v, o: cfg.parse_since(v, option=o))
+
+
+# --- shared option groups (decorators that still pass every value as a parameter) -----
 
 
 def database_option(fn: F) -> F:
     return click.option(
         "--database-url",
-        envvar=ENV_DATABASE_URL,
+        envvar=cfg.ENV_DATABASE_URL,
         default=None,
-        help=f"SQLAlchemy URL of the archive [env {ENV_DATABASE_URL}; default: a SQLite "
+        help=f"SQLAlchemy URL of the archive [env {cfg.ENV_DATABASE_URL}; default: a SQLite "
         "file in ARCHIVER_HOME].",
     )(fn)
 
@@ -73,10 +92,11 @@ def logging_options(fn: F) -> F:
     fn = click.option(
         "--log-format",
         type=click.Choice(logs.LOG_FORMATS),
-        envvar=ENV_LOG_FORMAT,
+        envvar=cfg.ENV_LOG_FORMAT,
         default=logs.DEFAULT_LOG_FORMAT,
         show_default=True,
-        help=f"text lines, or one JSON object per line for log shippers [env {ENV_LOG_FORMAT}].",
+        help="text lines, or one JSON object per line for log shippers "
+        f"[env {cfg.ENV_LOG_FORMAT}].",
     )(fn)
     fn = click.option("-v", "--verbose", count=True, help="Per-request lines; -vv: debug.")(fn)
     return click.option("-q", "--quiet", is_flag=True, help="Only warnings and the summary.")(fn)
@@ -85,135 +105,182 @@ def logging_options(fn: F) -> F:
 def metrics_option(fn: F) -> F:
     return click.option(
         "--metrics-file",
-        envvar=ENV_METRICS_FILE,
+        envvar=cfg.ENV_METRICS_FILE,
         metavar="PATH",
         help="Write Prometheus metrics here (atomically) at the end of the pass, for "
-        f"node_exporter's textfile collector [env {ENV_METRICS_FILE}].",
+        f"node_exporter's textfile collector [env {cfg.ENV_METRICS_FILE}].",
     )(fn)
 
 
 def api_options(fn: F) -> F:
     fn = click.option(
         "--api-url",
-        envvar=ENV_API_URL,
-        default=DEFAULT_API_URL,
+        envvar=cfg.ENV_API_URL,
+        default=cfg.DEFAULT_API_URL,
         show_default=True,
-        help=f"Smooth API base URL [env {ENV_API_URL}].",
+        help=f"Smooth API base URL [env {cfg.ENV_API_URL}].",
     )(fn)
     fn = click.option(
         "--concurrency",
-        type=click.IntRange(min=1),
-        default=DEFAULT_CONCURRENCY,
+        type=COUNT,
+        default=cfg.DEFAULT_CONCURRENCY,
         show_default=True,
         help="Task requests in flight at once.",
     )(fn)
     fn = click.option(
         "--rate-limit",
-        envvar=ENV_RATE_LIMIT,
-        type=click.FloatRange(min=0, min_open=True),
+        envvar=cfg.ENV_RATE_LIMIT,
+        type=RATE,
         default=None,
         metavar="PER_SECOND",
-        expose_value=False,
-        callback=_remember_client_option,
-        help=f"At most this many API requests per second, shared by all concurrent "
-        f"requests [env {ENV_RATE_LIMIT}; default: no limit].",
+        help="At most this many API requests per second, shared by all concurrent "
+        f"requests [env {cfg.ENV_RATE_LIMIT}; default: no limit].",
     )(fn)
     return click.option(
         "--wait-lock",
-        type=click.FloatRange(min=0),
+        type=WAIT,
         default=0.0,
-        metavar="SECONDS",
-        help="Wait this long for another run of the same command instead of exiting 75.",
+        metavar="DURATION",
+        help="Wait this long (seconds, or 30s, 5m) for another run of the same command "
+        "instead of exiting 75.",
     )(fn)
 
 
-_CLIENT_META = "archiver.client_options"
-
-
-def _remember_client_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    ctx.meta.setdefault(_CLIENT_META, {})[param.name] = value
-    return value
-
-
-_ARTIFACT_META = "archiver.artifact_options"
-
-
-def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    ctx.meta.setdefault(_ARTIFACT_META, {})[param.name] = value
-    return value
+def settle_options(fn: F) -> F:
+    """--confirm-after, --fresh-within: when a terminal task is final."""
+    fn = click.option(
+        "--fresh-within",
+        envvar=cfg.ENV_FRESH_WITHIN,
+        type=WAIT,
+        default=cfg.format_duration(cfg.DEFAULT_FRESH_WITHIN_S).replace(" ", ""),
+        show_default=True,
+        metavar="DURATION",
+        help="A terminal task created within this long, or seen running by the archiver, "
+        "is finalized only after a confirming read on a later pass (credits and links may "
+        f"still settle); older history is final at its first read [env {cfg.ENV_FRESH_WITHIN}].",
+    )(fn)
+    return click.option(
+        "--confirm-after",
+        envvar=cfg.ENV_CONFIRM_AFTER,
+        type=WAIT,
+        default="0",
+        show_default=True,
+        metavar="DURATION",
+        help="How long after its first terminal read a fresh task's confirming read may "
+        f"finalize it (0: the next pass; e.g. 10m) [env {cfg.ENV_CONFIRM_AFTER}].",
+    )(fn)
 
 
 def artifact_options(fn: F) -> F:
-    """--downloads, --blob-url, --artifact-grace, --max-artifact-size (read back with
-    :func:`artifact_settings`, so the commands' signatures stay as they are)."""
+    """--downloads, --blob-url, --artifact-grace, --max-artifact-size."""
     fn = click.option(
         "--max-artifact-size",
-        envvar=ENV_MAX_ARTIFACT_SIZE,
-        default=format_size(DEFAULT_MAX_ARTIFACT_BYTES).replace(" ", ""),
+        envvar=cfg.ENV_MAX_ARTIFACT_SIZE,
+        type=SIZE,
+        default=cfg.format_size(cfg.DEFAULT_MAX_ARTIFACT_BYTES).replace(" ", ""),
         show_default=True,
         metavar="SIZE",
-        expose_value=False,
-        callback=_remember,
         help="Largest artifact stored (e.g. 500MB, 5GiB), enforced while streaming; a "
-        f"larger one is recorded as failed [env {ENV_MAX_ARTIFACT_SIZE}].",
+        f"larger one is recorded as failed [env {cfg.ENV_MAX_ARTIFACT_SIZE}].",
     )(fn)
     fn = click.option(
         "--artifact-grace",
-        envvar=ENV_ARTIFACT_GRACE,
-        default=format_duration(DEFAULT_ARTIFACT_GRACE_S).replace(" ", ""),
+        envvar=cfg.ENV_ARTIFACT_GRACE,
+        type=WAIT,
+        default=cfg.format_duration(cfg.DEFAULT_ARTIFACT_GRACE_S).replace(" ", ""),
         show_default=True,
         metavar="DURATION",
-        expose_value=False,
-        callback=_remember,
         help="How long a finished task's recording_url/downloads_url may stay null before "
-        f"the artifact is recorded as failed (seconds, or 90m, 6h, 2d) [env {ENV_ARTIFACT_GRACE}].",
+        "the artifact is recorded as failed (seconds, or 90m, 6h, 2d) "
+        f"[env {cfg.ENV_ARTIFACT_GRACE}].",
     )(fn)
     fn = click.option(
         "--blob-url",
-        envvar=ENV_BLOB_URL,
+        envvar=cfg.ENV_BLOB_URL,
         default=None,
         metavar="URL",
-        expose_value=False,
-        callback=_remember,
         help="Where artifacts go: a folder, file:///path, s3://bucket/prefix or gs://bucket/"
-        f"prefix [env {ENV_BLOB_URL}; default: the blobs folder in ARCHIVER_HOME].",
+        f"prefix [env {cfg.ENV_BLOB_URL}; default: the blobs folder in ARCHIVER_HOME].",
     )(fn)
     return click.option(
         "--downloads/--no-downloads",
-        envvar=ENV_DOWNLOADS,
-        default=DEFAULT_DOWNLOADS,
+        envvar=cfg.ENV_DOWNLOADS,
+        default=cfg.DEFAULT_DOWNLOADS,
         show_default=True,
-        expose_value=False,
-        callback=_remember,
         help="Copy each finished task's recording and downloads archive into blob storage "
-        f"(the task is finalized once both are stored or settled) [env {ENV_DOWNLOADS}].",
+        "(the task is finalized once both are stored or settled) "
+        f"[env {cfg.ENV_DOWNLOADS}].",
     )(fn)
 
 
-def artifact_settings(*, check_store: bool = True) -> dict[str, Any]:
-    """The SyncOptions fields given by :func:`artifact_options`; with downloads on, the blob
+def artifact_settings(
+    downloads: bool, blob_url: str | None, artifact_grace: float, max_artifact_size: int
+) -> dict[str, Any]:
+    """The SyncOptions fields of :func:`artifact_options`; with downloads on, the blob
     store is opened once here so a bad --blob-url fails before any work (exit 2)."""
-    given = click.get_current_context().meta.get(_ARTIFACT_META, {})
-    settings: dict[str, Any] = {
-        "downloads": bool(given.get("downloads", DEFAULT_DOWNLOADS)),
-        "blob_url": given.get("blob_url") or None,
+    if downloads:
+        from archiver.blobs import BlobStore
+
+        BlobStore(blob_url or cfg.default_blob_url())
+    return {
+        "downloads": downloads,
+        "blob_url": blob_url or None,
+        "artifact_grace_s": artifact_grace,
+        "max_artifact_bytes": max_artifact_size,
     }
-    if given.get("artifact_grace") is not None:
-        settings["artifact_grace_s"] = parse_seconds(str(given["artifact_grace"]))
-    if given.get("max_artifact_size") is not None:
-        settings["max_artifact_bytes"] = parse_byte_size(str(given["max_artifact_size"]))
-    if settings["downloads"] and check_store:
-        BlobStore(settings["blob_url"] or default_blob_url())
-    return settings
 
 
-def open_database(database_url: str | None) -> q.Database:
-    database = q.Database(database_url or default_database_url())
+def client_config(
+    api_url: str, concurrency: int = cfg.DEFAULT_CONCURRENCY, rate_limit: float | None = None
+) -> cfg.ClientConfig:
+    return cfg.ClientConfig(
+        api_url=cfg.validate_api_url(api_url),
+        api_key=cfg.api_key_from_env(),
+        max_connections=concurrency,
+        rate_limit=rate_limit,
+    )
+
+
+def open_database(database_url: str | None, *, read_only: bool = False) -> Database:
+    """The archive, migrated to head (``read_only``: as it is; never created or changed)."""
+    from archiver.db import Database
+
+    database = Database(database_url or cfg.default_database_url(), read_only=read_only)
     database.prepare()
     return database
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _finish(
+    result: RunResult, database: Database | None = None, metrics_path: Path | None = None
+) -> NoReturn:
+    logs.log_summary(result)
+    if result.message and result.outcome == "failed":
+        logs.fatal(result.message)
+    code = result.exit_code
+    if metrics_path is not None:
+        from archiver import metrics
+
+        try:
+            metrics.write_metrics(metrics_path, result, database)
+        except ArchiverError as exc:
+            logs.fatal(str(exc))
+            code = code or 1
+    sys.exit(code)
+
+
+def _pass_setup(
+    verbose: int, quiet: bool, log_format: str, metrics_file: str | None
+) -> Path | None:
+    """Logging for a pass, and the metrics path checked before any work."""
+    logs.setup_logging(verbose=verbose, quiet=quiet, log_format=log_format)
+    if not metrics_file:
+        return None
+    from archiver import metrics
+
+    return metrics.validate_metrics_path(metrics_file)
+
+
+@click.group(cls=ArchiverGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="smooth-archiver")
 def cli() -> None:
     """Archive Smooth (smooth.sh) tasks, events and credits into SQL.
@@ -223,33 +290,6 @@ def cli() -> None:
         export CIRCLEMIND_API_KEY=...
         archiver sync            # from cron, every few minutes
     """
-
-
-def _client_config(api_url: str, concurrency: int) -> ClientConfig:
-    ctx = click.get_current_context(silent=True)
-    extra = ctx.meta.get(_CLIENT_META, {}) if ctx is not None else {}
-    return ClientConfig(
-        api_url=validate_api_url(api_url),
-        api_key=api_key_from_env(),
-        max_connections=concurrency,
-        rate_limit=extra.get("rate_limit"),
-    )
-
-
-def _finish(
-    result: RunResult, database: q.Database | None = None, metrics_path: Path | None = None
-) -> None:
-    logs.log_summary(result)
-    if result.message and result.outcome == "failed":
-        logs.fatal(result.message)
-    code = result.exit_code
-    if metrics_path is not None:
-        try:
-            metrics.write_metrics(metrics_path, result, database)
-        except ArchiverError as exc:
-            logs.fatal(str(exc))
-            code = code or 1
-    sys.exit(code)
 
 
 @cli.command()
@@ -264,22 +304,38 @@ def _finish(
 )
 @click.option("--no-discover", is_flag=True, help="Do not look for new tasks; poll known ones.")
 @click.option(
-    "--max-runtime",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
-    help="Start no new work after this long; finish what is in flight and exit 0.",
+    "--recheck-gone",
+    is_flag=True,
+    help="Ask the API again about every task recorded as gone (e.g. after fixing a wrong "
+    "--api-url); those it still knows are polled as before.",
 )
+@click.option(
+    "--max-runtime",
+    type=DURATION,
+    metavar="DURATION",
+    help="Start no new work after this long (seconds, or 90s, 4m, 1h); finish what is in "
+    "flight and exit 0.",
+)
+@settle_options
 @artifact_options
 @metrics_option
 @logging_options
 def sync(
     api_url: str,
     concurrency: int,
+    rate_limit: float | None,
     wait_lock: float,
     database_url: str | None,
     task_ids: tuple[str, ...],
     no_discover: bool,
+    recheck_gone: bool,
     max_runtime: float | None,
+    confirm_after: float,
+    fresh_within: float,
+    downloads: bool,
+    blob_url: str | None,
+    artifact_grace: float,
+    max_artifact_size: int,
     metrics_file: str | None,
     verbose: int,
     quiet: bool,
@@ -289,37 +345,30 @@ def sync(
 
     \b
     Example (crontab, every 5 minutes):
-        */5 * * * * CIRCLEMIND_API_KEY=... archiver sync -q
+        */5 * * * * CIRCLEMIND_API_KEY=... archiver sync -q --max-runtime 4m
     """
-    metrics_path: Path | None = None
-    database: q.Database | None = None
-    try:
-        setup_logging(verbose=verbose, quiet=quiet, log_format=log_format)
-        client_config = _client_config(api_url, concurrency)
-        if metrics_file:
-            metrics_path = metrics.validate_metrics_path(metrics_file)
-        options = SyncOptions(
-            concurrency=concurrency,
-            discover=not no_discover,
-            task_ids=task_ids,
-            max_runtime_s=max_runtime,
-            **artifact_settings(),
-        )
-        database = open_database(database_url)
-        result = run_command(
-            "sync",
-            database,
-            client_config,
-            options,
-            wait_lock_s=wait_lock,
-            progress=make_progress(
-                "sync",
-                enabled=not quiet and len(task_ids) != 1,
-                min_total=SYNC_PROGRESS_MIN_TASKS,
-            ),
-        )
-    except ArchiverError as exc:
-        _fail(exc)
+    from archiver.engine import run_command
+    from archiver.progress import SYNC_PROGRESS_MIN_TASKS, make_progress
+
+    metrics_path = _pass_setup(verbose, quiet, log_format, metrics_file)
+    client = client_config(api_url, concurrency, rate_limit)
+    options = cfg.SyncOptions(
+        concurrency=concurrency,
+        discover=not no_discover,
+        task_ids=task_ids,
+        recheck_gone=recheck_gone,
+        max_runtime_s=max_runtime,
+        confirm_after_s=confirm_after,
+        fresh_within_s=fresh_within,
+        **artifact_settings(downloads, blob_url, artifact_grace, max_artifact_size),
+    )
+    database = open_database(database_url)
+    progress = make_progress(
+        "sync", enabled=not quiet and len(task_ids) != 1, min_total=SYNC_PROGRESS_MIN_TASKS
+    )
+    result = run_command(
+        "sync", database, client, options, wait_lock_s=wait_lock, progress=progress
+    )
     _finish(result, database, metrics_path)
 
 
@@ -333,39 +382,36 @@ def read_ids(lines: Iterable[str]) -> list[str]:
     return ids
 
 
-def parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(
-            f"--since {value!r} is not a date: use YYYY-MM-DD or an ISO 8601 timestamp "
-            "such as 2026-01-31T12:00:00Z."
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 @cli.command()
 @api_options
 @database_option
-@click.option("--since", metavar="DATE", help="Only tasks created on or after DATE (UTC).")
+@click.option(
+    "--since", type=SINCE, metavar="DATE", help="Only tasks created on or after DATE (UTC)."
+)
 @click.option(
     "--ids-file",
     type=click.File("r"),
     metavar="PATH",
     help="Read task ids from PATH instead of listing ('-' for stdin).",
 )
+@settle_options
 @artifact_options
 @metrics_option
 @logging_options
 def backfill(
     api_url: str,
     concurrency: int,
+    rate_limit: float | None,
     wait_lock: float,
     database_url: str | None,
-    since: str | None,
+    since: datetime | None,
     ids_file: Any,
+    confirm_after: float,
+    fresh_within: float,
+    downloads: bool,
+    blob_url: str | None,
+    artifact_grace: float,
+    max_artifact_size: int,
     metrics_file: str | None,
     verbose: int,
     quiet: bool,
@@ -381,32 +427,33 @@ def backfill(
         archiver backfill --since 2026-01-01 --concurrency 32
         grep -v '^#' ids.txt | archiver backfill --ids-file -
     """
-    metrics_path: Path | None = None
-    database: q.Database | None = None
-    try:
-        setup_logging(verbose=verbose, quiet=quiet, log_format=log_format)
-        client_config = _client_config(api_url, concurrency)
-        if metrics_file:
-            metrics_path = metrics.validate_metrics_path(metrics_file)
-        since_dt = parse_since(since)
-        ids = read_ids(ids_file) if ids_file is not None else None
-        database = open_database(database_url)
-        result = run_command(
-            "backfill",
-            database,
-            client_config,
-            SyncOptions(concurrency=concurrency, **artifact_settings()),
-            wait_lock_s=wait_lock,
-            since=since_dt,
-            ids=ids,
-            progress=make_progress("backfill", enabled=not quiet),
-        )
-    except ArchiverError as exc:
-        _fail(exc)
+    from archiver.engine import run_command
+    from archiver.progress import make_progress
+
+    metrics_path = _pass_setup(verbose, quiet, log_format, metrics_file)
+    client = client_config(api_url, concurrency, rate_limit)
+    ids = read_ids(ids_file) if ids_file is not None else None
+    options = cfg.SyncOptions(
+        concurrency=concurrency,
+        confirm_after_s=confirm_after,
+        fresh_within_s=fresh_within,
+        **artifact_settings(downloads, blob_url, artifact_grace, max_artifact_size),
+    )
+    database = open_database(database_url)
+    result = run_command(
+        "backfill",
+        database,
+        client,
+        options,
+        wait_lock_s=wait_lock,
+        since=since,
+        ids=ids,
+        progress=make_progress("backfill", enabled=not quiet),
+    )
     _finish(result, database, metrics_path)
 
 
-@cli.group("db")
+@cli.group("db", cls=ArchiverGroup)
 def db_group() -> None:
     """Schema migrations (Alembic).
 
@@ -425,13 +472,12 @@ def db_upgrade(database_url: str | None) -> None:
     Example:
         ARCHIVER_DATABASE_URL=postgresql://postgres@127.0.0.1/archive archiver db upgrade
     """
-    try:
-        database = q.Database(database_url or default_database_url())
-        before = q.current_revision(database.engine)
-        q.upgrade(database.engine)
-        after = q.current_revision(database.engine)
-    except ArchiverError as exc:
-        _fail(exc)
+    from archiver import db as q
+
+    database = q.Database(database_url or cfg.default_database_url())
+    before = q.current_revision(database.engine)
+    q.upgrade(database.engine)
+    after = q.current_revision(database.engine)
     click.echo(f"{database.display_url()}: {before or '(empty)'} -> {after}")
 
 
@@ -444,11 +490,10 @@ def db_current(database_url: str | None) -> None:
     Example:
         archiver db current
     """
-    try:
-        database = q.Database(database_url or default_database_url())
-        current = q.current_revision(database.engine)
-    except ArchiverError as exc:
-        _fail(exc)
+    from archiver import db as q
+
+    database = q.Database(database_url or cfg.default_database_url(), read_only=True)
+    current = q.current_revision(database.engine)
     head = q.head_revision()
     state = "up to date" if current == head else "behind: run `archiver db upgrade`"
     click.echo(f"{database.display_url()}: {current or '(empty)'} (head {head}, {state})")
@@ -459,20 +504,21 @@ def db_current(database_url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--max-age",
+    type=DURATION,
     metavar="DURATION",
-    help=f"Exit {metrics.EXIT_STALE} if the last successful pass ended longer ago than "
-    "this (seconds, or 15m, 2h, 1d), or never happened: for monitoring.",
+    help="Exit 3 if the last successful pass ended longer ago than this (seconds, or 15m, "
+    "2h, 1d), or never happened: for monitoring.",
 )
 @click.option(
     "--command",
     "command_choice",
-    type=click.Choice(["any", *metrics.COMMANDS]),
+    type=click.Choice(["any", "sync", "backfill"]),
     default="any",
     show_default=True,
     help="Which passes count as the last success.",
 )
 def status(
-    database_url: str | None, as_json: bool, max_age: str | None, command_choice: str
+    database_url: str | None, as_json: bool, max_age: float | None, command_choice: str
 ) -> None:
     """Show the archive's health, what it holds and how the last runs went.
 
@@ -481,57 +527,25 @@ def status(
         archiver status --max-age 20m
         archiver status --json | jq .tasks_by_status
     """
-    try:
-        max_age_td = metrics.parse_duration(max_age) if max_age else None
-        database = open_database(database_url)
-        with database.reading() as conn:
-            report = q.status_report(conn)
-            report.update(artifact_status(conn))
-            health = metrics.read_health(conn, commands=metrics.commands_for(command_choice))
-    except ArchiverError as exc:
-        _fail(exc)
-    stale = max_age_td is not None and health.is_stale(max_age_td)
-    health_json = {
-        **health.as_dict(),
-        "max_age_s": max_age_td.total_seconds() if max_age_td else None,
-        "stale": stale,
-    }
-    report = {"database": database.display_url(), "health": health_json, **report}
+    from archiver import metrics
+
+    database = open_database(database_url, read_only=True)
+    max_age_td = timedelta(seconds=max_age) if max_age is not None else None
+    found = metrics.read_status(
+        database, max_age=max_age_td, commands=metrics.commands_for(command_choice)
+    )
     if as_json:
-        click.echo(json.dumps(report, indent=2))
-        if stale:
-            sys.exit(metrics.EXIT_STALE)
-        return
-    for line in metrics.health_lines(health, max_age_td):
-        click.echo(line)
-    click.echo(f"database:  {report['database']}")
-    click.echo(
-        f"tasks:     {report['tasks']} ({report['active']} active, "
-        f"{report['finalized']} finalized, {report['gone']} gone, "
-        f"{report['in_error_backoff']} in error back-off)"
-    )
-    for name, count in report["tasks_by_status"].items():
-        click.echo(f"  {name:<12} {count}")
-    click.echo(f"events:    {report['events']}")
-    states = report["artifacts_by_state"]
-    click.echo(
-        f"artifacts: {sum(states.values())} ("
-        + ", ".join(f"{count} {state}" for state, count in states.items())
-        + f"); {format_size(report['artifact_bytes_stored'])} stored"
-    )
-    click.echo("last runs:")
-    for run in report["last_runs"]:
-        click.echo(
-            f"  {run['started_at']}  {run['command']:<8} {run['outcome']:<11} "
-            f"polled {run['tasks_polled']}, events +{run['events_inserted']}, "
-            f"errors {run['errors']}"
-        )
-    if stale:
-        click.echo(
-            f"archiver: stale: no successful pass within --max-age {max_age} "
-            f"(last success: {health_json['last_success_at'] or 'never'})",
-            err=True,
-        )
+        click.echo(json.dumps(found.report, indent=2))
+    else:
+        click.echo("\n".join(found.lines))
+    if found.stale:
+        if not as_json:
+            click.echo(
+                f"archiver: stale: no successful pass within --max-age "
+                f"{cfg.format_duration(max_age or 0)} (last success: "
+                f"{found.report['health']['last_success_at'] or 'never'})",
+                err=True,
+            )
         sys.exit(metrics.EXIT_STALE)
 
 
@@ -554,26 +568,27 @@ def status(
 )
 @click.option(
     "--blob-url",
-    envvar=ENV_BLOB_URL,
+    envvar=cfg.ENV_BLOB_URL,
     default=None,
     metavar="URL",
-    help=f"The blob storage root [env {ENV_BLOB_URL}; default: the blobs folder in "
+    help=f"The blob storage root [env {cfg.ENV_BLOB_URL}; default: the blobs folder in "
     "ARCHIVER_HOME]. Blobs recorded under another root are read where they are.",
 )
 @click.option(
     "--max-artifact-size",
-    envvar=ENV_MAX_ARTIFACT_SIZE,
-    default=format_size(DEFAULT_MAX_ARTIFACT_BYTES).replace(" ", ""),
+    envvar=cfg.ENV_MAX_ARTIFACT_SIZE,
+    type=SIZE,
+    default=cfg.format_size(cfg.DEFAULT_MAX_ARTIFACT_BYTES).replace(" ", ""),
     show_default=True,
     metavar="SIZE",
-    help=f"With --repair: largest artifact fetched [env {ENV_MAX_ARTIFACT_SIZE}].",
+    help=f"With --repair: largest artifact fetched [env {cfg.ENV_MAX_ARTIFACT_SIZE}].",
 )
 @click.option(
     "--api-url",
-    envvar=ENV_API_URL,
-    default=DEFAULT_API_URL,
+    envvar=cfg.ENV_API_URL,
+    default=cfg.DEFAULT_API_URL,
     show_default=True,
-    help=f"With --repair: Smooth API base URL [env {ENV_API_URL}].",
+    help=f"With --repair: Smooth API base URL [env {cfg.ENV_API_URL}].",
 )
 def verify(
     database_url: str | None,
@@ -581,7 +596,7 @@ def verify(
     repair: bool,
     retry_failed: bool,
     blob_url: str | None,
-    max_artifact_size: str,
+    max_artifact_size: int,
     api_url: str,
 ) -> None:
     """Re-read stored artifact blobs and check size and SHA-256 against the table.
@@ -595,88 +610,28 @@ def verify(
         archiver verify
         archiver verify --task tsk_0a1b2c3d4e5f --repair
     """
-    import asyncio
+    from archiver.artifacts import repair_and_report, verify_and_report
+    from archiver.blobs import BlobStore
 
-    from archiver.artifacts import repair_artifacts, verify_blobs
-    from archiver.locks import RunLock
-
-    try:
-        if retry_failed and not repair:
-            raise ConfigError("--retry-failed only works together with --repair.")
-        client_config = _client_config(api_url, DEFAULT_CONCURRENCY) if repair else None
-        options = SyncOptions(
-            downloads=True,
-            blob_url=blob_url,
-            max_artifact_bytes=parse_byte_size(max_artifact_size),
-        )
-        store = BlobStore(blob_url or default_blob_url(), create=repair)
-        database = open_database(database_url)
-        checks, failed = verify_blobs(database, store, list(task_ids) or None)
-    except ArchiverError as exc:
-        _fail(exc)
-    bad = [check for check in checks if check.problem]
-    for check in bad:
-        item = check.item
-        click.echo(
-            f"{check.problem:<8} {item.task_id} {item.kind:<9} {item.blob_url or '-'}: "
-            f"{check.detail}"
-        )
-    missing = sum(1 for check in bad if check.problem == "missing")
-    click.echo(
-        f"verified {len(checks)} stored blob(s): {len(checks) - len(bad)} ok, {missing} "
-        f"missing, {len(bad) - missing} corrupt"
-        + (
-            f"; {len(failed)} artifact(s) recorded as failed are not checked "
-            "(see artifacts.last_error; --repair --retry-failed retries them)"
-            if failed
-            else ""
-        )
+    if retry_failed and not repair:
+        raise ConfigError("--retry-failed only works together with --repair.")
+    client = client_config(api_url) if repair else None
+    options = cfg.SyncOptions(
+        downloads=True, blob_url=blob_url, max_artifact_bytes=max_artifact_size
     )
-    todo = [check.item for check in bad] + (list(failed) if retry_failed else [])
-    if not repair or not todo:
+    store = BlobStore(blob_url or cfg.default_blob_url(), create=repair)
+    database = open_database(database_url, read_only=not repair)
+    todo, bad = verify_and_report(database, store, list(task_ids) or None, echo=click.echo)
+    if not repair or not todo(retry_failed):
         sys.exit(1 if bad else 0)
-    assert client_config is not None
-    lock = RunLock(database, "verify")
-    try:
-        lock.acquire()
-        with database.transaction() as conn:
-            claimed = set(lock.claim(conn, sorted({item.task_id for item in todo})))
-        outcome = asyncio.run(
-            repair_artifacts(
-                database,
-                store,
-                client_config,
-                options,
-                [item for item in todo if item.task_id in claimed],
-                owner=lock.owner,
-            )
-        )
-    except ArchiverError as exc:
-        _fail(exc)
-    finally:
-        lock.release()
-    unrepaired = 0
-    for item in todo:
-        error = outcome.get(
-            (item.task_id, item.kind), "another run is working on this task; try again later"
-        )
-        if error is None:
-            click.echo(f"repaired {item.task_id} {item.kind}")
-        else:
-            unrepaired += 1
-            click.echo(f"not repaired {item.task_id} {item.kind}: {error}")
-    click.echo(f"repaired {len(todo) - unrepaired} of {len(todo)}")
+    assert client is not None
+    unrepaired = repair_and_report(
+        database, store, client, options, todo(retry_failed), echo=click.echo
+    )
     sys.exit(1 if unrepaired else 0)
 
 
-def _report_dates(since: str | None, until: str | None) -> tuple[Any, Any]:
-    return (
-        reports.parse_day(since, option="--since"),
-        reports.parse_day(until, option="--until"),
-    )
-
-
-@cli.group("report")
+@cli.group("report", cls=ArchiverGroup)
 def report_group() -> None:
     """What tasks cost: credits over time and the most expensive tasks.
 
@@ -691,13 +646,17 @@ def report_options(fn: F) -> F:
     fn = click.option(
         "--format",
         "fmt",
-        type=click.Choice(reports.FORMATS),
+        type=click.Choice(("table", "csv", "json")),
         default="table",
         show_default=True,
         help="table (with totals and bars), csv or json.",
     )(fn)
-    fn = click.option("--until", metavar="DATE", help="Tasks created on or before DATE (UTC).")(fn)
-    return click.option("--since", metavar="DATE", help="Tasks created on or after DATE (UTC).")(fn)
+    fn = click.option(
+        "--until", type=DAY, metavar="DATE", help="Tasks created on or before DATE (UTC)."
+    )(fn)
+    return click.option(
+        "--since", type=DAY, metavar="DATE", help="Tasks created on or after DATE (UTC)."
+    )(fn)
 
 
 @report_group.command("credits")
@@ -705,21 +664,21 @@ def report_options(fn: F) -> F:
 @report_options
 @click.option(
     "--by",
-    type=click.Choice(reports.BY_CHOICES),
+    type=click.Choice(("day", "week", "month")),
     default="day",
     show_default=True,
     help="One row per day, week (from Monday) or month.",
 )
 @click.option(
     "--group-by",
-    type=click.Choice(reports.GROUP_CHOICES),
+    type=click.Choice(("status", "device")),
     multiple=True,
     help="Break each period down by status and/or device (repeatable).",
 )
 def report_credits(
     database_url: str | None,
-    since: str | None,
-    until: str | None,
+    since: date | None,
+    until: date | None,
     fmt: str,
     by: str,
     group_by: tuple[str, ...],
@@ -731,15 +690,12 @@ def report_credits(
         archiver report credits --since 2026-01-01 --by week --group-by device
         archiver report credits --by month --format csv > credits.csv
     """
-    try:
-        since_d, until_d = _report_dates(since, until)
-        database = open_database(database_url)
-        with database.reading() as conn:
-            result = reports.credits_report(
-                conn, since=since_d, until=until_d, by=by, group_by=group_by
-            )
-    except ArchiverError as exc:
-        _fail(exc)
+    from archiver import report as reports
+
+    reports.check_range(since, until)
+    database = open_database(database_url, read_only=True)
+    with database.reading() as conn:
+        result = reports.credits_report(conn, since=since, until=until, by=by, group_by=group_by)
     click.echo(reports.render_credits(result, fmt), nl=False)
 
 
@@ -747,17 +703,13 @@ def report_credits(
 @database_option
 @report_options
 @click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=reports.DEFAULT_TOP_LIMIT,
-    show_default=True,
-    help="How many tasks.",
+    "--limit", type=COUNT, default=10, show_default=True, metavar="N", help="How many tasks."
 )
 @click.option("--status", metavar="STATUS", help="Only tasks with this status (e.g. failed).")
 def report_top(
     database_url: str | None,
-    since: str | None,
-    until: str | None,
+    since: date | None,
+    until: date | None,
     fmt: str,
     limit: int,
     status: str | None,
@@ -769,20 +721,25 @@ def report_top(
         archiver report top --limit 20 --since 2026-01-01
         archiver report top --status failed --format json
     """
-    try:
-        since_d, until_d = _report_dates(since, until)
-        database = open_database(database_url)
-        with database.reading() as conn:
-            tasks = reports.top_tasks(
-                conn, limit=limit, since=since_d, until=until_d, status=status
-            )
-    except ArchiverError as exc:
-        _fail(exc)
+    from archiver import report as reports
+
+    reports.check_range(since, until)
+    database = open_database(database_url, read_only=True)
+    with database.reading() as conn:
+        tasks = reports.top_tasks(conn, limit=limit, since=since, until=until, status=status)
     click.echo(reports.render_top(tasks, fmt), nl=False)
 
 
 @cli.command()
-@database_option
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Build the demo archive in this new (or empty) folder instead of a new temporary "
+    "one. No environment variable is read: the demo never touches a real archive.",
+)
 @click.option(
     "--tasks",
     "n_tasks",
@@ -791,8 +748,11 @@ def report_top(
     show_default=True,
     help="Tasks in the simulated account.",
 )
-def demo(database_url: str | None, n_tasks: int) -> None:
-    """Archive a simulated Smooth account into a fresh local database (no API key needed).
+def demo(folder: Path | None, n_tasks: int) -> None:
+    """Archive a simulated Smooth account into a fresh local archive (no API key needed).
+
+    The demo reads none of the ARCHIVER_* variables nor CIRCLEMIND_API_KEY: it always
+    builds its own archive, prints where it is, and changes nothing else.
 
     \b
     Example:
@@ -800,21 +760,18 @@ def demo(database_url: str | None, n_tasks: int) -> None:
     """
     from archiver.demo import run_demo
 
-    try:
-        run_demo(database_url, n_tasks=n_tasks, echo=click.echo)
-    except ArchiverError as exc:
-        _fail(exc)
+    run_demo(folder, n_tasks=n_tasks, echo=click.echo)
 
 
 @cli.command()
 @database_option
 @click.option(
     "--blob-url",
-    envvar=ENV_BLOB_URL,
+    envvar=cfg.ENV_BLOB_URL,
     default=None,
     metavar="URL",
     help="Read blobs under this root instead of the one recorded in artifacts.blob_url "
-    f"(for blobs copied elsewhere) [env {ENV_BLOB_URL}; default: where recorded].",
+    f"(for blobs copied elsewhere) [env {cfg.ENV_BLOB_URL}; default: where recorded].",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8377, show_default=True)
@@ -840,17 +797,14 @@ def serve(
     """
     from archiver.web import serve as run_server
 
-    try:
-        run_server(
-            database_url=database_url or default_database_url(),
-            blob_url=blob_url,
-            host=host,
-            port=port,
-            max_age=max_age,
-            echo=click.echo,
-        )
-    except ArchiverError as exc:
-        _fail(exc)
+    run_server(
+        database_url=database_url or cfg.default_database_url(),
+        blob_url=blob_url,
+        host=host,
+        port=port,
+        max_age=max_age,
+        echo=click.echo,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -25,14 +25,16 @@ from httpx_aiohttp import AiohttpTransport
 from archiver.config import ClientConfig
 from archiver.exceptions import (
     ApiError,
+    ApiUnreachable,
+    ApiUrlWrong,
     AuthError,
     CircuitOpen,
     MalformedPayload,
     TaskNotFound,
     TransientApiError,
 )
-from archiver.logs import redact
 from archiver.models import TaskInfo, parse_envelope, parse_task
+from archiver.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,44 @@ class ListPage:
 
 def _backoff_hook(exc: Exception) -> bool | float:
     """stamina's ``on`` hook: retry transient errors, waiting ``Retry-After`` when given."""
+    if isinstance(exc, ApiUnreachable):
+        return False  # the client already tried; the pass ends
     if isinstance(exc, TransientApiError):
         if exc.retry_after is not None:
             return exc.retry_after
         return True
     return False
+
+
+def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """One debug line per scheduled retry: what, which attempt, why and how long the wait.
+
+    Debug only: a request that succeeds on a retry is nothing an operator must act on; one
+    that finally fails is reported where it fails (tasks.last_error, the error log line)."""
+    log.debug(
+        "retrying (attempt %d, waiting %.1fs): %s",
+        details.retry_num + 1,
+        details.wait_for,
+        details.caused_by,
+    )
+
+
+stamina.instrumentation.set_on_retry_hooks([_log_retry])
+
+
+def _refused(exc: BaseException) -> str | None:
+    """Why a connection could not be made, when the cause says so (aiohttp's transport
+    reports a refused connection as ConnectTimeout)."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, OSError) and seen.errno is not None and "Name or service" in str(seen):
+            return "host name not found"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -87,7 +122,12 @@ class SmoothClient:
     ) -> None:
         self.config = config
         self.requests = 0
+        #: Requests answered with a well-formed body (the API was reached and understood).
+        self.successes = 0
+        #: Whether any HTTP response came back at all in this client's life.
+        self.reached = False
         self.consecutive_failures = 0
+        self._unreached_attempts = 0
         #: Event-loop time after which failed requests are not retried (set by the engine).
         self.retry_deadline: float | None = None
         self._limiter = (
@@ -125,12 +165,13 @@ class SmoothClient:
         if before is not None:
             params["t"] = before
         context = f"List Tasks (t={before}, l={limit})"
-        body = await self._get_json("/task", params, context=context)
+        body = await self._get_json("/task", params, context=context, listing=True)
         items = parse_envelope(body, context=context)
         if not isinstance(items, list):
             raise MalformedPayload(
                 f"{context}: expected 'r' to be a list of tasks, got {type(items).__name__}."
             )
+        self.successes += 1
         page = ListPage(tasks=[], size=len(items))
         for index, item in enumerate(items):
             try:
@@ -154,10 +195,17 @@ class SmoothClient:
             raise MalformedPayload(
                 f"{context}: the API answered with task id {task.id!r}; expected {task_id!r}."
             )
+        self.successes += 1
         return task
 
     async def _get_json(
-        self, path: str, params: dict[str, Any], *, context: str, task_id: str | None = None
+        self,
+        path: str,
+        params: dict[str, Any],
+        *,
+        context: str,
+        task_id: str | None = None,
+        listing: bool = False,
     ) -> Any:
         """GET with retries; counts failures in a row for the circuit breaker."""
         threshold = self.config.circuit_breaker_failures
@@ -167,7 +215,9 @@ class SmoothClient:
                 "in a row, so this pass stops early (the next pass starts afresh)."
             )
         try:
-            body = await self._get_json_retrying(path, params, context=context, task_id=task_id)
+            body = await self._get_json_retrying(
+                path, params, context=context, task_id=task_id, listing=listing
+            )
         except TransientApiError:
             # Only failures of the API as a whole count; a malformed task is that task's
             # problem and neither opens nor resets the circuit.
@@ -182,7 +232,13 @@ class SmoothClient:
         return body
 
     async def _get_json_retrying(
-        self, path: str, params: dict[str, Any], *, context: str, task_id: str | None
+        self,
+        path: str,
+        params: dict[str, Any],
+        *,
+        context: str,
+        task_id: str | None,
+        listing: bool,
     ) -> Any:
         retry_budget = None
         if self.retry_deadline is not None:
@@ -196,11 +252,19 @@ class SmoothClient:
             wait_max=RETRY_WAIT_MAX_S,
         ):
             with attempt:
-                return await self._get_json_once(path, params, context=context, task_id=task_id)
+                return await self._get_json_once(
+                    path, params, context=context, task_id=task_id, listing=listing
+                )
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _get_json_once(
-        self, path: str, params: dict[str, Any], *, context: str, task_id: str | None
+        self,
+        path: str,
+        params: dict[str, Any],
+        *,
+        context: str,
+        task_id: str | None,
+        listing: bool,
     ) -> Any:
         if self._limiter is not None:
             await self._limiter.acquire()
@@ -210,6 +274,7 @@ class SmoothClient:
                 asyncio.timeout(self.config.total_timeout_s),
                 self._http.stream("GET", path, params=params) as response,
             ):
+                self.reached = True
                 status = response.status_code
                 if status in (401, 403):
                     raise AuthError(
@@ -219,6 +284,13 @@ class SmoothClient:
                     )
                 if status == 404 and task_id is not None:
                     raise TaskNotFound(f"{context}: HTTP 404, no such task.", status_code=404)
+                if status == 404 and listing:
+                    raise ApiUrlWrong(
+                        f"List Tasks at {self.config.api_url}/task answered HTTP 404: the API "
+                        "URL looks wrong. Check --api-url / ARCHIVER_API_URL (it should end in "
+                        "/api/v1, e.g. https://api.smooth.sh/api/v1).",
+                        status_code=404,
+                    )
                 if status == 429 or status >= 500:
                     raise TransientApiError(
                         f"{context}: HTTP {status}.",
@@ -233,24 +305,42 @@ class SmoothClient:
                         status_code=status,
                     )
                 raw = await self._read_capped(response, context)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise TransientApiError(f"{context}: timed out ({type(exc).__name__}).") from None
-        except httpx.TransportError as exc:
-            raise TransientApiError(
-                f"{context}: connection failed ({type(exc).__name__}: {exc})."
-            ) from None
+        except (httpx.TimeoutException, TimeoutError, httpx.TransportError) as exc:
+            raise self._transport_error(context, exc) from None
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedPayload(
-                f"{context}: the body is not valid JSON ({exc}); first bytes: "
-                f"{self._scrub(repr(raw[:80]))}."
+            # A proxy's error page, a captive portal or a cut-off body behind a 200: a fault
+            # on the way, not data, so it is retried like a 5xx.
+            raise TransientApiError(
+                f"{context}: HTTP {status} but the body is not a JSON document ({exc}); "
+                f"first bytes: {self._scrub(repr(raw[:80]))}."
             ) from None
         except RecursionError:
             raise MalformedPayload(
                 f"{context}: the JSON body is nested too deeply to read; "
                 "this is not a TaskResponse."
             ) from None
+
+    #: Connection attempts made before the first response of a client's life, after which
+    #: an unreachable API ends the pass (a pass that cannot connect fails in seconds).
+    UNREACHABLE_AFTER = 2
+
+    def _transport_error(self, context: str, exc: BaseException) -> TransientApiError:
+        reason = _refused(exc)
+        if reason is not None:
+            self._unreached_attempts += 0 if self.reached else 1
+            message = f"{context}: {reason} at {self.config.api_url}."
+            if not self.reached and self._unreached_attempts >= self.UNREACHABLE_AFTER:
+                return ApiUnreachable(
+                    f"cannot connect to the Smooth API at {self.config.api_url} ({reason}): "
+                    "check --api-url / ARCHIVER_API_URL, the network and any proxy; nothing "
+                    "was changed in the archive."
+                )
+            return TransientApiError(message)
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+            return TransientApiError(f"{context}: timed out ({type(exc).__name__}).")
+        return TransientApiError(f"{context}: connection failed ({type(exc).__name__}: {exc}).")
 
     def _scrub(self, excerpt: str) -> str:
         """A body excerpt for an error message (stored in last_error and sync_runs): the

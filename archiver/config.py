@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import platformdirs
@@ -33,6 +34,14 @@ DEFAULT_TOTAL_TIMEOUT_S = 120.0
 DEFAULT_CIRCUIT_BREAKER_FAILURES = 10
 #: First back-off after a failed poll of a task; doubles with each failure in a row.
 DEFAULT_ERROR_BACKOFF_S = 60.0
+#: A terminal task read on one pass is finalized by a confirming read on a later pass at
+#: least this long after (0: the next pass), when it is fresh (see fresh_within).
+DEFAULT_CONFIRM_AFTER_S = 0.0
+#: A task created within this long (or seen active by the archiver) is fresh: its fields
+#: may still settle, so its terminal read is confirmed before it is finalized.
+DEFAULT_FRESH_WITHIN_S = 3600.0
+ENV_CONFIRM_AFTER = "ARCHIVER_CONFIRM_AFTER"
+ENV_FRESH_WITHIN = "ARCHIVER_FRESH_WITHIN"
 
 # Artifacts (--downloads): recordings and downloads archives copied into blob storage.
 DEFAULT_DOWNLOADS = False
@@ -166,11 +175,15 @@ class SyncOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     discover: bool = True
     task_ids: tuple[str, ...] = ()
+    #: ``sync --recheck-gone``: ask the API again about every task recorded as gone.
+    recheck_gone: bool = False
     max_runtime_s: float | None = None
     page_size: int = DEFAULT_PAGE_SIZE
     discovery_overlap_s: float = DEFAULT_DISCOVERY_OVERLAP_S
     #: Back-off before a failed task is polled again (doubles per failure, capped at 1 h).
     error_backoff_s: float = DEFAULT_ERROR_BACKOFF_S
+    confirm_after_s: float = DEFAULT_CONFIRM_AFTER_S
+    fresh_within_s: float = DEFAULT_FRESH_WITHIN_S
     # Artifacts (see archiver.artifacts); blob_url None means default_blob_url().
     downloads: bool = DEFAULT_DOWNLOADS
     blob_url: str | None = None
@@ -254,15 +267,71 @@ def parse_byte_size(value: str, *, option: str = "--max-artifact-size") -> int:
     return int(amount * _SIZE_UNITS[unit])
 
 
-def parse_seconds(value: str, *, option: str = "--artifact-grace") -> float:
-    """``21600``, ``90s``, ``15m``, ``6h``, ``2d`` as seconds (0 allowed); ConfigError otherwise."""
+def parse_seconds(value: str, *, option: str = "--artifact-grace", positive: bool = False) -> float:
+    """``21600``, ``90s``, ``15m``, ``6h``, ``2d`` as seconds; ConfigError otherwise.
+
+    0 is allowed unless ``positive``."""
     amount, unit = _amount_and_unit(value)
     if unit not in _DURATION_UNITS or not amount >= 0 or amount == float("inf"):
         raise ConfigError(
             f"{option} {value!r} is not a duration: use a number of seconds or a number with "
             "a unit s, m, h or d, e.g. 3600, 90m, 6h, 2d."
         )
+    if positive and amount == 0:
+        raise ConfigError(
+            f"{option} {value!r} is not a positive duration: use a number of seconds or a "
+            "number with a unit s, m, h or d, e.g. 900, 15m, 2h, 1d."
+        )
     return amount * _DURATION_UNITS[unit]
+
+
+def parse_count(value: str, *, option: str) -> int:
+    """A positive whole number (``--concurrency 8``); ConfigError otherwise."""
+    text = value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{option} {value!r} is not a positive whole number: use 1 or more.")
+    return int(text)
+
+
+def parse_rate(value: str, *, option: str = "--rate-limit") -> float:
+    """A positive number of requests per second; ConfigError otherwise."""
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if not 0 < rate < float("inf"):
+        raise ConfigError(
+            f"{option} {value!r} is not a positive number of requests per second: use e.g. "
+            f"10 or 0.5, or leave it unset for no limit (env {ENV_RATE_LIMIT})."
+        )
+    return rate
+
+
+def parse_day(value: str | None, *, option: str) -> date | None:
+    """A UTC calendar date given as YYYY-MM-DD; ConfigError naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is not a date: use YYYY-MM-DD (a UTC day, inclusive), "
+            "e.g. 2026-01-31."
+        ) from None
+
+
+def parse_since(value: str | None, *, option: str = "--since") -> datetime | None:
+    """A date or ISO 8601 timestamp, UTC unless it says otherwise; ConfigError otherwise."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is not a date: use YYYY-MM-DD or an ISO 8601 timestamp "
+            "such as 2026-01-31T12:00:00Z."
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def format_size(size: int) -> str:

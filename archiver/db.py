@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.pool import QueuePool
 
-from archiver.exceptions import ConfigError, StorageError
-from archiver.models import TaskEvent, TaskInfo, dumps_json, strip_query
+from archiver.exceptions import ConfigError, DataRefused, LeaseLost, StorageError
+from archiver.models import KeyedEvent, TaskInfo, dumps_json, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
+from archiver.stats import STORED_COUNTERS
 from archiver.timestamps import to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: 404s in a row, each in a pass that proved the API URL right, before a task is gone.
+GONE_AFTER_NOT_FOUND = 3
 POSTGRES_LOCK_TIMEOUT_MS = 30_000
 #: Connection.info flag: the transaction only reads (SQLite: deferred BEGIN, no write lock).
 _READ_ONLY = "archiver_read_only"
@@ -224,18 +233,40 @@ def ensure_current(engine: Engine) -> None:
         upgrade(engine)
 
 
-def db_message(exc: SQLAlchemyError) -> str:
+def db_message(exc: BaseException) -> str:
     """The driver's first line; a full disk also says what to do about it."""
     orig = getattr(exc, "orig", None)
     message = str(orig or exc).splitlines()[0]
     code = getattr(orig, "sqlite_errorcode", None) or getattr(orig, "sqlstate", None)
     # SQLITE_FULL (13), PostgreSQL's disk_full (53100), or the OS's ENOSPC text.
-    if code in (13, "53100") or "disk is full" in message or "No space left" in message:
+    full = ("disk is full", "No space left", "could not write init file")
+    if code in (13, "53100") or any(text in message for text in full):
         message += (
             "; free space on the disk holding the database, then run again (the archive "
             "is consistent and the next pass resumes)"
         )
     return message
+
+
+#: Errors raised while encoding values for the database (nesting too deep, surrogates...).
+VALUE_ERRORS = (ValueError, TypeError, RecursionError, OverflowError)
+
+
+def wrap_error(exc: BaseException) -> StorageError:
+    """A driver or encoding error as the archiver's own: DataRefused when the values
+    themselves were refused (that task's problem), StorageError otherwise."""
+    refused = isinstance(exc, (DataError, *VALUE_ERRORS)) or (
+        isinstance(exc, StatementError) and isinstance(exc.orig, VALUE_ERRORS)
+    )
+    error: StorageError
+    if refused and isinstance(exc, VALUE_ERRORS):
+        error = DataRefused(f"cannot store this payload: {type(exc).__name__}: {exc}")
+    elif refused:
+        error = DataRefused(f"database error: {db_message(exc)}")
+    else:
+        error = StorageError(f"database error: {db_message(exc)}")
+    error.__cause__ = exc
+    return error
 
 
 def dialect_insert(conn: Connection, table: Any) -> Any:
@@ -250,6 +281,8 @@ class Database:
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = normalize_database_url(url)
+        #: Opened for reading only: never created, migrated or written to.
+        self.read_only = read_only
         self.engine = create_db_engine(self.url, read_only=read_only)
 
     @property
@@ -261,23 +294,42 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     def prepare(self) -> None:
-        """Connect and bring the schema to head; a clear StorageError if that fails."""
+        """Connect and bring the schema to head (read-only: check it is there); a clear
+        StorageError if that fails."""
         try:
-            ensure_current(self.engine)
+            if self.read_only:
+                self._check_readable()
+            else:
+                ensure_current(self.engine)
         except OperationalError as exc:
             raise StorageError(
                 f"cannot open the database {self.display_url()}: {db_message(exc)}; "
                 "check the URL, that the server runs, and permissions."
             ) from None
 
+    def _check_readable(self) -> None:
+        """A read-only command needs an archive at the schema this version reads."""
+        current, head = current_revision(self.engine), head_revision()
+        if current is None:
+            raise ConfigError(
+                f"{self.display_url()} holds no archive (no schema): check --database-url / "
+                f"ARCHIVER_DATABASE_URL, or run `archiver sync` to create the archive."
+            )
+        if current != head:
+            raise ConfigError(
+                f"the archive {self.display_url()} is at schema revision {current}, this "
+                f"archiver reads {head}: run `archiver db upgrade` (or a sync) first."
+            )
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction; database errors surface as StorageError."""
+        """One transaction; database errors surface as StorageError (DataRefused when the
+        values themselves were refused), and roll the transaction back."""
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {db_message(exc)}") from exc
+        except (SQLAlchemyError, *VALUE_ERRORS) as exc:
+            raise wrap_error(exc) from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -320,17 +372,57 @@ def _task_columns(task: TaskInfo) -> dict[str, Any]:
 
 
 def insert_new_tasks(conn: Connection, listed: Sequence[TaskInfo], now: datetime) -> list[str]:
-    """Insert the listed tasks not yet known; returns the ids that were new."""
+    """Insert the listed tasks not yet known; returns the ids that were new. A listed task
+    recorded as gone (e.g. by a pass against a wrong URL) is active again: the API lists it."""
     rows = {
         task.id: {"id": task.id, "first_seen_at": now, **_task_columns(task)} for task in listed
     }
-    return _insert_missing_tasks(conn, rows)
+    new = _insert_missing_tasks(conn, rows)
+    if len(new) < len(rows):
+        fresh = set(new)
+        # One more credible 404 buries it again: a task the API lists but answers 404 for
+        # costs one request per pass, not three.
+        again = [task_id for task_id in rows if task_id not in fresh]
+        revive_gone(conn, again, now, not_found=GONE_AFTER_NOT_FOUND - 1)
+    return new
 
 
 def insert_task_stubs(conn: Connection, task_ids: Iterable[str], now: datetime) -> int:
     """Track tasks known only by id (``--task``, ``--ids-file``); returns how many were new."""
+    return len(insert_task_stub_ids(conn, task_ids, now))
+
+
+def insert_task_stub_ids(conn: Connection, task_ids: Iterable[str], now: datetime) -> list[str]:
+    """Track tasks known only by id; returns the ids that were new."""
     rows = {task_id: {"id": task_id, "first_seen_at": now} for task_id in task_ids}
-    return len(_insert_missing_tasks(conn, rows))
+    return _insert_missing_tasks(conn, rows)
+
+
+def delete_stub(conn: Connection, task_id: str, *, owner: str) -> None:
+    """Remove a task this run added by id and that was never read (the API does not know
+    it): an unknown ``--task`` id leaves no row behind."""
+    conn.execute(
+        tasks.delete().where(
+            tasks.c.id == task_id,
+            tasks.c.lease_owner == owner,
+            tasks.c.last_polled_at.is_(None),
+            tasks.c.full_read_at.is_(None),
+        )
+    )
+
+
+def revive_gone(
+    conn: Connection, task_ids: Sequence[str] | None, now: datetime, *, not_found: int
+) -> int:
+    """Put tasks recorded as gone back among the active ones (all of them when ``task_ids``
+    is None); ``not_found`` is where their 404 count restarts. Returns how many."""
+    query = update(tasks).where(tasks.c.gone_at.is_not(None))
+    if task_ids is not None:
+        query = query.where(tasks.c.id.in_(list(task_ids)))
+    result = conn.execute(
+        query.values(gone_at=None, finalized_at=None, next_poll_at=None, not_found_count=not_found)
+    )
+    return int(result.rowcount or 0)
 
 
 def _insert_missing_tasks(conn: Connection, rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -386,12 +478,28 @@ def backfill_task_ids(
 
 @dataclass(frozen=True)
 class TaskCursor:
-    """Where polling a task resumes."""
+    """Where polling a task resumes, and what earlier passes learnt about it."""
 
     event_t: int
     full_read: bool
     finalized: bool
     error_count: int
+    #: The status the last poll stored (None before the first poll).
+    status: str | None = None
+    #: When a pass first read the task terminal without finalizing it (a confirming read
+    #: on a later pass finalizes it), None otherwise.
+    terminal_seen_at: datetime | None = None
+    #: Whether the archiver ever saw the task waiting, running or in an unknown status.
+    seen_active: bool = False
+    #: Polls in a row that found a status the archiver does not know.
+    unknown_polls: int = 0
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def task_cursors(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskCursor]:
@@ -405,6 +513,10 @@ def task_cursors(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskCur
             tasks.c.full_read_at,
             tasks.c.finalized_at,
             tasks.c.error_count,
+            tasks.c.status,
+            tasks.c.terminal_seen_at,
+            tasks.c.seen_active,
+            tasks.c.unknown_status_polls,
         ).where(tasks.c.id.in_(chunk))
         for row in conn.execute(query):
             found[row.id] = TaskCursor(
@@ -412,22 +524,26 @@ def task_cursors(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskCur
                 full_read=row.full_read_at is not None,
                 finalized=row.finalized_at is not None,
                 error_count=row.error_count,
+                status=row.status,
+                terminal_seen_at=_aware(row.terminal_seen_at),
+                seen_active=bool(row.seen_active),
+                unknown_polls=row.unknown_status_polls,
             )
     return found
 
 
 def insert_events(
     conn: Connection,
-    batches: Sequence[tuple[str, Sequence[TaskEvent]]],
+    batches: Sequence[tuple[str, Sequence[KeyedEvent]]],
     now: datetime,
 ) -> None:
-    """Store the events not stored yet, for several tasks at once (re-reads are no-ops)."""
+    """Store the events not stored yet, for several tasks at once; a re-read is a no-op,
+    and a re-read event whose payload changed (an event with an id, filled in later)
+    updates its row to the latest payload."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for task_id, events in batches:
-        for ev in events:
-            key = ev.key
-            if (task_id, key) in rows:
-                continue
+        for key, ev in events:
+            # The last read of a key wins: the sweep after a cursor read is the newest.
             rows[(task_id, key)] = {
                 "task_id": task_id,
                 "event_key": key,
@@ -440,14 +556,14 @@ def insert_events(
             }
     if not rows:
         return
-    stmt = dialect_insert(conn, task_events).on_conflict_do_nothing(
-        index_elements=["task_id", "event_key"]
+    stmt = dialect_insert(conn, task_events)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["task_id", "event_key"],
+        set_={"payload": stmt.excluded.payload},
+        # Only a changed payload writes: a plain re-read stays a no-op.
+        where=task_events.c.payload.is_distinct_from(stmt.excluded.payload),
     )
     conn.execute(stmt, list(rows.values()))
-
-
-class LeaseLost(Exception):
-    """The task's lease passed to another run before this one could save (internal)."""
 
 
 @dataclass(frozen=True)
@@ -455,9 +571,16 @@ class PollSave:
     """What one poll of one task stores."""
 
     task: TaskInfo
-    events: Sequence[TaskEvent]
+    events: Sequence[KeyedEvent]
     full_read: bool
     finalize: bool
+    #: A terminal read that waits for a confirming read on a later pass.
+    terminal_seen: bool = False
+    #: The task was seen waiting, running or in an unknown status.
+    seen_active: bool = False
+    #: Polls in a row in an unknown status (0 otherwise), and when to ask again.
+    unknown_polls: int = 0
+    next_poll_at: datetime | None = None
 
 
 def save_polls(
@@ -489,7 +612,7 @@ def save_polls(
     params = []
     for save in saves:
         columns = _task_columns(save.task)
-        stamps = [ev.timestamp for ev in save.events if ev.timestamp is not None]
+        stamps = [ev.timestamp for _, ev in save.events if ev.timestamp is not None]
         params.append(
             {
                 "p_id": save.task.id,
@@ -499,6 +622,10 @@ def save_polls(
                 "p_high": max(stamps) if stamps else None,
                 "p_full_read": save.full_read,
                 "p_finalize": save.finalize,
+                "p_terminal_seen": save.terminal_seen,
+                "p_seen_active": save.seen_active,
+                "p_unknown_polls": save.unknown_polls,
+                "p_next_poll_at": save.next_poll_at,
                 "p_created_at": columns.get("created_at"),
                 "p_created_at_utc": columns.get("created_at_utc"),
                 **{f"p_{name}": columns[name] for name in _POLL_COLUMNS},
@@ -547,10 +674,16 @@ def _poll_update() -> Any:
                 else_=tasks.c.full_read_at,
             ),
             finalized_at=case((p("p_finalize", type_=Boolean), now), else_=tasks.c.finalized_at),
+            terminal_seen_at=case(
+                (p("p_terminal_seen", type_=Boolean), func.coalesce(tasks.c.terminal_seen_at, now)),
+                else_=None,
+            ),
+            seen_active=case((p("p_seen_active", type_=Boolean), True), else_=tasks.c.seen_active),
+            unknown_status_polls=p("p_unknown_polls", type_=Integer),
             last_polled_at=now,
             last_error=None,
             error_count=0,
-            next_poll_at=None,
+            next_poll_at=p("p_next_poll_at", type_=UtcDateTime),
             gone_at=None,
             not_found_count=0,
             lease_owner=None,
@@ -566,9 +699,9 @@ def record_task_error(
     *,
     owner: str,
     now: datetime,
-    backoff: timedelta,
+    backoff: timedelta | None,
 ) -> None:
-    """Record a failed poll on the task and hold it back for ``backoff`` times its streak."""
+    """Record a failed poll on the task; hold it back for ``backoff`` (None: not at all)."""
     conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id, tasks.c.lease_owner == owner)
@@ -576,7 +709,7 @@ def record_task_error(
             last_error=message[:2000],
             error_count=tasks.c.error_count + 1,
             last_polled_at=now,
-            next_poll_at=now + backoff,
+            next_poll_at=None if backoff is None else now + backoff,
             lease_owner=None,
             lease_until=None,
         )
@@ -590,12 +723,12 @@ def record_not_found(
     *,
     owner: str,
     now: datetime,
-    backoff: timedelta,
     gone_after: int,
 ) -> bool:
-    """A 404 for the task. One 404 can be a glitch (read-after-create lag, a proxy): the
-    task is retried after ``backoff`` and only recorded as gone, finalized and never
-    polled again, after ``gone_after`` 404s in a row. Returns whether it is now gone."""
+    """A credible 404 for the task (its pass proved the API URL right). One 404 can still be
+    a glitch (read-after-create lag, a proxy): the task is asked again next pass and only
+    recorded as gone, finalized and not polled again, after ``gone_after`` 404s in a row.
+    Returns whether it is now gone."""
     gone = tasks.c.not_found_count + 1 >= gone_after
     row = conn.execute(
         update(tasks)
@@ -604,7 +737,7 @@ def record_not_found(
             not_found_count=tasks.c.not_found_count + 1,
             last_error=message[:2000],
             last_polled_at=now,
-            next_poll_at=case((gone, None), else_=now + backoff),
+            next_poll_at=None,
             gone_at=case((gone, now), else_=tasks.c.gone_at),
             finalized_at=case((gone, now), else_=tasks.c.finalized_at),
             lease_owner=None,
@@ -657,15 +790,6 @@ def put_state(conn: Connection, key: str, value: dict[str, Any], now: datetime) 
 
 # --- runs ------------------------------------------------------------------------------
 
-RUN_COUNTERS = (
-    "tasks_discovered",
-    "tasks_polled",
-    "tasks_finalized",
-    "events_inserted",
-    "requests",
-    "errors",
-)
-
 
 def start_run(
     conn: Connection, *, run_id: str, command: str, host: str, pid: int, now: datetime
@@ -693,7 +817,7 @@ def finish_run(
             outcome=outcome,
             finished_at=now,
             message=message,
-            **{name: counts.get(name, 0) for name in RUN_COUNTERS},
+            **{name: counts.get(name, 0) for name in STORED_COUNTERS},
         )
     )
 
@@ -720,7 +844,7 @@ def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
             "started_at": _iso(row.started_at),
             "finished_at": _iso(row.finished_at),
             "outcome": row.outcome,
-            **{name: getattr(row, name) for name in RUN_COUNTERS},
+            **{name: getattr(row, name) for name in STORED_COUNTERS},
             "message": row.message,
         }
         for row in conn.execute(

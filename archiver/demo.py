@@ -1,4 +1,9 @@
-"""``archiver demo``: the whole job against the built-in simulator, no API key needed."""
+"""``archiver demo``: the whole job against the built-in simulator, no API key needed.
+
+The demo never reads the archiver's environment (database, API URL, key, blob root, home):
+it always builds a fresh archive in a new folder, so running it beside a real archive
+cannot touch that archive.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,33 @@ from sqlalchemy import func, select
 from archiver.config import ApiKey, ClientConfig, SyncOptions
 from archiver.db import Database
 from archiver.engine import run_command
+from archiver.exceptions import ConfigError
 from archiver.schema import task_events, tasks
 from archiver.simulator import Simulator, SimulatorConfig
 
 DEMO_KEY = "demo-key"
 DEMO_SECONDS_BETWEEN_PASSES = 900.0
+DEMO_DATABASE = "demo.db"
 
 
-def run_demo(database_url: str | None, *, n_tasks: int, echo: Callable[[str], None]) -> str:
+def demo_folder(folder: Path | None) -> Path:
+    """A new temporary folder, or ``folder`` if it is new or empty (created owner-only)."""
+    if folder is None:
+        return Path(tempfile.mkdtemp(prefix="archiver-demo-"))
+    folder = folder.expanduser().absolute()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(
+            f"demo folder {str(folder)!r} is not a new or empty folder: the demo only builds "
+            "a fresh archive; give a path that does not exist yet, or leave --dir out."
+        )
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def run_demo(folder: Path | None, *, n_tasks: int, echo: Callable[[str], None]) -> str:
     """Two `sync` passes a quarter of an hour apart (simulated); returns the database URL."""
-    if database_url is None:
-        folder = Path(tempfile.mkdtemp(prefix="archiver-demo-"))
-        database_url = f"sqlite:///{folder / 'demo.db'}"
+    where = demo_folder(folder)
+    database_url = f"sqlite:///{where / DEMO_DATABASE}"
     database = Database(database_url)
     database.prepare()
     config = SimulatorConfig(seed=7, tasks=n_tasks, events_per_task=6, api_key=DEMO_KEY)
@@ -34,13 +54,11 @@ def run_demo(database_url: str | None, *, n_tasks: int, echo: Callable[[str], No
             echo(f"pass {number}: {result.summary()}")
             sim.advance(DEMO_SECONDS_BETWEEN_PASSES)
     _print_archive(database, echo)
-    echo(f"\nArchive: {database.display_url()}")
-    if database.dialect == "sqlite":
-        path = database.engine.url.database
-        echo(
-            f"Try:     sqlite3 {path} 'select status, count(*), sum(credits_used) "
-            "from tasks group by status'"
-        )
+    echo(f"\nArchive: {where / DEMO_DATABASE} (a new folder; nothing else was changed)")
+    echo(
+        f"Try:     sqlite3 {where / DEMO_DATABASE} 'select status, count(*), "
+        "sum(credits_used) from tasks group by status'"
+    )
     echo(f"Browse:  archiver serve --database-url {database_url}")
     database.dispose()
     return database_url

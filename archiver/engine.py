@@ -22,34 +22,38 @@ import logging
 import os
 import signal
 import socket
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 
 from archiver import db as q
 from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
 from archiver.client import SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
-from archiver.db import Database, LeaseLost
+from archiver.db import GONE_AFTER_NOT_FOUND, Database
 from archiver.exceptions import (
     ApiError,
+    ApiUnreachable,
+    ApiUrlWrong,
     ArchiverError,
     AuthError,
     CircuitOpen,
+    DataRefused,
+    LeaseLost,
     StorageError,
     TaskNotFound,
 )
 from archiver.locks import RunLock
 from archiver.logs import set_run_id
-from archiver.models import TaskEvent, TaskInfo
+from archiver.models import KNOWN_STATUSES, KeyedEvent, TaskInfo, keyed_events
 from archiver.progress import NullProgress, Progress
-from archiver.timestamps import seconds_in_unit_of, to_seconds, utcnow
+from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
+from archiver.timestamps import seconds_in_unit_of, to_seconds, to_utc, utcnow
+from archiver.writer import GroupWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,115 +62,10 @@ _Item = tuple[str, q.TaskCursor]
 
 #: Longest back-off of a failing task (the first one is SyncOptions.error_backoff_s).
 ERROR_BACKOFF_CAP_S = 3600.0
-#: 404s in a row (each after the error back-off) before a task is recorded as gone.
-GONE_AFTER_NOT_FOUND = 3
-
-EXIT_OK = 0
-EXIT_TASK_ERRORS = 1
-EXIT_INTERRUPTED: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-@dataclass
-class RunResult:
-    """What a pass did; ``exit_code`` follows the documented exit codes."""
-
-    run_id: str
-    command: str
-    counts: Counter[str] = field(default_factory=Counter)
-    outcome: str = "ok"
-    exit_code: int = EXIT_OK
-    message: str | None = None
-    errors: list[str] = field(default_factory=list)
-    started_at: datetime = field(default_factory=utcnow)
-    finished_at: datetime | None = None
-
-    def summary(self) -> str:
-        c = self.counts
-        seconds = ((self.finished_at or utcnow()) - self.started_at).total_seconds()
-        return (
-            f"{self.command} {self.outcome}: discovered {c['tasks_discovered']}, "
-            f"polled {c['tasks_polled']}, finalized {c['tasks_finalized']}, "
-            f"events inserted {c['events_inserted']}, artifacts stored {c['artifacts_stored']}, "
-            f"gone {c['tasks_gone']}, errors {c['errors']}, requests {c['requests']}, "
-            f"duration {seconds:.1f}s"
-        )
-
-
-class _GroupCommit:
-    """Polls saved while a transaction is running share the next transaction.
-
-    The common case is one INSERT and one executemany UPDATE for the whole batch. When
-    that fails (a lease was lost, the database refused some task's data), the batch is
-    rolled back and saved again task by task, each in its own SAVEPOINT, so the failure
-    stays with the task that caused it. Either way a task's events and its high-water
-    mark commit together. Batching adds no waiting: a batch is whatever queued up while
-    the previous one ran.
-    """
-
-    def __init__(self, db: Database, executor: ThreadPoolExecutor, owner: str) -> None:
-        self.db = db
-        self.executor = executor
-        self.owner = owner
-        self._pending: list[tuple[q.PollSave, asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def save(self, save: q.PollSave) -> int:
-        """Queue one poll's save; returns how many of its events were new once committed."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((save, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending, []
-            saves = [save for save, _ in batch]
-            try:
-                outcomes: list[Any] = await loop.run_in_executor(self.executor, self._run, saves)
-            except Exception as exc:  # the transaction itself failed: every save did
-                outcomes = [exc] * len(batch)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-
-    def _run(self, saves: list[q.PollSave]) -> list[Any]:
-        try:
-            with self.db.engine.begin() as conn:
-                return list(q.save_polls(conn, saves, owner=self.owner, now=utcnow()))
-        except (LeaseLost, SQLAlchemyError, ValueError, TypeError, RecursionError):
-            return self._one_by_one(saves)
-
-    def _one_by_one(self, saves: list[q.PollSave]) -> list[Any]:
-        outcomes: list[Any] = []
-        with self.db.transaction() as conn:
-            now = utcnow()
-            for save in saves:
-                try:
-                    with conn.begin_nested():
-                        outcomes.append(q.save_polls(conn, [save], owner=self.owner, now=now)[0])
-                except LeaseLost as exc:
-                    outcomes.append(exc)
-                except SQLAlchemyError as exc:
-                    error = StorageError(f"database error: {q.db_message(exc)}")
-                    error.__cause__ = exc
-                    outcomes.append(error)
-                except (ValueError, TypeError, RecursionError) as exc:
-                    # Data that cannot be encoded for storage (too deep, bad surrogates):
-                    # that task's problem, not the database's.
-                    outcomes.append(
-                        _UnstorableData(f"cannot store this payload: {type(exc).__name__}: {exc}")
-                    )
-        return outcomes
-
-
-class _UnstorableData(Exception):
-    """A task's payload could not be encoded for the database (internal)."""
+#: Failed passes in a row before a task is held back (the first ones retry next pass).
+BACKOFF_AFTER_FAILURES = 3
+#: API errors that end the pass: nothing else will work until they are fixed.
+FATAL_API_ERRORS = (AuthError, CircuitOpen, ApiUnreachable, ApiUrlWrong)
 
 
 class SyncEngine:
@@ -187,10 +86,10 @@ class SyncEngine:
         self.lock = lock
         self.options = options
         self.result = result
-        self.counts = result.counts
+        self.stats = result.stats
         self.progress = progress or NullProgress()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
-        self._writer = _GroupCommit(db, self._executor, lock.owner)
+        self._writer = GroupWriter(db, self._executor, lock.owner)
         loop_time = asyncio.get_running_loop().time()
         self._deadline = (
             loop_time + options.max_runtime_s if options.max_runtime_s is not None else None
@@ -198,6 +97,12 @@ class SyncEngine:
         client.retry_deadline = self._deadline
         self.stop_signal: int | None = None
         self._fatal: BaseException | None = None
+        #: Why the listing failed this pass (the pass is then "failed"), if it did.
+        self.listing_error: str | None = None
+        #: (task id, message) of this pass's 404s, judged by _judge_not_found.
+        self._not_found: list[tuple[str, str]] = []
+        #: Ids named with --task that were not tracked before this pass.
+        self._new_explicit: set[str] = set()
         #: ``--downloads``: copies recordings and downloads archives into blob storage.
         self.artifacts: ArtifactSync | None = None
         if options.downloads:
@@ -208,7 +113,7 @@ class SyncEngine:
                 client_config=client.config,
                 owner=lock.owner,
                 should_stop=lambda: self.stop_signal is not None,
-                counts=self.counts,
+                stats=self.stats,
             )
 
     # -- plumbing --------------------------------------------------------------------
@@ -252,7 +157,7 @@ class SyncEngine:
         async def on_page(page: list[TaskInfo]) -> bool:
             nonlocal newest
             new_ids, _ = await self._insert_listed(page)
-            self.counts["tasks_discovered"] += len(new_ids)
+            self.stats.tasks_discovered += len(new_ids)
             stamps = [t.created_at for t in page if t.created_at is not None]
             if stamps:
                 plausible = [s for s in stamps if to_seconds(s) <= horizon]
@@ -276,25 +181,19 @@ class SyncEngine:
         """
         try:
             return await self._db(q.insert_new_tasks, page, utcnow()), page
-        except Exception as exc:
-            if not _is_unstorable(exc):
-                raise
+        except DataRefused:
+            pass
         new_ids: list[str] = []
         kept: list[TaskInfo] = []
         for task in page:
             try:
                 new_ids += await self._db(q.insert_new_tasks, [task], utcnow())
-            except Exception as exc:
-                if not _is_unstorable(exc):
-                    raise
+            except DataRefused:
                 try:
                     if await self._db(q.insert_task_stubs, [task.id], utcnow()):
                         new_ids.append(task.id)
-                except Exception as stub_exc:
-                    if not _is_unstorable(stub_exc):
-                        raise
-                    reason = f"{type(stub_exc).__name__}: {stub_exc}"
-                    self._task_failed(None, f"listed task {task.id!r} cannot be stored: {reason}")
+                except DataRefused as stub_exc:
+                    self._task_failed(None, f"listed task {task.id!r} cannot be stored: {stub_exc}")
                     continue
             kept.append(task)
         return new_ids, kept
@@ -415,7 +314,7 @@ class SyncEngine:
                 continue  # drain; unclaimed leases are released with the lock
             try:
                 await self.poll_task(*item, from_zero=from_zero)
-            except (AuthError, CircuitOpen, StorageError) as exc:
+            except (*FATAL_API_ERRORS, StorageError) as exc:
                 self._fatal = exc
             except Exception as exc:  # one task must never end the pass
                 log.exception("task %s: unexpected error", item[0])
@@ -432,57 +331,40 @@ class SyncEngine:
         """One task: read its new events (and sweep at the end), then save atomically."""
         if cursor.finalized:
             return
-        event_t = 0 if from_zero or cursor.event_t <= 0 else cursor.event_t - 1
+        confirming = cursor.terminal_seen_at is not None
+        # A task read terminal on an earlier pass gets one full read that confirms it.
+        full = from_zero or confirming or cursor.event_t <= 0
+        event_t = 0 if full else cursor.event_t - 1
         try:
             downloads = self.artifacts is not None  # links are asked for on full reads only
             task = await self.client.get_task(
                 task_id, event_t=event_t, downloads=downloads and event_t == 0
             )
-            events: list[TaskEvent] = list(task.events or [])
+            # Keys are numbered per response (repeats of an event without an id).
+            events = keyed_events(task.events)
             full_read = event_t == 0
             if task.is_terminal and not full_read:
                 sweep = await self.client.get_task(task_id, event_t=0, downloads=downloads)
-                events.extend(sweep.events or [])
+                events += keyed_events(sweep.events)
                 task, full_read = sweep, True
         except TaskNotFound as exc:
-            gone = await self._db(
-                q.record_not_found,
-                task_id,
-                str(exc),
-                owner=self.lock.owner,
-                now=utcnow(),
-                backoff=self._backoff(cursor.error_count),
-                gone_after=GONE_AFTER_NOT_FOUND,
-            )
-            self.counts["tasks_gone" if gone else "tasks_not_found"] += 1
-            log.warning(
-                "task %s %s: %s",
-                task_id,
-                "is gone" if gone else "was not found (will ask again)",
-                exc,
-                extra={"task_id": task_id},
-            )
+            # Judged once the pass knows whether the API URL is right (_judge_not_found).
+            self._not_found.append((task_id, str(exc)))
             return
-        except (AuthError, CircuitOpen):
+        except FATAL_API_ERRORS:
             raise
         except ApiError as exc:  # malformed payload, retries exhausted, unexpected status
             await self._save_error(task_id, str(exc), cursor.error_count)
             return
-        finalize = task.is_terminal and full_read
-        if finalize and self.artifacts is not None:
-            finalize = await self._settle_artifacts(task, events)
+        save = self._plan_save(task, cursor, events, full_read=full_read)
+        if task.is_terminal and full_read and self.artifacts is not None:
+            # Links are fresh now, so artifacts are fetched at the first terminal read.
+            settled = await self._settle_artifacts(task, events)
+            save = replace(save, finalize=save.finalize and settled)
         try:
-            inserted = await self._writer.save(
-                q.PollSave(task=task, events=events, full_read=full_read, finalize=finalize)
-            )
-        except StorageError as exc:
-            if isinstance(exc.__cause__, Exception) and _is_data_error(exc.__cause__):
-                # The payload cannot be stored as sent (e.g. a NUL byte for PostgreSQL):
-                # that task fails, the pass goes on.
-                await self._save_error(task_id, str(exc), cursor.error_count)
-                return
-            raise
-        except _UnstorableData as exc:
+            inserted = await self._writer.save(save)
+        except DataRefused as exc:
+            # The database refused this task's values: that task fails, the pass goes on.
             await self._save_error(task_id, str(exc), cursor.error_count)
             return
         except LeaseLost:
@@ -490,24 +372,88 @@ class SyncEngine:
                 "task %s: another run took it over; skipped", task_id, extra={"task_id": task_id}
             )
             return
-        self.counts["tasks_polled"] += 1
-        self.counts["events_inserted"] += inserted
-        if finalize:
-            self.counts["tasks_finalized"] += 1
+        self.stats.tasks_polled += 1
+        self.stats.events_inserted += inserted
+        if save.finalize:
+            self.stats.tasks_finalized += 1
 
-    async def _settle_artifacts(self, task: TaskInfo, events: Sequence[TaskEvent]) -> bool:
+    def _plan_save(
+        self,
+        task: TaskInfo,
+        cursor: q.TaskCursor,
+        events: list[KeyedEvent],
+        *,
+        full_read: bool,
+    ) -> q.PollSave:
+        """What to store for this read, and whether the task is final now.
+
+        A terminal task is final once a full read has swept its events and either the read
+        confirms an earlier pass's terminal read (``confirm_after_s`` later), or the task is
+        settled history: never seen active by the archiver and created longer ago than
+        ``fresh_within_s`` (a backfill still costs one Get Task per task). A fresh task
+        waits for that confirming read, because credits_used and artifact links may still
+        settle after the status turns terminal.
+
+        A status the archiver does not know is stored as sent, logged once per task, never
+        treated as terminal, and asked about at a growing interval.
+        """
+        now = utcnow()
+        options = self.options
+        unknown = task.status not in KNOWN_STATUSES
+        if unknown and cursor.status != task.status:
+            log.warning(
+                "task %s reports status %r, which this archiver does not know: it is stored as "
+                "sent and polled less and less often until the status becomes one it knows",
+                task.id,
+                task.status,
+                extra={"task_id": task.id},
+            )
+        terminal = task.is_terminal and full_read
+        finalize = False
+        if terminal:
+            if cursor.terminal_seen_at is not None:
+                age = (now - cursor.terminal_seen_at).total_seconds()
+                finalize = age >= options.confirm_after_s
+            else:
+                created = to_utc(task.created_at)
+                fresh = cursor.seen_active or created is None
+                if created is not None:
+                    fresh = fresh or (now - created).total_seconds() < options.fresh_within_s
+                finalize = not fresh
+        unknown_polls = cursor.unknown_polls + 1 if unknown else 0
+        next_poll_at = None
+        if unknown:
+            wait = options.error_backoff_s * 2 ** min(unknown_polls - 1, 16)
+            next_poll_at = now + timedelta(seconds=min(wait, ERROR_BACKOFF_CAP_S))
+        return q.PollSave(
+            task=task,
+            events=events,
+            full_read=full_read,
+            finalize=finalize,
+            terminal_seen=terminal,
+            seen_active=not task.is_terminal,
+            unknown_polls=unknown_polls,
+            next_poll_at=next_poll_at,
+        )
+
+    async def _settle_artifacts(self, task: TaskInfo, events: Sequence[KeyedEvent]) -> bool:
         """``--downloads``: store the task's artifacts; True once each reached a final state."""
         assert self.artifacts is not None
-        stamps = [ev.timestamp for ev in events if ev.timestamp is not None]
+        stamps = [ev.timestamp for _, ev in events if ev.timestamp is not None]
         outcome = await self.artifacts.settle(task, event_t=max(stamps, default=0))
         for message in outcome.errors.values():
             self._task_failed(task.id, message)
         return outcome.final
 
-    def _backoff(self, streak: int) -> timedelta:
-        """How long a task that failed ``streak`` times in a row is held back."""
+    def _backoff(self, streak: int) -> timedelta | None:
+        """How long a task that failed ``streak`` times in a row before this failure is held
+        back: not at all for its first failures (a transient fault must not cost a pass),
+        then ``error_backoff_s``, doubling up to the cap."""
+        held = streak + 1 - BACKOFF_AFTER_FAILURES
+        if held < 0:
+            return None
         first = self.options.error_backoff_s
-        return timedelta(seconds=min(first * 2**streak, max(first, ERROR_BACKOFF_CAP_S)))
+        return timedelta(seconds=min(first * 2**held, max(first, ERROR_BACKOFF_CAP_S)))
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
         backoff = self._backoff(streak)
@@ -522,7 +468,7 @@ class SyncEngine:
         self._task_failed(task_id, message)
 
     def _task_failed(self, task_id: str | None, message: str) -> None:
-        self.counts["errors"] += 1
+        self.stats.errors += 1
         self.result.errors.append(message)
         log.error("task %s failed: %s", task_id or "(listing)", message, extra={"task_id": task_id})
 
@@ -531,33 +477,109 @@ class SyncEngine:
     async def sync(self) -> None:
         explicit = list(dict.fromkeys(self.options.task_ids))
         if explicit:
-            self.counts["tasks_discovered"] += await self._db(
-                q.insert_task_stubs, explicit, utcnow()
-            )
-        elif self.options.discover:
-            try:
-                await self.discover()
-            except (AuthError, CircuitOpen):
-                raise
-            except ApiError as exc:
-                # Known tasks can still be polled; discovery resumes next pass.
-                self._task_failed(None, f"discovery stopped: {exc}")
+            # Named tasks are asked about even when recorded as gone; ids the API does not
+            # know leave no row behind (_judge_not_found).
+            self._new_explicit = set(await self._db(q.insert_task_stub_ids, explicit, utcnow()))
+            self.stats.tasks_discovered += len(self._new_explicit)
+            await self._db(q.revive_gone, explicit, utcnow(), not_found=0)
+        else:
+            if self.options.recheck_gone:
+                revived = await self._db(
+                    q.revive_gone, None, utcnow(), not_found=GONE_AFTER_NOT_FOUND - 1
+                )
+                log.info("--recheck-gone: asking the API again about %d gone task(s)", revived)
+            if self.options.discover:
+                try:
+                    await self.discover()
+                except FATAL_API_ERRORS:
+                    raise
+                except ApiError as exc:
+                    # Known tasks are still polled; the pass is failed all the same, since
+                    # new tasks may be missing, and discovery resumes next pass.
+                    self._listing_failed(f"discovery stopped: {exc}")
         due = await self._db(q.due_task_ids, utcnow(), only=explicit or None)
         await self.poll_all(due, from_zero=False)
+        if self.artifacts is not None and not explicit:
+            await self._revisit_artifacts()
+        await self._judge_not_found()
+
+    async def _revisit_artifacts(self) -> None:
+        """``--downloads``: finalized tasks whose artifacts are missing or still pending are
+        read again (fresh links), oldest first, until every artifact is in a final state."""
+        if self.should_stop():
+            return
+        revisit = await self._db(tasks_missing_artifacts)
+        if revisit:
+            log.info("revisiting %d finalized task(s) for their artifacts", len(revisit))
+            await self.poll_all(revisit, from_zero=True, reopen=True)
+
+    def _listing_failed(self, message: str) -> None:
+        self.listing_error = message
+        self._task_failed(None, message)
+
+    async def _judge_not_found(self) -> None:
+        """Record this pass's 404s now that the pass knows whether the URL is right.
+
+        A 404 only counts towards "gone" when a well-formed answer in the same pass (List
+        Tasks, or another task's Get Task) proved the API URL right; a mistyped URL answers
+        404 for everything and must not bury live tasks. When nothing proved it, the pass
+        is a configuration error instead (exit 2) and no task is touched.
+        """
+        found, self._not_found = self._not_found, []
+        if not found:
+            return
+        for task_id, _ in found:
+            if task_id in self._new_explicit:
+                # An id first named in this pass that the API does not know: no row stays.
+                await self._db(q.delete_stub, task_id, owner=self.lock.owner)
+        if self.client.successes == 0:
+            shown = ", ".join(task_id for task_id, _ in found[:5])
+            raise ApiUrlWrong(
+                f"Get Task answered HTTP 404 for every task asked ({len(found)}: {shown}"
+                f"{', ...' if len(found) > 5 else ''}) and no answer proved the API URL "
+                f"{self.client.config.api_url} right: check --api-url / ARCHIVER_API_URL "
+                "(it should end in /api/v1) and the task ids. No task was recorded as gone."
+            )
+        for task_id, message in found:
+            if task_id in self._new_explicit:
+                self._task_failed(
+                    task_id, f"{message} The API does not know this id; nothing was stored."
+                )
+                continue
+            gone = await self._db(
+                q.record_not_found,
+                task_id,
+                message,
+                owner=self.lock.owner,
+                now=utcnow(),
+                gone_after=GONE_AFTER_NOT_FOUND,
+            )
+            if gone:
+                self.stats.tasks_gone += 1
+            else:
+                self.stats.tasks_not_found += 1
+            log.warning(
+                "task %s %s: %s",
+                task_id,
+                "is gone" if gone else "was not found (will ask again next pass)",
+                message,
+                extra={"task_id": task_id},
+            )
 
     async def backfill(self, *, since: datetime | None, ids: Sequence[str] | None) -> None:
         if ids is not None:
-            self.counts["tasks_discovered"] += await self._db(q.insert_task_stubs, ids, utcnow())
+            self.stats.tasks_discovered += await self._db(q.insert_task_stubs, ids, utcnow())
             todo = await self._db(q.backfill_task_ids, since=None, only=list(ids))
             await self.poll_all(todo, from_zero=True)
+            await self._judge_not_found()
             return
         queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.options.concurrency * 8)
         producer = asyncio.create_task(self._backfill_listing(queue, since))
         await self._run_workers(queue, from_zero=True, producer=producer)
-        if self.artifacts is not None and not self.should_stop():
-            # Tasks finalized while downloads were off get their artifacts now.
-            revisit = await self._db(tasks_missing_artifacts)
-            await self.poll_all(revisit, from_zero=True, reopen=True)
+        await self._judge_not_found()
+        if self.artifacts is not None:
+            await self._revisit_artifacts()
+            await self._judge_not_found()
 
     async def _backfill_listing(
         self, queue: asyncio.Queue[_Item | None], since: datetime | None
@@ -588,7 +610,7 @@ class SyncEngine:
                 if since_s is None or t.created_at is None or to_seconds(t.created_at) >= since_s
             ]
             new_ids, stored = await self._insert_listed(in_range)
-            self.counts["tasks_discovered"] += len(new_ids)
+            self.stats.tasks_discovered += len(new_ids)
             todo = await self._db(q.backfill_task_ids, since=None, only=[t.id for t in stored])
             await enqueue(todo)
             return len(in_range) == len(page)
@@ -603,25 +625,6 @@ class SyncEngine:
         if done:
             state["listing_done"] = True
             await self._db(q.put_state, "backfill", dict(state), utcnow())
-
-
-def _is_data_error(exc: Exception) -> bool:
-    """Whether the database refused the values themselves (not a lock, disk or connection)."""
-    from sqlalchemy.exc import DataError, StatementError
-
-    return isinstance(exc, DataError) or (
-        isinstance(exc, StatementError) and isinstance(exc.orig, ValueError | TypeError)
-    )
-
-
-def _is_unstorable(exc: BaseException) -> bool:
-    """Whether a write failed on the values themselves: they cannot be encoded (surrogates,
-    nesting too deep, out of range) or the database refused them (a data error, not
-    lock/disk/network)."""
-    if isinstance(exc, ValueError | TypeError | RecursionError | OverflowError):
-        return True
-    cause = exc.__cause__
-    return isinstance(exc, StorageError) and isinstance(cause, Exception) and _is_data_error(cause)
 
 
 # --- running a whole command -------------------------------------------------------------
@@ -677,7 +680,7 @@ def run_command(
                     conn,
                     result.run_id,
                     outcome=result.outcome,
-                    counts=dict(result.counts),
+                    counts=result.stats.stored(),
                     message=result.message,
                     now=result.finished_at,
                 )
@@ -730,18 +733,36 @@ async def _run_async(
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
-            result.counts["requests"] = client.requests
+            result.stats.requests = client.requests
             if engine.artifacts is not None:
                 await engine.artifacts.aclose()
             engine.close()
             (progress or NullProgress()).close()
         if result.outcome == "failed":
             return
+        stats = result.stats
+        if stats.requests and not client.successes and engine.stop_signal is None:
+            # Not one well-formed answer: the pass did not archive anything, whatever the
+            # reason (each failure is logged above); health must not look green.
+            result.outcome = "failed"
+            result.exit_code = EXIT_TASK_ERRORS
+            result.message = (
+                f"no request to the Smooth API at {client_config.api_url} succeeded in this "
+                f"pass ({stats.requests} sent); see the errors above"
+            )
+            return
+        if engine.listing_error is not None and engine.stop_signal is None:
+            result.outcome = "failed"
+            result.exit_code = EXIT_TASK_ERRORS
+            result.message = (
+                f"the listing failed, so new tasks may be missing: {engine.listing_error}"
+            )
+            return
         if engine.stop_signal is not None:
             result.outcome = "interrupted"
             result.exit_code = EXIT_INTERRUPTED.get(engine.stop_signal, 1)
             result.message = f"stopped by signal {signal.Signals(engine.stop_signal).name}"
-        elif result.counts["errors"]:
+        elif result.stats.errors:
             result.outcome = "partial"
             result.exit_code = EXIT_TASK_ERRORS
-            result.message = f"{result.counts['errors']} task(s) failed; see tasks.last_error"
+            result.message = f"{result.stats.errors} task(s) failed; see tasks.last_error"

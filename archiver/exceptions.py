@@ -39,6 +39,18 @@ class TransientApiError(ApiError):
         self.retry_after = retry_after
 
 
+class ApiUnreachable(TransientApiError):
+    """No connection to the API could be made at all in this pass (refused, no route, DNS):
+    the pass ends at once instead of retrying every task."""
+
+
+class ApiUrlWrong(ApiError):
+    """The answers prove the API URL wrong (List Tasks or every Get Task answered 404):
+    a configuration error, not a reason to record tasks as gone."""
+
+    exit_code = 2
+
+
 class AuthError(ApiError):
     """The API rejected the key (401/403). Nothing else will work until the key is fixed."""
 
@@ -63,8 +75,18 @@ class LockHeld(ArchiverError):
     exit_code = 75
 
 
+class LeaseLost(ArchiverError):
+    """Another run took over the task's lease before this one saved it; nothing of this
+    run's work on the task was committed, and the other run carries on with it."""
+
+
 class StorageError(ArchiverError):
     """The database or blob storage failed (disk full, permissions, connection lost)."""
+
+
+class DataRefused(StorageError):
+    """The database refused one task's values themselves (not a lock, disk or connection
+    problem): that task fails with this message, the pass goes on."""
 
 
 class BlobStoreError(StorageError):
@@ -84,7 +106,16 @@ class ArtifactLinkRefused(ArtifactError):
 
 
 class ArtifactTransferError(ArtifactError):
-    """A failure that may go away on a later pass: connection, timeout, 5xx, truncation."""
+    """A failure that may go away on retry: connection, timeout, 5xx, 429, truncation."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TransferInterrupted(ArtifactError):
+    """The pass is stopping (a signal) while an artifact streamed; the partial blob was
+    dropped and the artifact keeps its state for the next pass."""
 
 
 class ArtifactRejected(ArtifactError):

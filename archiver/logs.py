@@ -26,39 +26,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm import tqdm
 
 from archiver.config import ENV_API_KEY
-
-if TYPE_CHECKING:  # pragma: no cover
-    from archiver.engine import RunResult
-
-#: Query strings of presigned links (the signature lives there).
-_PRESIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
-REDACTED = "********"
+from archiver.redact import redact, redact_value
+from archiver.stats import RunResult
 
 LOG_FORMATS = ("text", "json")
 DEFAULT_LOG_FORMAT = "text"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TEXT_DATEFMT = "%Y-%m-%dT%H:%M:%S"
 
-#: Counters every summary carries, in this order (missing ones are 0).
-SUMMARY_COUNTS = (
-    "tasks_discovered",
-    "tasks_polled",
-    "tasks_finalized",
-    "events_inserted",
-    "artifacts_stored",
-    "tasks_gone",
-    "errors",
-    "requests",
-)
 #: Level of the summary line by the pass's outcome (anything else: ERROR).
 SUMMARY_LEVELS = {
     "ok": logging.INFO,
@@ -85,24 +67,6 @@ def active_format() -> str | None:
     return _format
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    """``text`` with each secret and every URL query string masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return _PRESIGNED_QUERY.sub(r"\1?" + REDACTED, text)
-
-
-def _redact_value(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, Mapping):
-        return {k: _redact_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(v, secrets) for v in value]
-    return value
-
-
 class RedactingFilter(logging.Filter):
     """Masks the given secrets and any URL query string in messages, tracebacks and
     string-valued extra fields, before any formatter sees the record."""
@@ -125,7 +89,7 @@ class RedactingFilter(logging.Filter):
         for name in ("task_id", "run_id", *_JSON_EXTRAS):
             value = getattr(record, name, None)
             if value is not None:
-                setattr(record, name, _redact_value(value, self.secrets))
+                setattr(record, name, redact_value(value, self.secrets))
         return True
 
 
@@ -247,9 +211,7 @@ def _log_uncaught(kind: type[BaseException], value: BaseException, tb: Any) -> N
 
 def log_summary(result: RunResult) -> None:
     """The one line that ends every pass: what it did, at a level matching its outcome."""
-    finished = result.finished_at or datetime.now(UTC)
-    counts = {name: int(result.counts.get(name, 0)) for name in SUMMARY_COUNTS}
-    counts.update({k: int(v) for k, v in sorted(result.counts.items()) if k not in counts})
+    counts = result.stats.as_dict()
     log.log(
         SUMMARY_LEVELS.get(result.outcome, logging.ERROR),
         "%s",
@@ -259,7 +221,7 @@ def log_summary(result: RunResult) -> None:
             "run_id": result.run_id,
             "command": result.command,
             "outcome": result.outcome,
-            "duration_s": round((finished - result.started_at).total_seconds(), 3),
+            "duration_s": round(result.duration_s, 3),
             "counts": counts,
         },
     )

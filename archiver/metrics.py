@@ -31,46 +31,24 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from sqlalchemy import Connection, distinct, func, select
 
-from archiver.config import parse_seconds
+from archiver.config import format_size, parse_seconds
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
-from archiver.logs import SUMMARY_COUNTS
 from archiver.schema import artifacts, sync_runs, tasks
+from archiver.stats import OUTCOMES, SUCCESS_OUTCOMES, RunResult, counter_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from archiver.db import Database
-    from archiver.engine import RunResult
 
 log = logging.getLogger(__name__)
 
-#: Outcomes of ``sync_runs`` that count as a successful pass.
-SUCCESS_OUTCOMES = ("ok", "partial")
-#: Every outcome a pass can end with (``running`` while it runs).
-OUTCOMES = ("ok", "partial", "failed", "interrupted", "crashed")
 COMMANDS = ("sync", "backfill")
 #: ``archiver status --max-age``: the last successful pass is older than that (or none).
 EXIT_STALE = 3
-#: HELP text of the per-pass counters (keys: archiver.logs.SUMMARY_COUNTS).
-_COUNT_HELP = {
-    "tasks_discovered": "New tasks found by listing (or given by id)",
-    "tasks_polled": "Tasks read and saved",
-    "tasks_finalized": "Tasks finished and archived for good",
-    "events_inserted": "New events stored",
-    "artifacts_stored": "Recordings and downloads archives stored",
-    "tasks_gone": "Tasks the API answered 404 for",
-    "errors": "Task or listing failures",
-    "requests": "HTTP requests to the Smooth API",
-}
 
 
 def parse_duration(value: str, *, option: str = "--max-age") -> timedelta:
     """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta; ConfigError otherwise."""
-    seconds = parse_seconds(value, option=option)
-    if seconds <= 0:
-        raise ConfigError(
-            f"{option} {value!r} is not a positive duration: use a number of seconds or a "
-            "number with a unit s, m, h or d, e.g. 900, 15m, 2h, 1d."
-        )
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=parse_seconds(value, option=option, positive=True))
 
 
 def format_age(seconds: float) -> str:
@@ -217,6 +195,66 @@ def health_lines(health: Health, max_age: timedelta | None = None) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Status:
+    """What ``archiver status`` shows: ``report`` for ``--json``, ``lines`` for people."""
+
+    report: dict[str, Any]
+    lines: list[str]
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.report["health"]["stale"])
+
+
+def read_status(
+    database: Database, *, max_age: timedelta | None = None, commands: Sequence[str] = COMMANDS
+) -> Status:
+    """Health, contents and last runs of the archive, in one read-only snapshot."""
+    from archiver.artifacts import artifact_status
+    from archiver.db import status_report
+
+    with database.reading() as conn:
+        report = status_report(conn)
+        report.update(artifact_status(conn))
+        health = read_health(conn, commands=commands)
+    health_json = {
+        **health.as_dict(),
+        "max_age_s": max_age.total_seconds() if max_age else None,
+        "stale": max_age is not None and health.is_stale(max_age),
+    }
+    report = {"database": database.display_url(), "health": health_json, **report}
+    lines = health_lines(health, max_age)
+    lines.append(f"database:  {report['database']}")
+    lines.append(
+        f"tasks:     {report['tasks']} ({report['active']} active, "
+        f"{report['finalized']} finalized, {report['gone']} gone, "
+        f"{report['in_error_backoff']} in error back-off)"
+    )
+    lines += [f"  {name:<12} {count}" for name, count in report["tasks_by_status"].items()]
+    lines.append(f"events:    {report['events']}")
+    states = report["artifacts_by_state"]
+    lines.append(
+        f"artifacts: {sum(states.values())} ("
+        + ", ".join(f"{count} {state}" for state, count in states.items())
+        + f"); {format_size(report['artifact_bytes_stored'])} stored"
+        + (
+            f"; {report['tasks_with_artifacts_to_do']} finalized tasks still to do "
+            "(sync --downloads works on them)"
+            if report["tasks_with_artifacts_to_do"]
+            else ""
+        )
+    )
+    lines.append("last runs:")
+    lines += [
+        f"  {run['started_at']}  {run['command']:<8} {run['outcome']:<11} "
+        f"polled {run['tasks_polled']}, events +{run['events_inserted']}, "
+        f"errors {run['errors']}"
+        for run in report["last_runs"]
+    ]
+    return Status(report, lines)
+
+
 def validate_metrics_path(path: str) -> Path:
     """Check before a pass that the metrics file can be written; ConfigError if not."""
     target = Path(path).expanduser()
@@ -251,7 +289,7 @@ def build_registry(result: RunResult, health: Health | None) -> CollectorRegistr
         metric.labels(**label, **labels).set(value)
 
     finished = result.finished_at or datetime.now(UTC)
-    succeeded = result.outcome in SUCCESS_OUTCOMES
+    succeeded = result.succeeded
     gauge(
         "archiver_last_run_timestamp_seconds",
         "Unix time at which the last pass ended, whatever its outcome.",
@@ -277,12 +315,9 @@ def build_registry(result: RunResult, health: Health | None) -> CollectorRegistr
         outcome.labels(command=result.command, outcome=name).set(
             1.0 if result.outcome == name else 0.0
         )
-    for name in SUMMARY_COUNTS:
-        gauge(
-            f"archiver_last_run_{name}",
-            f"{_COUNT_HELP[name]} in the last pass.",
-            float(result.counts.get(name, 0)),
-        )
+    counts = result.stats.as_dict()
+    for name, help_text, _ in counter_fields():
+        gauge(f"archiver_last_run_{name}", f"{help_text} in the last pass.", float(counts[name]))
     last_success: datetime | None = finished if succeeded else None
     if health is not None:
         recorded = health.last_success_by_command.get(result.command)

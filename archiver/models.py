@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,15 +51,49 @@ class TaskEvent(BaseModel):
     timestamp: Int64 | None = None
 
     @property
-    def key(self) -> str:
-        """The identity used to store an event once.
+    def identity(self) -> str:
+        """What makes two reads the same event, before counting repeats (see keyed_events).
 
-        A hash over id, name, timestamp and canonical payload: re-reading the same event
-        yields the same key, while a tool response that reuses its request's ``id`` (the
-        API reference says ids "match responses to requests") is still kept as its own row.
+        An event with an id is (id, name, timestamp): the API may send it again later with
+        its payload filled in, and it is still that one event. An event without an id is
+        its whole content: (name, timestamp, payload).
         """
-        canonical = dumps_json([self.id, self.name, self.timestamp, self.payload])
-        return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+        if self.id is not None:
+            return _sha256(dumps_json([self.id, self.name, self.timestamp]))
+        return _sha256(dumps_json([None, self.name, self.timestamp, self.payload]))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+#: (event_key, event): an event with the key it is stored under.
+KeyedEvent = tuple[str, TaskEvent]
+
+
+def keyed_events(events: Sequence[TaskEvent] | None) -> list[KeyedEvent]:
+    """The events of one API response with their storage keys.
+
+    Events without an id can repeat exactly, and each copy is real: the n-th copy within
+    one response (n from 0) gets its own key. The numbering is stable across polls
+    because every re-read covers the whole group of events sharing the high-water mark's
+    timestamp (polls ask for events after ``event_t - 1``), and identical events share
+    a timestamp. An event with an id is keyed by its identity alone, so a later read with
+    a filled-in payload updates the same row. The first copy's key equals the key used
+    before repeats were counted, so existing rows keep theirs.
+    """
+    seen: dict[str, int] = {}
+    keyed: list[KeyedEvent] = []
+    for event in events or ():
+        identity = event.identity
+        if event.id is not None:
+            keyed.append((identity, event))
+            continue
+        n = seen.get(identity, 0)
+        seen[identity] = n + 1
+        key = identity if n == 0 else _sha256(f"{identity}#{n}")
+        keyed.append((key, event))
+    return keyed
 
 
 class TaskInfo(BaseModel):

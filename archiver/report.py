@@ -97,19 +97,6 @@ def usd(credits: int | None) -> Decimal | None:
 # --- options -------------------------------------------------------------------------
 
 
-def parse_day(value: str | None, *, option: str) -> date | None:
-    """A UTC calendar date given as YYYY-MM-DD; ConfigError naming the option otherwise."""
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option} {value!r} is not a date: use YYYY-MM-DD (a UTC day, inclusive), "
-            "e.g. 2026-01-31."
-        ) from None
-
-
 def check_range(since: date | None, until: date | None) -> None:
     if since is not None and until is not None and until < since:
         raise ConfigError(

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -89,6 +91,10 @@ tasks = Table(
     Column("payload", Json),
     Column("lease_owner", Text),
     Column("lease_until", UtcDateTime),
+    # Added by migration 0008 (a terminal task is final only after a confirming read).
+    Column("terminal_seen_at", UtcDateTime),
+    Column("seen_active", Boolean, nullable=False, server_default=false()),
+    Column("unknown_status_polls", Integer, nullable=False, server_default="0"),
     Index(
         "ix_tasks_active",
         "next_poll_at",
@@ -134,6 +140,9 @@ sync_runs = Table(
     Column("requests", Integer, nullable=False, server_default="0"),
     Column("errors", Integer, nullable=False, server_default="0"),
     Column("message", Text),
+    # Added by migration 0006 (after the columns above, so they come last).
+    Column("artifacts_stored", Integer, nullable=False, server_default="0"),
+    Column("tasks_gone", Integer, nullable=False, server_default="0"),
     Index("ix_sync_runs_started_at", "started_at"),
 )
 

@@ -32,12 +32,13 @@ def run_once(size: int, chunk: int, workdir: Path) -> dict[str, Any]:
     sim = subprocess.Popen(
         [
             sys.executable, "-m", "archiver.simulator", "--port", "0", "--finish-all",
-            "--tasks", "1", "--events", "3", "--seed", "5", "--api-key", KEY,
+            "--tasks", "1", "--events", "3", "--seed", "5",
             "--recording-rate", "1", "--recording-bytes", str(size),
             "--file-chunk-bytes", str(chunk),
         ],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "CIRCLEMIND_API_KEY": KEY},  # the simulator takes its key from here
     )  # fmt: skip
     try:
         assert sim.stdout is not None

@@ -54,11 +54,10 @@ def main() -> None:
             str(args.latency_ms),
             "--seed",
             str(args.seed),
-            "--api-key",
-            "bench-key",
         ],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "CIRCLEMIND_API_KEY": "bench-key"},  # the simulator's key
     )
     try:
         assert sim.stdout is not None

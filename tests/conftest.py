@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,8 +174,9 @@ def canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def stored_state(db: Database) -> tuple[dict[str, dict], set[tuple], int]:
-    """(tasks by id, set of stored events, number of event rows) read back from the archive."""
+def stored_state(db: Database) -> tuple[dict[str, dict], Counter[tuple], int]:
+    """(tasks by id, multiset of stored events, number of event rows) read back from the
+    archive."""
     with db.transaction() as conn:
         task_rows = {row.id: row._asdict() for row in conn.execute(select(tasks))}
         event_rows = conn.execute(
@@ -186,18 +188,19 @@ def stored_state(db: Database) -> tuple[dict[str, dict], set[tuple], int]:
                 task_events.c.payload,
             )
         ).all()
-    events = {
+    events = Counter(
         (r.task_id, r.event_id, r.name, r.timestamp, canonical(r.payload)) for r in event_rows
-    }
+    )
     return task_rows, events, len(event_rows)
 
 
-def truth_events(sim: Simulator) -> set[tuple]:
-    return {
+def truth_events(sim: Simulator) -> Counter[tuple]:
+    """The simulator's events as a multiset: repeated identical events count twice."""
+    return Counter(
         (task_id, ev["id"], ev["name"], ev["timestamp"], canonical(ev["payload"]))
         for task_id, entry in sim.truth().items()
         for ev in entry["events"]
-    }
+    )
 
 
 def assert_matches_truth(db: Database, sim: Simulator) -> None:
@@ -206,15 +209,17 @@ def assert_matches_truth(db: Database, sim: Simulator) -> None:
     task_rows, events, n_rows = stored_state(db)
     assert set(task_rows) == set(truth), "archived task ids differ from the API's"
     expected = truth_events(sim)
-    assert events == expected, (
-        f"missing {len(expected - events)} events, unexpected {len(events - expected)}"
+    missing, unexpected = expected - events, events - expected
+    assert not missing and not unexpected, (
+        f"missing {sum(missing.values())} events, unexpected {sum(unexpected.values())}"
     )
-    assert n_rows == len(events), f"{n_rows - len(events)} duplicate event rows"
+    assert n_rows == sum(expected.values())
+    per_task = Counter(key[0] for key in events.elements())
     for task_id, entry in truth.items():
         row, api = task_rows[task_id], entry["task"]
         assert row["status"] == api["status"], task_id
         assert row["credits_used"] == api["credits_used"], task_id
-        assert row["event_count"] == len({e for e in events if e[0] == task_id}), task_id
+        assert row["event_count"] == per_task[task_id], task_id
         stamps = [e["timestamp"] for e in entry["events"] if e["timestamp"] is not None]
         assert row["event_t"] == (max(stamps) if stamps else 0), task_id
 
@@ -257,3 +262,24 @@ def s3_blob_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"archive-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="testing", secret="testing").mkdir(bucket)
     return f"s3://{bucket}/smooth"
+
+
+def assert_artifacts_match_truth(db: Database, sim: Simulator) -> None:
+    """Every task has both artifacts in their true final state: a link the API gives is
+    stored with exactly the bytes the artifact host serves, an empty link is absent."""
+    from archiver.schema import artifacts
+
+    with db.transaction() as conn:
+        rows = {(r.task_id, r.kind): r for r in conn.execute(select(artifacts))}
+    expected: dict[tuple[str, str], tuple[str, int | None, str | None]] = {}
+    for task_id, entry in sim.truth().items():
+        for kind, name in (("recording", "recording.mp4"), ("downloads", "downloads.zip")):
+            if entry["task"][f"{kind}_url"]:
+                size, sha = sim.file_sha256(task_id, name)
+                expected[(task_id, kind)] = ("stored", size, sha)
+            else:
+                expected[(task_id, kind)] = ("absent", None, None)
+    found = {key: (r.state, r.size_bytes, r.sha256) for key, r in rows.items()}
+    wrong = {k: (found.get(k), want) for k, want in expected.items() if found.get(k) != want}
+    assert not wrong, f"{len(wrong)} artifacts differ from the truth: {list(wrong.items())[:3]}"
+    assert set(found) == set(expected), "artifact rows for tasks the API does not have"

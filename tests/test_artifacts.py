@@ -25,10 +25,11 @@ from sqlalchemy import select, update
 from archiver.blobs import TEMP_DIR, BlobStore, blob_key, extension_for
 from archiver.config import SyncOptions
 from archiver.db import Database
-from archiver.engine import RunResult, run_command
+from archiver.engine import run_command
 from archiver.models import strip_query
 from archiver.schema import artifact_files, artifacts, tasks
 from archiver.simulator import Simulator
+from archiver.stats import RunResult
 from archiver.timestamps import to_utc
 from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, client_config, run_archiver
 
@@ -124,7 +125,7 @@ def test_downloads_store_every_artifact_with_its_listing(
                 got = listed_files(database, task_id)
                 assert {(f["name"], f["size_bytes"], f["compressed_bytes"]) for f in got} == want
                 assert all(f["modified_at"].year == 2025 for f in got)
-    assert stored >= 4 and result.counts["artifacts_stored"] == stored
+    assert stored >= 4 and result.stats.artifacts_stored == stored
     assert files_under(root / TEMP_DIR) == []
     sim.reset_stats()
     again = downloads_sync(database, sim, root)
@@ -191,7 +192,7 @@ def test_null_link_past_the_grace_period_is_recorded_as_failed(
     assert "recording_url" in row["last_error"] and "null" in row["last_error"]
     assert "--artifact-grace" in row["last_error"]
     assert finalized(database, task_id)
-    assert result.exit_code == 1 and result.counts["errors"] == 1
+    assert result.exit_code == 1 and result.stats.errors == 1
 
 
 @pytest.mark.parametrize("status", [403, 404, 410])
@@ -207,7 +208,7 @@ def test_refused_link_is_refreshed_from_get_task(
     rows = artifact_rows(sqlite_db)
     assert {rows[(task_id, k)]["state"] for k in ("recording", "downloads")} == {"stored"}
     assert rows[(task_id, "recording")]["attempts"] == 2
-    assert result.counts["artifact_link_refreshes"] == 2
+    assert result.stats.artifact_link_refreshes == 2
     assert sim.stats[f"get:{task_id}"] == 1 + 2  # the poll, then one refresh per artifact
 
 
@@ -281,7 +282,7 @@ def test_link_that_expires_after_a_time_is_refreshed(
     assert result.exit_code == 0, result.errors
     rows = artifact_rows(sqlite_db)
     assert {rows[(task_id, k)]["state"] for k in ("recording", "downloads")} == {"stored"}
-    assert result.counts["artifact_link_refreshes"] == 1
+    assert result.stats.artifact_link_refreshes == 1
     assert rows[(task_id, "downloads")]["attempts"] == 2
 
 
@@ -469,7 +470,7 @@ def test_blob_already_stored_with_the_same_sha256_is_not_written_again(
     result = downloads_sync(sqlite_db, sim, root, task_ids=(task_id,))
     after = os.stat(path)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert result.counts["artifacts_stored"] == 2 and result.counts["artifact_bytes"] == 0
+    assert result.stats.artifacts_stored == 2 and result.stats.artifact_bytes == 0
     assert artifact_rows(sqlite_db)[(task_id, "recording")]["state"] == "stored"
 
 

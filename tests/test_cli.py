@@ -180,10 +180,10 @@ def test_alembic_upgrade_head_from_repo_root(tmp_path: Path) -> None:
 
 def test_demo_runs_without_an_api_key(tmp_path: Path) -> None:
     """`archiver demo` archives the simulated account into SQLite and prints the tasks."""
-    done = run_archiver("demo", "--database-url", f"sqlite:///{tmp_path}/demo.db")
+    done = run_archiver("demo", "--dir", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr
     assert "12 tasks," in done.stdout and "events archived" in done.stdout
-    db = Database(f"sqlite:///{tmp_path}/demo.db")
+    db = Database(f"sqlite:///{tmp_path}/demo/demo.db")
     rows, _, n_events = stored_state(db)
     assert len(rows) == 12 and n_events > 0
     db.dispose()

@@ -73,7 +73,7 @@ def test_finalized_tasks_are_never_polled_again(database: Database, make_simulat
     sim.reset_stats()
     result = sync(database, sim)
     assert sim.stats["get"] == 0
-    assert result.counts["tasks_polled"] == 0
+    assert result.stats.tasks_polled == 0
 
 
 def test_cost_grows_with_active_tasks_not_history(database: Database, make_simulator) -> None:
@@ -116,7 +116,8 @@ def test_list_paging_keeps_tasks_that_share_created_at(database: Database, make_
 def test_gone_task_is_recorded_and_does_not_fail_the_pass(
     database: Database, make_simulator
 ) -> None:
-    """404s exit 0; after three in a row the task is gone, finalized and never asked again."""
+    """404s exit 0; after three in a row the task is gone and finalized; it is asked again
+    only while the API still lists it, and then goes straight back to gone."""
     probe = make_simulator(tasks=5, seed=8)
     victim = sorted(probe.truth())[0]
     sim = make_simulator(tasks=5, seed=8, gone_task_ids=frozenset({victim}))
@@ -129,10 +130,14 @@ def test_gone_task_is_recorded_and_does_not_fail_the_pass(
         assert rows[victim]["not_found_count"] == attempt
         assert (rows[victim]["gone_at"] is not None) == (attempt == 3)
     assert rows[victim]["finalized_at"] is not None
-    assert result.counts["tasks_gone"] == 1
+    assert result.stats.tasks_gone == 1
     sim.reset_stats()
-    sync(database, sim, error_backoff_s=0.0)
+    sync(database, sim, error_backoff_s=0.0, discover=False)
     assert sim.stats[f"get:{victim}"] == 0
+    sync(database, sim, error_backoff_s=0.0)  # listed again: asked once, gone again
+    assert sim.stats[f"get:{victim}"] == 1
+    rows, _, _ = stored_state(database)
+    assert rows[victim]["gone_at"] is not None
 
 
 def test_a_single_404_is_not_fatal_for_a_task(database: Database, make_simulator) -> None:
@@ -153,23 +158,34 @@ def test_a_single_404_is_not_fatal_for_a_task(database: Database, make_simulator
 def test_malformed_task_fails_alone_with_its_error_recorded(
     database: Database, make_simulator
 ) -> None:
-    """A malformed payload fails that task only (exit 1); every other task is archived."""
+    """A malformed payload fails that task only (exit 1); every other task is archived;
+    the task is asked again on the next passes and held back only after three failures."""
     probe = make_simulator(tasks=6, seed=12)
     bad = sorted(probe.truth())[2]
     sim = make_simulator(tasks=6, seed=12, malformed_task_ids=frozenset({bad}))
     sim.finish_all()
     result = sync(database, sim)
     assert result.exit_code == 1
-    assert result.counts["errors"] == 1
+    assert result.stats.errors == 1
     rows, _, _ = stored_state(database)
     assert rows[bad]["finalized_at"] is None
     assert rows[bad]["last_error"] and bad in rows[bad]["last_error"]
-    assert rows[bad]["next_poll_at"] is not None
+    assert rows[bad]["next_poll_at"] is None and rows[bad]["error_count"] == 1
+    for streak in (2, 3):
+        sim.reset_stats()
+        assert sync(database, sim).exit_code == 1
+        assert sim.stats[f"get:{bad}"] >= 1  # not held back after one or two failures
+        rows, _, _ = stored_state(database)
+        assert rows[bad]["error_count"] == streak
+    assert rows[bad]["next_poll_at"] is not None  # the third failure in a row holds it back
+    sim.reset_stats()
+    sync(database, sim)
+    assert sim.stats[f"get:{bad}"] == 0
     others = [r for task_id, r in rows.items() if task_id != bad]
     assert all(r["finalized_at"] is not None for r in others)
     with database.transaction() as conn:
-        run = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc())).first()
-    assert run is not None and run.outcome == "partial" and run.errors == 1
+        runs = conn.execute(select(sync_runs).order_by(sync_runs.c.id)).all()
+    assert [(r.outcome, r.errors) for r in runs] == [("partial", 1)] * 3 + [("ok", 0)]
 
 
 @pytest.mark.parametrize(("event_unit", "created_unit"), [("ms", "s"), ("s", "ms")])
@@ -207,7 +223,7 @@ def test_backfill_imports_everything_and_sync_then_has_nothing_to_do(
     result = run_command("backfill", database, client_config(sim), SyncOptions(concurrency=8))
     assert result.exit_code == 0, result.errors
     assert_matches_truth(database, sim)
-    assert result.counts["tasks_finalized"] == 40
+    assert result.stats.tasks_finalized == 40
     sim.reset_stats()
     sync(database, sim)
     assert sim.stats["get"] == 0
@@ -296,4 +312,8 @@ def test_an_api_that_ignores_the_list_cursor_cannot_loop_forever(database: Datab
     assert result.exit_code == 1
     assert any("did not move below" in message for message in result.errors)
     rows, _, _ = stored_state(database)
-    assert len(rows) == 32 and all(r["finalized_at"] is not None for r in rows.values())
+    # No created_at tells whether they are settled history: a second read confirms them.
+    assert len(rows) == 32 and all(r["terminal_seen_at"] is not None for r in rows.values())
+    run_command("sync", database, config, SyncOptions(), transport=httpx.MockTransport(handler))
+    rows, _, _ = stored_state(database)
+    assert all(r["finalized_at"] is not None for r in rows.values())

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from archiver import logs
-from archiver.logs import REDACTED, setup_logging
+from archiver.logs import setup_logging
 from archiver.progress import BarProgress, LineProgress, NullProgress, make_progress
+from archiver.redact import REDACTED
 from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, run_archiver
 
 SECRET = "sk-live-0123456789abcdef"

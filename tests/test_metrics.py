@@ -13,7 +13,7 @@ from sqlalchemy import insert
 
 from archiver.config import SyncOptions
 from archiver.db import Database
-from archiver.engine import RunResult, run_command
+from archiver.engine import run_command
 from archiver.exceptions import ConfigError
 from archiver.metrics import (
     EXIT_STALE,
@@ -23,6 +23,7 @@ from archiver.metrics import (
     write_metrics,
 )
 from archiver.schema import artifacts, sync_runs, tasks
+from archiver.stats import RunResult
 from tests.conftest import TEST_API_KEY, client_config, run_archiver
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -75,10 +76,10 @@ def test_metrics_file_parses_and_matches_the_pass(
     assert value(parsed, "archiver_last_success_timestamp_seconds") == pytest.approx(finished)
     assert value(parsed, "archiver_last_run_timestamp_seconds") == pytest.approx(finished)
     for name in ("tasks_discovered", "tasks_polled", "tasks_finalized", "events_inserted"):
-        assert value(parsed, f"archiver_last_run_{name}") == result.counts[name], name
+        assert value(parsed, f"archiver_last_run_{name}") == getattr(result.stats, name), name
     assert value(parsed, "archiver_last_run_tasks_polled") == 5
     assert value(parsed, "archiver_last_run_events_inserted") == 15
-    assert value(parsed, "archiver_last_run_requests") == result.counts["requests"] > 0
+    assert value(parsed, "archiver_last_run_requests") == result.stats.requests > 0
     assert value(parsed, "archiver_last_run_errors") == 0
     assert value(parsed, "archiver_last_run_artifacts_stored") == 0
     assert value(parsed, "archiver_last_run_duration_seconds") >= 0
@@ -93,7 +94,7 @@ def test_failed_pass_keeps_the_previous_success_time(database: Database, tmp_pat
     add_run(database, "ok", earlier)
     result = RunResult(run_id="r", command="sync", outcome="failed", started_at=NOW)
     result.finished_at = NOW + timedelta(seconds=3)
-    result.counts["errors"] = 2
+    result.stats.errors = 2
     path = tmp_path / "m.prom"
     write_metrics(path, result, database)
     parsed = samples(path)
@@ -193,6 +194,7 @@ def test_sync_writes_metrics_file_and_status_max_age_exit_codes(
         "ARCHIVER_API_URL": sim.base_url,
         "ARCHIVER_DATABASE_URL": url,
     }
+    assert run_archiver("db", "upgrade", "--database-url", url).returncode == 0
     never = run_archiver("status", "--max-age", "1h", env={"ARCHIVER_DATABASE_URL": url})
     assert never.returncode == EXIT_STALE == 3
     assert "never" in never.stdout and "stale" in never.stderr

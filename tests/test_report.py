@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from archiver.config import parse_day
 from archiver.db import Database
 from archiver.exceptions import ConfigError
 from archiver.report import (
@@ -21,7 +22,6 @@ from archiver.report import (
     check_choice,
     check_range,
     credits_report,
-    parse_day,
     render_credits,
     render_top,
     top_tasks,

@@ -243,7 +243,7 @@ def test_api_bodies_echoing_secrets_are_masked_in_errors(
     assert result.exit_code == 1
     with database.transaction() as conn:
         (error,) = conn.scalars(select(tasks.c.last_error))
-    assert error and ("unexpected HTTP" in error or "not valid JSON" in error)
+    assert error and ("unexpected HTTP" in error or "not a JSON document" in error)
     everything: list[Any] = [error, *result.errors, result.message]
     text = "\n".join(map(str, everything))
     assert_clean("the task error", text, {"c0ffee1234abcd"})

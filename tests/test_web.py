@@ -372,15 +372,15 @@ def test_healthz_and_health_page_follow_max_age(archive: Database) -> None:
     assert bad.status_code == 400 and "soon" in bad.json()["error"]
     with archive.reading() as conn:
         total = conn.scalar(select(func.count()).select_from(tasks))
-    assert f'id="health-tasks">{total:,} (' in page and 'id="verdict">ok<' in page
+    assert f"tasks:     {total} (" in page and 'id="verdict">ok<' in page
     assert 'id="verdict">STALE<' in stale_page and "(sync, 2h 00m ago)" in stale_page
 
 
 def test_metrics_are_those_of_the_metrics_file(
     database: Database, make_simulator: Any, tmp_path: Path
 ) -> None:
-    """/metrics has the families and labels that `sync --metrics-file` writes (less the two
-    per-pass counters sync_runs does not keep), with the pass's stored counts."""
+    """/metrics has the families and labels that `sync --metrics-file` writes (less the
+    detail counters sync_runs does not keep), with the pass's stored counts."""
     sim = make_simulator(tasks=5, events_per_task=3, seed=3)
     sim.finish_all()
     prom = tmp_path / "sync.prom"
@@ -400,7 +400,9 @@ def test_metrics_are_those_of_the_metrics_file(
     written = samples(prom.read_text())
     with serving(database.url) as server:
         served = samples(httpx.get(server.url + "metrics").raise_for_status().text)
-    left_out = {"archiver_last_run_artifacts_stored", "archiver_last_run_tasks_gone"}
+    from archiver.stats import counter_fields
+
+    left_out = {f"archiver_last_run_{name}" for name, _, kept in counter_fields() if not kept}
     assert set(served) == {key for key in written if key[0] not in left_out}
     for key in ("tasks_polled", "events_inserted", "requests", "errors"):
         name = (f"archiver_last_run_{key}", (("command", "sync"),))
@@ -451,7 +453,7 @@ def test_missing_or_old_archive_is_an_error_not_a_new_file(tmp_path: Path) -> No
     db = Database(f"sqlite:///{old}")
     from archiver.db import upgrade
 
-    upgrade(db.engine, "0005")
+    upgrade(db.engine, "0008")
     db.dispose()
     done = run_archiver("serve", "--database-url", f"sqlite:///{old}")
     assert done.returncode == 2 and "archiver db upgrade" in done.stderr
@@ -459,8 +461,8 @@ def test_missing_or_old_archive_is_an_error_not_a_new_file(tmp_path: Path) -> No
 
 def test_demo_ends_with_the_serve_command_that_opens_it(tmp_path: Path) -> None:
     """`archiver demo` prints, last, an `archiver serve` line whose archive serve opens."""
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    done = run_archiver("demo", "--tasks", "3", "--database-url", url)
+    url = f"sqlite:///{tmp_path / 'demo' / 'demo.db'}"
+    done = run_archiver("demo", "--tasks", "3", "--dir", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
     assert last == f"Browse:  archiver serve --database-url {url}"

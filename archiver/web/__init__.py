@@ -57,29 +57,17 @@ def serve_token(host: str, environ: dict[str, str] | None = None) -> str | None:
 
 
 def open_archive(database_url: str) -> Database:
-    """The archive opened read-only; ConfigError (exit 2) if it is missing, unreadable or
-    not at this version's schema (serve never creates or migrates anything)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from archiver.db import Database, current_revision, db_message, head_revision
+    """The archive opened read-only at the connection (SQLite ``mode=ro``, PostgreSQL
+    ``default_transaction_read_only``): a missing SQLite file or a schema that is not this
+    version's is a ConfigError (exit 2); serve never creates or migrates anything."""
+    from archiver.db import Database
 
     database = Database(database_url, read_only=True)
     try:
-        revision = current_revision(database.engine)
-    except SQLAlchemyError as exc:
+        database.prepare()
+    except BaseException:
         database.dispose()
-        raise ConfigError(
-            f"cannot open the archive {database.display_url()}: {db_message(exc)}; check "
-            "--database-url (or ARCHIVER_DATABASE_URL), that the server runs, and permissions."
-        ) from None
-    head = head_revision()
-    if revision != head:
-        database.dispose()
-        what = "has no archiver schema" if revision is None else f"is at revision {revision}"
-        raise ConfigError(
-            f"the archive {database.display_url()} {what}; this version reads revision "
-            f"{head}: run `archiver db upgrade` (serve never writes to the archive)."
-        )
+        raise
     return database
 
 

@@ -41,11 +41,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from archiver import config as cfg
 from archiver import metrics as health_metrics
 from archiver import report as reports
-from archiver.artifacts import artifact_status
 from archiver.blobs import BlobStore
-from archiver.db import Database, status_report
+from archiver.db import Database
 from archiver.exceptions import ArchiverError, ConfigError
 from archiver.schema import sync_runs
 from archiver.web import blobserve, is_loopback, queries, render
@@ -179,7 +179,7 @@ class BadRequest(Exception):
 
 def _day(value: str | None, name: str) -> date | None:
     try:
-        return reports.parse_day(value or None, option=name)
+        return cfg.parse_day(value or None, option=name)
     except ConfigError as exc:
         raise BadRequest(str(exc)) from None
 
@@ -406,18 +406,14 @@ def create_app(settings: Settings) -> Starlette:
     @handles_errors
     def health(request: Request) -> Response:
         max_age = _max_age(request)
-        with database.reading() as conn:
-            facts = health_metrics.read_health(conn)
-            status = status_report(conn, last_runs=10)
-            status.update(artifact_status(conn))
+        found = health_metrics.read_status(database, max_age=max_age)
         return page(
             request,
             "health.html",
             title="Health",
-            lines=health_metrics.health_lines(facts, max_age),
-            stale=facts.is_stale(max_age),
-            status=status,
-            database_url=database.display_url(),
+            lines=found.lines,
+            stale=found.stale,
+            status=found.report,
         )
 
     def healthz(request: Request) -> Response:
@@ -569,11 +565,10 @@ class _Merged(Collector):
 
 def metrics_text(conn: Connection, now: datetime | None = None) -> bytes:
     """The Prometheus metrics ``--metrics-file`` writes (one set per command that has run),
-    built from the newest ``sync_runs`` row of each command and the archive's health.
-    Counters that ``sync_runs`` does not keep (artifacts stored, tasks gone) are left out
-    rather than reported as 0."""
-    from archiver.engine import RunResult
-    from archiver.logs import SUMMARY_COUNTS
+    built from the newest finished ``sync_runs`` row of each command and the archive's
+    health. The detail counters ``sync_runs`` does not keep are left out rather than
+    reported as 0."""
+    from archiver.stats import STORED_COUNTERS, RunResult, RunStats, counter_fields
 
     health = health_metrics.read_health(conn, now or datetime.now(UTC))
     registries = []
@@ -589,16 +584,13 @@ def metrics_text(conn: Connection, now: datetime | None = None) -> bytes:
         result = RunResult(
             run_id=row.run_id,
             command=command,
+            stats=RunStats(**{name: int(row._mapping[name] or 0) for name in STORED_COUNTERS}),
             outcome=row.outcome,
             started_at=queries.aware(row.started_at) or datetime.now(UTC),
             finished_at=queries.aware(row.finished_at),
         )
-        for name in SUMMARY_COUNTS:
-            if name in row._mapping:
-                result.counts[name] = int(row._mapping[name] or 0)
         registries.append(health_metrics.build_registry(result, health))
-    kept = set(sync_runs.c.keys())
-    drop = frozenset(f"archiver_last_run_{n}" for n in SUMMARY_COUNTS if n not in kept)
+    drop = frozenset(f"archiver_last_run_{name}" for name, _, kept in counter_fields() if not kept)
     combined = CollectorRegistry(auto_describe=False)
     combined.register(_Merged(registries, drop))
     return generate_latest(combined)

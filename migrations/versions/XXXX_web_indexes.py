@@ -6,7 +6,7 @@ continues after the last row of the previous one. With an index on exactly those
 columns a page is one short index range scan at any archive size.
 
 Revision ID: web_indexes
-Revises: 0005
+Revises: 0008
 Create Date: 2026-11-29
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "web_indexes"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

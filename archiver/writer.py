@@ -1,0 +1,91 @@
+"""Saving polls: the storage side of the engine's hot path.
+
+The engine decides *what* to save (a :class:`~archiver.db.PollSave` per polled task); this
+module decides *how*: on the one database thread, polls that queue up while a transaction
+runs share the next one (group commit), and a batch that fails is saved again task by task,
+each in its own SAVEPOINT, so a failure stays with the task that caused it. Either way a
+task's events and its high-water mark commit together. Batching adds no waiting: a batch is
+whatever queued up while the previous one ran.
+
+Every error leaves this module as an :class:`~archiver.exceptions.ArchiverError`:
+``LeaseLost`` (another run took the task), ``DataRefused`` (the database refused that task's
+values) or ``StorageError`` (the database itself failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from archiver import db as q
+from archiver.db import VALUE_ERRORS, Database, wrap_error
+from archiver.exceptions import LeaseLost, StorageError
+from archiver.timestamps import utcnow
+
+#: A saved poll's outcome: how many of its events were new, or why it was not saved.
+Outcome = int | Exception
+
+
+class GroupWriter:
+    """Group commit of poll saves on the database thread (see the module docstring)."""
+
+    def __init__(self, db: Database, executor: ThreadPoolExecutor, owner: str) -> None:
+        self.db = db
+        self.executor = executor
+        self.owner = owner
+        self._pending: list[tuple[q.PollSave, asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def save(self, save: q.PollSave) -> int:
+        """Queue one poll's save; returns how many of its events were new once committed.
+
+        Raises LeaseLost, DataRefused or StorageError for this save alone.
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((save, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            saves = [save for save, _ in batch]
+            outcomes: list[Outcome]
+            try:
+                outcomes = await loop.run_in_executor(self.executor, self._run, saves)
+            except Exception as exc:  # the transaction itself failed (or a bug): every save did
+                outcomes = [exc] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    def _run(self, saves: list[q.PollSave]) -> list[Outcome]:
+        try:
+            with self.db.transaction() as conn:
+                return list(q.save_polls(conn, saves, owner=self.owner, now=utcnow()))
+        except (LeaseLost, StorageError):
+            # One task (a lost lease, data the database refuses, or a failure the driver
+            # does not classify) must not fail the batch: task by task tells which.
+            return self._one_by_one(saves)
+
+    def _one_by_one(self, saves: list[q.PollSave]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        with self.db.transaction() as conn:
+            now = utcnow()
+            for save in saves:
+                try:
+                    with conn.begin_nested():
+                        outcomes.append(q.save_polls(conn, [save], owner=self.owner, now=now)[0])
+                except LeaseLost as exc:
+                    outcomes.append(exc)
+                except (SQLAlchemyError, *VALUE_ERRORS) as exc:
+                    outcomes.append(wrap_error(exc))
+        return outcomes
