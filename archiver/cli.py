@@ -815,6 +815,50 @@ def demo(folder: Path | None, n_tasks: int) -> None:
     run_demo(folder, n_tasks=n_tasks, echo=click.echo)
 
 
+@cli.command()
+@database_option
+@click.option(
+    "--blob-url",
+    envvar=cfg.ENV_BLOB_URL,
+    default=None,
+    metavar="URL",
+    help="Read blobs under this root instead of the one recorded in artifacts.blob_url "
+    f"(for blobs copied elsewhere) [env {cfg.ENV_BLOB_URL}; default: where recorded].",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8377, show_default=True)
+@click.option(
+    "--max-age",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="/healthz answers 503 when the last successful pass ended longer ago than this.",
+)
+def serve(
+    database_url: str | None, blob_url: str | None, host: str, port: int, max_age: str
+) -> None:
+    """Browse the archive in a web browser: tasks, events, recordings, costs, health.
+
+    Read-only. Any --host other than loopback requires a token in ARCHIVER_SERVE_TOKEN
+    (give it as the HTTP Basic password, any user name).
+
+    \b
+    Example:
+        archiver serve                     # then open http://127.0.0.1:8377/
+        ARCHIVER_SERVE_TOKEN=$(openssl rand -hex 24) archiver serve --host 0.0.0.0
+    """
+    from archiver.web import serve as run_server
+
+    run_server(
+        database_url=database_url or cfg.default_database_url(),
+        blob_url=blob_url,
+        host=host,
+        port=port,
+        max_age=max_age,
+        echo=click.echo,
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     cli()
 

@@ -62,6 +62,7 @@ def run_demo(folder: Path | None, *, n_tasks: int, echo: Callable[[str], None]) 
         f"Try:     sqlite3 {where / DEMO_DATABASE} 'select status, count(*), "
         "sum(credits_used) from tasks group by status'"
     )
+    echo(f"Browse:  archiver serve --database-url {database_url}")
     database.dispose()
     return database_url
 

@@ -123,6 +123,9 @@ tasks = Table(
         "event_count",
     ),
     Index("ix_tasks_credits", "created_at_utc", "status", "device", "credits_used"),
+    # Keyset pagination of `archiver serve`'s task list (newest first / most credits).
+    Index("ix_tasks_created_at_utc_id", "created_at_utc", "id"),
+    Index("ix_tasks_credits_used_id", "credits_used", "id"),
 )
 
 task_events = Table(

@@ -1,0 +1,268 @@
+"""`archiver serve` in a real browser: the system Chromium (/usr/bin/chromium, a Debian
+package) driven by Playwright. Playwright's own browser download is never used.
+
+Pages load without console errors or CSP violations, the task list's count and pages
+match the database, filters work through the form, the committed WebM recording loads
+its metadata and seeks over HTTP Range (206), hostile outputs stay inert, and the token
+of a server bound beyond loopback is enforced (real `archiver serve`, reached on
+127.0.0.1 only). Screenshots of the four pages are taken on SQLite; with
+WRITE_DOCS_SCREENSHOTS=1 they replace docs/img/*.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from archiver.db import Database
+from archiver.schema import tasks
+from tests.test_web import TOKEN, start_serve, stop
+from tests.webseed import (
+    DOWNLOADS_TASK,
+    HOSTILE,
+    RECORDING_TASK,
+    newest_first,
+    seed_web_archive,
+    serving,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--no-first-run",
+    "--mute-audio",
+]
+#: Seek the page's recording and resolve with its position once the frame is there.
+SEEK_AND_WAIT = """(to) => new Promise((resolve) => {
+    const v = document.getElementById('recording');
+    v.addEventListener('seeked', () => resolve(v.currentTime), {once: true});
+    v.currentTime = to;
+})"""
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless system Chromium for the module."""
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def archive(database: Database, make_simulator: Any, tmp_path: Path) -> Database:
+    """The web seed. Playwright's sync API marks its asyncio loop as running in this
+    thread; the seed's sync pass (asyncio.run, signal handlers: main thread only) runs
+    with that mark lifted for the while."""
+    playwright_loop = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        seed_web_archive(database, make_simulator, str(tmp_path / "blobs"))
+    finally:
+        asyncio.events._set_running_loop(playwright_loop)
+    return database
+
+
+class Watched:
+    """A page whose console errors, uncaught errors, dialogs and blob responses are kept."""
+
+    def __init__(self, context: Any) -> None:
+        self.page = context.new_page()
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        self.blob_statuses: list[int] = []
+        self.page.on(
+            "console",
+            lambda msg: (
+                self.problems.append(f"console {msg.type}: {msg.text}")
+                if msg.type in ("error", "warning")
+                else None
+            ),
+        )
+        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        self.page.on("dialog", self._dialog)
+        self.page.on("response", self._response)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _response(self, response: Any) -> None:
+        if "/blob/" in response.url:
+            self.blob_statuses.append(response.status)
+
+    def goto(self, url: str) -> Any:
+        response = self.page.goto(url, wait_until="load")
+        assert response is not None
+        return response
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    yield ctx
+    ctx.close()
+
+
+def shot(page: Any, name: str, tmp_path: Path, database: Database, **options: Any) -> None:
+    """A PNG of the page (into docs/img with WRITE_DOCS_SCREENSHOTS=1, SQLite only)."""
+    target = tmp_path / f"{name}.png"
+    page.screenshot(path=str(target), **options)
+    assert target.stat().st_size > 5_000 and target.read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("WRITE_DOCS_SCREENSHOTS") == "1" and database.dialect == "sqlite":
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, DOCS_IMG / f"{name}.png")
+
+
+def test_pages_load_without_console_errors(archive: Database, context: Any, tmp_path: Path) -> None:
+    """Tasks, Task, Costs and Health render with no console error, CSP violation or
+    uncaught error (no CDN, no inline script or style); screenshots of each."""
+    watched = Watched(context)
+    page = watched.page
+    with serving(archive.url) as server:
+        for path, name, title in (
+            ("tasks", "tasks", "Tasks"),
+            (f"task?id={RECORDING_TASK}", "task", RECORDING_TASK),
+            ("costs?by=day&group=status", "costs", "Costs"),
+            ("health", "health", "Health"),
+        ):
+            response = watched.goto(server.url + path)
+            assert response.status == 200, path
+            assert title in page.locator("h1").inner_text(), path
+            if name == "task":
+                page.wait_for_function(
+                    "document.getElementById('recording').readyState >= 1", timeout=10_000
+                )
+                page.locator("#timeline summary").first.click()
+                page.evaluate(SEEK_AND_WAIT, 1.5)  # a settled frame for the screenshot
+            shot(page, name, tmp_path, archive, full_page=True)
+        watched.goto(server.url + f"task?id={DOWNLOADS_TASK}")
+        assert page.locator("table.files tbody tr").count() == 2
+    assert watched.problems == []
+
+
+def test_count_pagination_and_filters(archive: Database, context: Any) -> None:
+    """The count matches the database; Next walks every task once in order; the filter
+    form narrows the list to exactly the matching tasks."""
+    with archive.reading() as conn:
+        total = conn.scalar(select(func.count()).select_from(tasks))
+        failed = set(conn.scalars(select(tasks.c.id).where(tasks.c.status == "failed")))
+    watched = Watched(context)
+    page = watched.page
+    with serving(archive.url, page_size=10) as server:
+        watched.goto(server.url + "tasks")
+        assert page.locator("#task-count").get_attribute("data-count") == str(total)
+        seen: list[str] = []
+        while True:
+            seen += page.locator("td.id a").all_inner_texts()
+            following = page.locator("#next-page")
+            if following.count() == 0:
+                break
+            following.click()
+            page.wait_for_load_state("load")
+        assert seen == newest_first(archive)
+
+        watched.goto(server.url + "tasks")
+        page.select_option("select[name=status]", "failed")
+        page.click("button[type=submit]")
+        page.wait_for_load_state("load")
+        assert page.locator("#task-count").get_attribute("data-count") == str(len(failed))
+        assert set(page.locator("td.id a").all_inner_texts()) == failed
+        assert set(page.locator("td .status").all_inner_texts()) == {"failed"}
+
+        page.fill("input[name=q]", "captcha")
+        page.click("button[type=submit]")
+        page.wait_for_load_state("load")
+        assert page.locator("td.id a").all_inner_texts() == ["tsk_manual_object"]
+    assert watched.problems == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_recording_loads_metadata_and_seeks(archive: Database, context: Any) -> None:
+    """The <video> reads the recording's metadata and seeks over Range requests (206)."""
+    watched = Watched(context)
+    page = watched.page
+    with serving(archive.url) as server:
+        watched.goto(server.url + f"task?id={RECORDING_TASK}")
+        page.wait_for_function("document.getElementById('recording').readyState >= 1")
+        duration = page.evaluate("document.getElementById('recording').duration")
+        assert 3.5 < duration < 4.5
+        seeked = page.evaluate(SEEK_AND_WAIT, 2.5)
+        assert abs(seeked - 2.5) < 0.5
+        # The timeline's first event (+5 s) is past the 4 s recording: the script clamps
+        # to the end, through the page's one script file.
+        page.locator("button.seek").first.click()
+        page.wait_for_function("document.getElementById('recording').currentTime > 3.5")
+    assert 206 in watched.blob_statuses
+    assert watched.problems == []
+
+
+def test_hostile_outputs_stay_inert(archive: Database, context: Any) -> None:
+    """Outputs and payloads carrying <img onerror> / </script><script> show as literal text
+    and never run: no dialog opens on the task pages or the list."""
+    watched = Watched(context)
+    page = watched.page
+    with serving(archive.url) as server:
+        for task_id, output in HOSTILE.items():
+            watched.goto(server.url + f"task?id={task_id}")
+            assert page.locator("#output").inner_text() == output
+            page.locator("#timeline summary").first.click()
+            payload = page.locator("#timeline .payload").first.inner_text()
+            assert "<svg onload=alert(2)>" in payload and "</script><script>alert(3)" in payload
+            assert "<i>browser_action</i>" in page.locator("#timeline .name").first.inner_text()
+            assert page.locator("img, svg[onload]").count() == 0
+        watched.goto(server.url + "tasks?q=alert")
+        assert set(page.locator("td.id a").all_inner_texts()) == set(HOSTILE)
+        page.wait_for_timeout(300)  # time for an injected handler to have fired
+    assert watched.dialogs == []
+    assert watched.problems == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_token_enforced_in_the_browser(archive: Database, browser: Any) -> None:
+    """Bound to 0.0.0.0, the real `archiver serve` answers 401 without the token or with a
+    wrong one; with it (HTTP Basic), the pages and the recording's Range requests work."""
+    proc, base = start_serve(archive.url, "--host", "0.0.0.0", env={"ARCHIVER_SERVE_TOKEN": TOKEN})
+    try:
+        for credentials in (None, {"username": "me", "password": TOKEN + "-wrong"}):
+            stranger = browser.new_context(http_credentials=credentials)
+            for route in ("tasks", f"blob/recording?task={RECORDING_TASK}", "healthz"):
+                assert stranger.request.get(base + route).status == 401, route
+            page = stranger.new_page()
+            try:  # Chromium either shows the 401 or gives up on the credentials
+                status = page.goto(base + "tasks").status  # type: ignore[union-attr]
+            except Exception as exc:
+                assert "ERR_INVALID_AUTH_CREDENTIALS" in str(exc)
+            else:
+                assert status == 401 and "Tasks" not in page.title()
+            stranger.close()
+        trusted = browser.new_context(http_credentials={"username": "me", "password": TOKEN})
+        watched = Watched(trusted)
+        assert watched.goto(base + f"task?id={RECORDING_TASK}").status == 200
+        watched.page.wait_for_function("document.getElementById('recording').readyState >= 1")
+        assert 206 in watched.blob_statuses
+        trusted.close()
+    finally:
+        stop(proc)
