@@ -87,9 +87,12 @@ def seed_archive(db: Database, make_simulator: Any, *, tasks_n: int = 24) -> Non
     ]
     events = [
         # tsk_manual_text ran from 00:00:00 to 00:01:30.250 (events in ms).
-        ("e1", "browser_action", 1_764_979_205_000),
-        ("e2", "browser_action", 1_764_979_260_500),
-        ("e3", "tool_call", 1_764_979_290_250),
+        ("tsk_manual_text", "e1", "browser_action", 1_764_979_205_000),
+        ("tsk_manual_text", "e2", "browser_action", 1_764_979_260_500),
+        ("tsk_manual_text", "e3", "tool_call", 1_764_979_290_250),
+        # A task still followed has events too (and, running, no duration).
+        ("tsk_manual_running", "e4", "browser_action", 1_764_950_460_000),
+        ("tsk_manual_running", "e5", "session_action", 1_764_950_520_000),
     ]
     with db.transaction() as conn:
         for row in rows:  # one by one: each names only its columns (defaults apply)
@@ -98,7 +101,7 @@ def seed_archive(db: Database, make_simulator: Any, *, tasks_n: int = 24) -> Non
             insert(task_events),
             [
                 {
-                    "task_id": "tsk_manual_text",
+                    "task_id": task_id,
                     "event_key": f"key-{event_id}",
                     "event_id": event_id,
                     "name": name,
@@ -107,7 +110,7 @@ def seed_archive(db: Database, make_simulator: Any, *, tasks_n: int = 24) -> Non
                     "timestamp_utc": to_utc(stamp),
                     "archived_at": seen,
                 }
-                for i, (event_id, name, stamp) in enumerate(events)
+                for i, (task_id, event_id, name, stamp) in enumerate(events)
             ],
         )
         some_sim_task = conn.scalar(
@@ -161,6 +164,7 @@ class TaskRow:
     created_at_utc: datetime | None
     output: Any
     day: date | None
+    finalized_at: datetime | None
 
 
 def task_rows(db: Database) -> list[TaskRow]:
@@ -173,6 +177,7 @@ def task_rows(db: Database) -> list[TaskRow]:
                 tasks.c.credits_used,
                 tasks.c.created_at_utc,
                 tasks.c.output,
+                tasks.c.finalized_at,
             )
         ).all()
     return [
@@ -184,6 +189,7 @@ def task_rows(db: Database) -> list[TaskRow]:
             created_at_utc=aware(r.created_at_utc),
             output=r.output,
             day=utc_day(r.created_at_utc),
+            finalized_at=aware(r.finalized_at),
         )
         for r in rows
     ]
@@ -195,6 +201,22 @@ def event_rows(db: Database) -> list[tuple[str, str, datetime | None]]:
             select(task_events.c.task_id, task_events.c.name, task_events.c.timestamp_utc)
         ).all()
     return [(r.task_id, r.name, aware(r.timestamp_utc)) for r in rows]
+
+
+def artifact_states(db: Database) -> dict[tuple[str, str], str]:
+    """(task id, kind) -> state of every artifact row."""
+    with db.transaction() as conn:
+        rows = conn.execute(select(artifacts.c.task_id, artifacts.c.kind, artifacts.c.state))
+        return {(r.task_id, r.kind): r.state for r in rows}
+
+
+def duration_s(row: TaskRow, stamps: list[datetime | None]) -> Decimal | None:
+    """task_summary's duration by hand: exact seconds from creation to the last
+    timestamped event, for finished tasks only."""
+    known = [s for s in stamps if s is not None]
+    if row.status not in TERMINAL or not known or row.created_at_utc is None:
+        return None
+    return Decimal((max(known) - row.created_at_utc) // timedelta(microseconds=1)) / 10**6
 
 
 def expected_by_day(rows: list[TaskRow]) -> dict[tuple[Any, ...], tuple[int, int]]:

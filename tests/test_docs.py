@@ -7,6 +7,11 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,18 @@ from archiver import config
 from archiver.cli import cli
 from archiver.db import Database
 from archiver.schema import metadata, sync_runs, task_events, tasks
-from tests.seed import seed_archive
+from tests.seed import (
+    TERMINAL,
+    TaskRow,
+    artifact_states,
+    aware,
+    cents,
+    duration_s,
+    event_rows,
+    expected_by_day,
+    seed_archive,
+    task_rows,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSTS = ROOT / "docs" / "analysts.md"
@@ -48,16 +64,262 @@ def run_raw(db: Database, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         raw.close()
 
 
-def test_analysts_ten_example_queries_run_on_both_databases(
+# --- the ten example queries, computed by hand from the base tables ------------------
+
+Row = tuple[Any, ...]
+MONEY_NOISE = Decimal("1e-9")
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """The seeded archive's base rows, read with plain SELECTs (never through a view)."""
+
+    tasks: list[TaskRow]
+    events: dict[str, list[tuple[str, datetime | None]]]  # task id -> [(name, timestamp)]
+    artifacts: dict[tuple[str, str], str]  # (task id, kind) -> state
+
+    @classmethod
+    def read(cls, db: Database) -> Seeded:
+        events: defaultdict[str, list[tuple[str, datetime | None]]] = defaultdict(list)
+        for task_id, name, stamp in event_rows(db):
+            events[task_id].append((name, stamp))
+        return cls(task_rows(db), dict(events), artifact_states(db))
+
+    def duration(self, row: TaskRow) -> Decimal | None:
+        """duration_s as task_summary rounds it (to the millisecond)."""
+        exact = duration_s(row, [stamp for _, stamp in self.events.get(row.id, [])])
+        return None if exact is None else exact.quantize(Decimal("0.001"), ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class Expected:
+    columns: tuple[str, ...]
+    rows: list[Row]
+    #: The query's ORDER BY as a sort key; rows with equal keys may come in any order.
+    order: Callable[[Row], Any]
+
+
+def usd(credits: int) -> Decimal:
+    return Decimal(credits) / 100
+
+
+def sql_sum(values: list[int | None]) -> int | None:
+    """SUM: the total of the non-NULL values, NULL when there are none."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def average(values: list[Decimal | int | None], places: str) -> Decimal | None:
+    """AVG over the non-NULL values, rounded half away from zero like ROUND(numeric, n)."""
+    known = [Decimal(v) for v in values if v is not None]
+    if not known:
+        return None
+    return (sum(known, Decimal(0)) / len(known)).quantize(Decimal(places), ROUND_HALF_UP)
+
+
+def regroup(
+    by_day: dict[tuple[Any, ...], tuple[int, int]], key: Callable[[tuple[Any, ...]], Any]
+) -> dict[Any, tuple[int, int]]:
+    """expected_by_day's (day, status, device) rows summed into coarser groups."""
+    totals: defaultdict[Any, tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for group, (count, credits) in by_day.items():
+        done = totals[key(group)]
+        totals[key(group)] = (done[0] + count, done[1] + credits)
+    return dict(totals)
+
+
+def days_in(sql: str) -> list[date]:
+    """The date literals of a query, in order (its period, as the reader edits it)."""
+    return [date.fromisoformat(d) for d in re.findall(r"'(\d{4}-\d{2}-\d{2})'", sql)]
+
+
+def spend_per_day(s: Seeded, sql: str) -> Expected:
+    (since,) = days_in(sql)
+    assert any(r.day and r.day < since for r in s.tasks), "the seed must test the date filter"
+    totals = regroup(expected_by_day(s.tasks), lambda g: g[0])
+    rows = [
+        (day.isoformat(), n, credits, usd(credits))
+        for day, (n, credits) in totals.items()
+        if day is not None and day >= since
+    ]
+    return Expected(("day", "tasks", "credits", "usd"), rows, lambda r: r[0])
+
+
+def spend_per_month_and_status(s: Seeded, sql: str) -> Expected:
+    dated = {k: v for k, v in expected_by_day(s.tasks).items() if k[0] is not None}
+    totals = regroup(dated, lambda g: (g[0].isoformat()[:7], g[1]))
+    rows = [(month, status, n, c, usd(c)) for (month, status), (n, c) in totals.items()]
+    return Expected(("month", "status", "tasks", "credits", "usd"), rows, lambda r: (r[0], -r[3]))
+
+
+def spend_per_device(s: Seeded, sql: str) -> Expected:
+    totals = regroup(expected_by_day(s.tasks), lambda g: g[2])
+    rows = [(device, n, c, usd(c)) for device, (n, c) in totals.items()]
+    return Expected(("device", "tasks", "credits", "usd"), rows, lambda r: -r[2])
+
+
+def most_expensive_tasks(s: Seeded, sql: str) -> Expected:
+    priced = [(r, c) for r in s.tasks if (c := r.credits_used) is not None]
+    assert 10 < len(priced) < len(s.tasks), "the LIMIT and the filter must both bite"
+
+    def order(r: Row) -> tuple[Any, ...]:  # ORDER BY credits_used DESC, task_id
+        return (-r[3], r[0])
+
+    rows: list[Row] = [
+        (
+            r.id,
+            r.status,
+            r.device,
+            credits,
+            usd(credits),
+            s.duration(r),
+            r.output[:200] if isinstance(r.output, str) else None,
+        )
+        for r, credits in priced
+    ]
+    columns = ("task_id", "status", "device", "credits_used", "usd", "duration_s", "output_text")
+    return Expected(columns, sorted(rows, key=order)[:10], order)
+
+
+def failed_in_period(s: Seeded, sql: str) -> Expected:
+    first, last = days_in(sql)
+    failed = [r for r in s.tasks if r.status == "failed"]
+    inside = [r for r in failed if r.day and first <= r.day <= last]
+    assert inside and len(inside) < len(failed), "the seed must test the period"
+    credits = sum(r.credits_used or 0 for r in inside)
+    rows = [(len(inside), credits, usd(credits))]
+    return Expected(("failed_tasks", "credits", "usd"), rows, lambda r: 0)
+
+
+def averages_by_status(s: Seeded, sql: str) -> Expected:
+    groups: defaultdict[str | None, list[TaskRow]] = defaultdict(list)
+    for r in s.tasks:
+        groups[r.status].append(r)
+    rows = [
+        (
+            status,
+            len(members),
+            average([r.credits_used for r in members], "0.1"),
+            average([s.duration(r) for r in members], "0.1"),
+        )
+        for status, members in groups.items()
+    ]
+    return Expected(("status", "tasks", "avg_credits", "avg_seconds"), rows, lambda r: -r[1])
+
+
+def event_kinds(s: Seeded, sql: str) -> Expected:
+    counts: Counter[str] = Counter()
+    holders: defaultdict[str, set[str]] = defaultdict(set)
+    for task_id, events in s.events.items():
+        for name, _ in events:
+            counts[name] += 1
+            holders[name].add(task_id)
+    rows = [(name, n, len(holders[name])) for name, n in counts.items()]
+    return Expected(("name", "events", "tasks"), rows, lambda r: -r[1])
+
+
+def still_followed(s: Seeded, sql: str) -> Expected:
+    open_ = [r for r in s.tasks if r.finalized_at is None]
+    assert any(s.events.get(r.id) for r in open_), "an open task must have events"
+    rows = [
+        (
+            r.id,
+            r.status,
+            r.credits_used,
+            None if r.created_at_utc is None else r.created_at_utc.isoformat(),
+            len(s.events.get(r.id, [])),
+        )
+        for r in open_
+    ]
+    columns = ("task_id", "status", "credits_used", "created_at_utc", "events")
+    return Expected(columns, rows, lambda r: (r[3] is None, r[3] or "", r[0]))
+
+
+def failure_reasons(s: Seeded, sql: str) -> Expected:
+    rows = [
+        (r.id, r.credits_used, r.output["error"])
+        for r in s.tasks
+        if r.status == "failed" and isinstance(r.output, dict) and r.output.get("error") is not None
+    ]
+    return Expected(("id", "credits_used", "error"), rows, lambda r: (-r[1], r[0]))
+
+
+def recording_completeness(s: Seeded, sql: str) -> Expected:
+    groups: defaultdict[str | None, list[TaskRow]] = defaultdict(list)
+    for r in s.tasks:
+        if r.status in TERMINAL:
+            groups[s.artifacts.get((r.id, "recording"))].append(r)
+    rows = [
+        (
+            state,
+            len(members),
+            sql_sum([r.credits_used for r in members]),
+        )
+        for state, members in groups.items()
+    ]
+    return Expected(("recording_state", "tasks", "credits"), rows, lambda r: -r[1])
+
+
+#: What each of the ten queries must return, in the order docs/analysts.md lists them.
+HAND_COMPUTED: list[Callable[[Seeded, str], Expected]] = [
+    spend_per_day,
+    spend_per_month_and_status,
+    spend_per_device,
+    most_expensive_tasks,
+    failed_in_period,
+    averages_by_status,
+    event_kinds,
+    still_followed,
+    failure_reasons,
+    recording_completeness,
+]
+
+
+def plain(column: str, value: Any) -> Any:
+    """One comparable form for a value from either database: ISO dates and UTC times,
+    exact Decimal numbers, money in cents (ignoring float noise far below a cent)."""
+    if value is None:
+        return None
+    if column.endswith("_utc"):
+        stamp = aware(value)
+        assert stamp is not None
+        return stamp.isoformat()
+    if isinstance(value, str):
+        return value
+    if isinstance(value, date):
+        return value.isoformat()
+    number = Decimal(str(value))
+    if column == "usd" and abs(number - cents(number)) < MONEY_NOISE:
+        return cents(number)
+    return number
+
+
+def mismatches(db: Database, number: int, sql: str, seeded: Seeded) -> list[str]:
+    """How the query's result differs from the hand-computed one (empty if it does not)."""
+    expected = HAND_COMPUTED[number - 1](seeded, sql)
+    assert expected.rows, f"query {number}: the seed gives it nothing to return"
+    names, raw = run_raw(db, sql)
+    got = [tuple(plain(n, v) for n, v in zip(names, row, strict=True)) for row in raw]
+    problems = []
+    if tuple(names) != expected.columns:
+        problems.append(f"columns {names} != {list(expected.columns)}")
+    if Counter(got) != Counter(expected.rows):
+        problems.append(f"rows {sorted(got, key=repr)} != {sorted(expected.rows, key=repr)}")
+    elif [expected.order(r) for r in got] != sorted(expected.order(r) for r in expected.rows):
+        problems.append(f"order {got}")
+    return [f"query {number} on {db.dialect}: {p}" for p in problems]
+
+
+def test_analysts_ten_example_queries_return_hand_computed_results(
     database: Database, make_simulator
 ) -> None:
-    """Each of the ten ```sql queries in docs/analysts.md runs as written and finds rows."""
+    """Each ```sql query of docs/analysts.md returns exactly the rows computed by hand."""
     queries = fenced(ANALYSTS, "sql")
-    assert len(queries) == 10
+    assert len(queries) == len(HAND_COMPUTED) == 10
     seed_archive(database, make_simulator)
-    for number, sql in enumerate(queries, 1):
-        names, rows = run_raw(database, sql)
-        assert names and rows, f"query {number} returned nothing on {database.dialect}"
+    seeded = Seeded.read(database)
+    problems = [p for n, sql in enumerate(queries, 1) for p in mismatches(database, n, sql, seeded)]
+    assert not problems, "\n".join(problems)
 
 
 def test_analysts_doc_documents_every_column_of_views_and_tables(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from sqlalchemy import inspect, text
 from archiver.db import Database, current_revision, head_revision, upgrade
 from tests.seed import (
     LONG_TEXT,
-    TERMINAL,
     aware,
     cents,
+    duration_s,
     event_rows,
     expected_by_day,
     seed_archive,
@@ -140,12 +140,11 @@ def test_task_summary_has_one_row_per_task_with_derived_columns(
         else:
             assert cents(got["usd"]) == Decimal(row.credits_used) / 100
         assert got["events"] == len(events[task_id])
-        stamps = [s for s in events[task_id] if s is not None]
-        if row.status in TERMINAL and stamps and row.created_at_utc:
-            expected = (max(stamps) - row.created_at_utc).total_seconds()
-            assert abs(got["duration_s"] - expected) < 0.002, task_id
-        else:
+        expected = duration_s(row, events[task_id])
+        if expected is None:
             assert got["duration_s"] is None, task_id
+        else:
+            assert abs(got["duration_s"] - float(expected)) < 0.002, task_id
         if isinstance(row.output, str):
             assert got["output_type"] == "string"
             assert got["output_text"] == row.output[:200]
