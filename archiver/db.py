@@ -966,6 +966,14 @@ def get_state(conn: Connection, key: str, *, for_update: bool = False) -> dict[s
 _STATE_STEPS: dict[tuple[str, int], Any] = {}
 
 
+def raise_discovery_watermark(conn: Connection, newest: int, now: datetime) -> None:
+    """Move discovery's watermark up to ``newest`` (a created_at), never down."""
+    state = get_state(conn, "discovery") or {}
+    known = state.get("newest_created_at")
+    if known is None or newest > known:
+        put_state(conn, "discovery", {**state, "newest_created_at": newest}, now)
+
+
 def put_state(conn: Connection, key: str, value: dict[str, Any], now: datetime) -> None:
     row = {"key": key, "version": STATE_VERSIONS[key], "value": value, "updated_at": now}
     stmt = dialect_insert(conn, sync_state).values(row)

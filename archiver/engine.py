@@ -673,21 +673,31 @@ class SyncEngine:
             return since_s is None or created_at is None or to_seconds(created_at) >= since_s
 
         pages = 0
-        listed: set[str] = set()
-        new: set[str] = set()
-        to_read: set[str] = set()
+        # Counts, not sets of ids: memory stays flat however long the history is. A page
+        # boundary re-read is counted once (RecentIds remembers the last pages' ids).
+        counted = RecentIds(keep=4 * MAX_PAGE_SIZE)
+        listed = new = to_read = unread = 0
+        newest: int | None = None
+        horizon = utcnow().timestamp() + self.options.discovery_overlap_s
 
         async def on_page(page: list[TaskInfo], skipped: list[SkippedItem]) -> bool:
-            nonlocal pages
+            nonlocal pages, listed, new, to_read, unread, newest
             pages += 1
             tasks = [t for t in page if in_range(t.created_at)]
             items = [item for item in skipped if in_range(item.created_at)]
             new_ids, tracked = await self._insert_listed(tasks, items)
             self.stats.tasks_discovered += len(new_ids)
             todo = await self._db(q.backfill_task_ids, since=None, only=tracked)
-            listed.update(tracked)
-            new.update(new_ids)
-            to_read.update(todo)
+            fresh = [task_id for task_id in tracked if task_id not in counted]
+            counted.update(fresh)
+            first_time, created = set(fresh), set(new_ids)
+            listed += len(fresh)
+            new += len(created & first_time)
+            to_read += sum(1 for task_id in todo if task_id in first_time)
+            unread += sum(1 for task_id in todo if task_id in first_time - created)
+            plausible = [t for t in _stamps(page, skipped) if to_seconds(t) <= horizon]
+            if plausible:
+                newest = max(plausible) if newest is None else max(newest, *plausible)
             await enqueue(todo)
             return len(tasks) + len(items) == len(page) + len(skipped)
 
@@ -699,9 +709,9 @@ class SyncEngine:
             log.info("backfill: resuming the interrupted listing walk %s at t=%d", scope, resume_t)
         done = await self.walk_listing(resume_t, MAX_PAGE_SIZE, on_page, on_cursor=on_cursor)
         walked = (
-            f"walked {pages} listing page(s) {scope}: {len(listed)} task(s) listed, "
-            f"{len(new)} new, {len(listed) - len(to_read)} already archived, "
-            f"{len(to_read - new)} known but not yet read in full"
+            f"walked {pages} listing page(s) {scope}: {listed} task(s) listed, "
+            f"{new} new, {listed - to_read} already archived, "
+            f"{unread} known but not yet read in full"
         )
         if not done:
             log.warning(
@@ -713,6 +723,10 @@ class SyncEngine:
             return
         state["listing_done"] = True
         await self._db(q.put_state, "backfill", dict(state), utcnow())
+        if newest is not None and resume_t is None:
+            # A complete walk from the newest task down: discovery need not walk it again
+            # (the first sync after a backfill of 100k tasks otherwise lists them all).
+            await self._db(q.raise_discovery_watermark, newest, utcnow())
         if not listed:
             log.info("backfill: %s; nothing to import: the API lists no task %s", walked, scope)
         elif not to_read:
@@ -861,4 +875,8 @@ async def _run_async(
         elif result.stats.errors:
             result.outcome = "partial"
             result.exit_code = EXIT_TASK_ERRORS
-            result.message = f"{result.stats.errors} task(s) failed; see tasks.last_error"
+            result.message = (
+                f"{result.stats.errors} error(s), the first: {result.errors[0]}"[:2000]
+                if result.errors
+                else f"{result.stats.errors} task(s) failed; see tasks.last_error"
+            )
