@@ -4,7 +4,6 @@ the other commands start as fast as before."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import threading
@@ -14,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from archiver.exceptions import ConfigError
+from archiver.web.access import is_loopback
 
 if TYPE_CHECKING:  # pragma: no cover
     from archiver.db import Database
@@ -23,17 +23,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8377
 DEFAULT_MAX_AGE = "1h"
 MIN_TOKEN_CHARS = 16
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the server reachable from this machine only."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
 
 
 def serve_token(host: str, environ: dict[str, str] | None = None) -> str | None:

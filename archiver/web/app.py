@@ -48,7 +48,8 @@ from archiver.blobs import BlobStore
 from archiver.db import Database
 from archiver.exceptions import ArchiverError, ConfigError
 from archiver.schema import sync_runs
-from archiver.web import blobserve, is_loopback, queries, render
+from archiver.web import blobserve, queries, render
+from archiver.web.access import is_loopback
 
 HERE = Path(__file__).parent
 KINDS = ("recording", "downloads")
@@ -173,7 +174,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-class BadRequest(Exception):
+class BadRequest(ArchiverError):
     """A query parameter the page cannot use; answered 400 with the message."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from archiver.blobs import BlobStore
-from archiver.exceptions import BlobStoreError
+from archiver.exceptions import ArchiverError, BlobStoreError
 
 READ_BYTES = 256 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -25,7 +25,7 @@ INLINE_PREFIXES = ("video/", "audio/")
 GENERIC = "application/octet-stream"
 
 
-class Unsatisfiable(Exception):
+class Unsatisfiable(ArchiverError):
     """The Range header asks only for bytes past the end (answered 416)."""
 
 
