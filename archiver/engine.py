@@ -691,10 +691,11 @@ class SyncEngine:
             fresh = [task_id for task_id in tracked if task_id not in counted]
             counted.update(fresh)
             first_time, created = set(fresh), set(new_ids)
+            known_before = first_time - created
             listed += len(fresh)
             new += len(created & first_time)
             to_read += sum(1 for task_id in todo if task_id in first_time)
-            unread += sum(1 for task_id in todo if task_id in first_time - created)
+            unread += sum(1 for task_id in todo if task_id in known_before)
             plausible = [t for t in _stamps(page, skipped) if to_seconds(t) <= horizon]
             if plausible:
                 newest = max(plausible) if newest is None else max(newest, *plausible)
