@@ -46,7 +46,6 @@ def sqlite_db(tmp_path: Path) -> Any:
 
 
 def downloads_sync(db: Database, sim: Simulator, root: Path | str, **options: Any) -> RunResult:
-    options.setdefault("artifact_retry_backoff_s", 0.0)
     opts = SyncOptions(downloads=True, blob_url=str(root), **options)
     return run_command("sync", db, client_config(sim), opts)
 
@@ -227,6 +226,7 @@ def test_link_refreshes_are_bounded_and_attempts_end_in_failure(
         task_ids=(task_id,),
         artifact_link_refreshes=2,
         artifact_max_attempts=6,
+        artifact_retry_backoff_s=0.0,  # this test is about the attempt limit, not the wait
     )
     assert first.exit_code == 1
     row = artifact_rows(sqlite_db)[(task_id, "recording")]
@@ -243,6 +243,7 @@ def test_link_refreshes_are_bounded_and_attempts_end_in_failure(
         task_ids=(task_id,),
         artifact_link_refreshes=2,
         artifact_max_attempts=6,
+        artifact_retry_backoff_s=0.0,  # this test is about the attempt limit, not the wait
     )
     row = artifact_rows(sqlite_db)[(task_id, "recording")]
     assert row["state"] == "failed" and row["attempts"] == 6

@@ -123,7 +123,7 @@ def test_gone_task_is_recorded_and_does_not_fail_the_pass(
     sim = make_simulator(tasks=5, seed=8, gone_task_ids=frozenset({victim}))
     sim.finish_all()
     for attempt in (1, 2, 3):
-        result = sync(database, sim, error_backoff_s=0.0)
+        result = sync(database, sim)
         assert result.exit_code == 0
         rows, _, _ = stored_state(database)
         assert "404" in rows[victim]["last_error"]
@@ -132,9 +132,9 @@ def test_gone_task_is_recorded_and_does_not_fail_the_pass(
     assert rows[victim]["finalized_at"] is not None
     assert result.stats.tasks_gone == 1
     sim.reset_stats()
-    sync(database, sim, error_backoff_s=0.0, discover=False)
+    sync(database, sim, discover=False)
     assert sim.stats[f"get:{victim}"] == 0
-    sync(database, sim, error_backoff_s=0.0)  # listed again: asked once, gone again
+    sync(database, sim)  # listed again: asked once, gone again
     assert sim.stats[f"get:{victim}"] == 1
     rows, _, _ = stored_state(database)
     assert rows[victim]["gone_at"] is not None
@@ -146,10 +146,10 @@ def test_a_single_404_is_not_fatal_for_a_task(database: Database, make_simulator
     flaky = sorted(probe.truth())[1]
     glitch = make_simulator(tasks=4, seed=26, gone_task_ids=frozenset({flaky}))
     glitch.finish_all()
-    sync(database, glitch, error_backoff_s=0.0)
+    sync(database, glitch)
     healthy = make_simulator(tasks=4, seed=26)
     healthy.finish_all()
-    assert sync(database, healthy, error_backoff_s=0.0).exit_code == 0
+    assert sync(database, healthy).exit_code == 0
     assert_matches_truth(database, healthy)
     rows, _, _ = stored_state(database)
     assert rows[flaky]["gone_at"] is None and rows[flaky]["not_found_count"] == 0

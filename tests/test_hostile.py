@@ -81,9 +81,9 @@ def run_pass(
     ids: list[str] | None = None,
     **options: Any,
 ) -> RunResult:
-    """One pass against ``api`` (sync, or backfill); failed tasks are due again at once."""
+    """One pass against ``api`` (sync, or backfill), with the default back-off (a task is
+    held back only after three failed passes in a row)."""
     config = ClientConfig(api_url=API_URL, api_key=ApiKey(KEY), max_response_bytes=MAX_BODY)
-    options.setdefault("error_backoff_s", 0.0)
     transport = httpx.MockTransport(api)
     return run_command(command, db, config, SyncOptions(**options), ids=ids, transport=transport)
 
@@ -397,7 +397,7 @@ def test_garbage_and_html_200s_from_the_simulator_fail_only_their_task(
     sim.finish_all()
     with database.transaction() as conn:
         insert_task_stubs(conn, sorted(sim.truth()), utcnow())
-    options = SyncOptions(discover=False, error_backoff_s=0.0)
+    options = SyncOptions(discover=False)
     result = run_command("sync", database, client_config(sim), options)
     assert result.exit_code == 1 and result.outcome == "partial", result.message
     failed = [row for row in task_rows(database).values() if row.last_error]

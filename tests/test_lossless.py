@@ -126,7 +126,7 @@ LISTED = [
 def run(db: Database, api: FakeApi) -> RunResult:
     """One ``sync --task t`` pass against ``api`` (64 MiB response cap, as by default)."""
     config = ClientConfig(api_url=API_URL, api_key=ApiKey(KEY))
-    options = SyncOptions(task_ids=("t",), error_backoff_s=0.0)
+    options = SyncOptions(task_ids=("t",))
     return run_command("sync", db, config, options, transport=httpx.MockTransport(api))
 
 
