@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import platformdirs
@@ -236,6 +236,16 @@ _SIZE_UNITS = {
 _DURATION_UNITS = {
     "": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0,
 }  # fmt: skip
+
+
+def backoff_after(failures: int, *, first_s: float, after: int, cap_s: float) -> timedelta | None:
+    """How long something that failed ``failures`` times in a row is held back: not at all
+    before its ``after``-th failure (a transient fault must not cost a pass), then
+    ``first_s``, doubling with each further failure, up to ``cap_s``."""
+    held = failures - after
+    if held < 0:
+        return None
+    return timedelta(seconds=min(first_s * 2 ** min(held, 32), max(first_s, cap_s)))
 
 
 def default_blob_url(environ: Mapping[str, str] | None = None) -> str:

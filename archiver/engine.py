@@ -33,7 +33,7 @@ import httpx
 from archiver import db as q
 from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
 from archiver.client import SkippedItem, SmoothClient
-from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions
+from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions, backoff_after
 from archiver.db import GONE_AFTER_NOT_FOUND, Database
 from archiver.exceptions import (
     ApiError,
@@ -479,8 +479,10 @@ class SyncEngine:
         unknown_polls = cursor.unknown_polls + 1 if unknown else 0
         next_poll_at = None
         if unknown:
-            wait = options.error_backoff_s * 2 ** min(unknown_polls - 1, 16)
-            next_poll_at = now + timedelta(seconds=min(wait, ERROR_BACKOFF_CAP_S))
+            wait = backoff_after(
+                unknown_polls, first_s=options.error_backoff_s, after=1, cap_s=ERROR_BACKOFF_CAP_S
+            )
+            next_poll_at = now + wait if wait is not None else None
         return q.PollSave(
             task=task,
             events=events,
@@ -503,13 +505,13 @@ class SyncEngine:
 
     def _backoff(self, streak: int) -> timedelta | None:
         """How long a task that failed ``streak`` times in a row before this failure is held
-        back: not at all for its first failures (a transient fault must not cost a pass),
-        then ``error_backoff_s``, doubling up to the cap."""
-        held = streak + 1 - BACKOFF_AFTER_FAILURES
-        if held < 0:
-            return None
-        first = self.options.error_backoff_s
-        return timedelta(seconds=min(first * 2**held, max(first, ERROR_BACKOFF_CAP_S)))
+        back (see config.backoff_after)."""
+        return backoff_after(
+            streak + 1,
+            first_s=self.options.error_backoff_s,
+            after=BACKOFF_AFTER_FAILURES,
+            cap_s=ERROR_BACKOFF_CAP_S,
+        )
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
         backoff = self._backoff(streak)

@@ -53,3 +53,15 @@ def test_artifact_options_are_validated() -> None:
         SyncOptions(artifact_grace_s=-1)
     with pytest.raises(ConfigError, match="--max-artifact-size"):
         SyncOptions(max_artifact_bytes=0)
+
+
+def test_backoff_starts_after_the_given_failure_and_doubles_to_the_cap() -> None:
+    """No hold before the ``after``-th failure in a row, then first_s doubling, capped."""
+    from datetime import timedelta
+
+    from archiver.config import backoff_after
+
+    waits = [backoff_after(n, first_s=60, after=3, cap_s=3600) for n in range(1, 10)]
+    assert waits[:2] == [None, None]
+    assert waits[2:] == [timedelta(seconds=s) for s in (60, 120, 240, 480, 960, 1920, 3600)]
+    assert backoff_after(1, first_s=7200, after=1, cap_s=3600) == timedelta(seconds=7200)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from archiver.artifacts.fetch import ArtifactFetcher
@@ -44,6 +43,7 @@ from archiver.config import (
     ARTIFACT_RETRY_BACKOFF_CAP_S,
     ClientConfig,
     SyncOptions,
+    backoff_after,
     default_blob_url,
     format_duration,
     format_size,
@@ -339,9 +339,12 @@ class ArtifactSync:
                 repair,
             )
         # Retried on the next pass; held back only once it failed several passes in a row.
-        held = attempts - ARTIFACT_BACKOFF_AFTER_ATTEMPTS
-        base = self.options.artifact_retry_backoff_s
-        backoff = min(base * 2 ** max(held, 0), ARTIFACT_RETRY_BACKOFF_CAP_S)
+        backoff = backoff_after(
+            attempts,
+            first_s=self.options.artifact_retry_backoff_s,
+            after=ARTIFACT_BACKOFF_AFTER_ATTEMPTS,
+            cap_s=ARTIFACT_RETRY_BACKOFF_CAP_S,
+        )
         await self._save(
             task_id,
             kind,
@@ -349,7 +352,7 @@ class ArtifactSync:
                 "state": PENDING,
                 "attempts": attempts,
                 "last_error": message,
-                "next_attempt_at": utcnow() + timedelta(seconds=backoff) if held >= 0 else None,
+                "next_attempt_at": utcnow() + backoff if backoff is not None else None,
             },
         )
         result.errors[kind] = message
