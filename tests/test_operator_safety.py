@@ -135,6 +135,8 @@ def test_a_dead_api_fails_fast_and_never_looks_healthy(tmp_path: Path) -> None:
     report = json.loads(run_archiver("status", "--json", env={"ARCHIVER_DATABASE_URL": url}).stdout)
     assert report["health"]["last_success_at"] is None
     assert report["last_runs"][0]["outcome"] == "failed"
+    # Two connection attempts in all, not the retries of every task: the pass failed fast.
+    assert report["last_runs"][0]["requests"] == 2
 
 
 def test_a_captive_portal_fails_the_pass(tmp_path: Path, make_simulator) -> None:
