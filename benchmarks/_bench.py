@@ -6,6 +6,7 @@ Not a test helper: benchmarks print JSON figures and never assert timings.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,48 @@ def run_archiver(args: Sequence[str], env: dict[str, str], sim: Simulator | None
 def workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="archiver-bench-") as home:
         yield Path(home)
+
+
+def bench_args(doc: str, *, tasks: int, events: int, sizes: str) -> argparse.ArgumentParser:
+    """The options every backfill-style benchmark takes (``sizes``: the full sizes, for
+    --help); a script adds its own before calling :func:`print_runs`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=tasks, help=f"N (full: {sizes})")
+    parser.add_argument("--events", type=int, default=events, help="events per task")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument("--repeat", type=int, default=1, help="runs, each printed")
+    return parser
+
+
+def print_runs(args: argparse.Namespace, run: Callable[[argparse.Namespace], object]) -> None:
+    """``--repeat`` runs, each printed as one JSON line as soon as it ends."""
+    for _ in range(args.repeat):
+        print(json.dumps(run(args)), flush=True)
+
+
+@contextmanager
+def archive_and_simulator(
+    args: argparse.Namespace, *sim_args: str
+) -> Iterator[tuple[Simulator, dict[str, str]]]:
+    """A simulator in its own process (all tasks finished) and an empty, migrated archive
+    (SQLite, or a fresh --database-url), with the simulator's counters reset."""
+    with workdir() as home:
+        sim = Simulator(
+            ["--finish-all", "--tasks", str(args.tasks), "--events", str(args.events),
+             "--seed", str(args.seed), *sim_args],
+            home,
+        )  # fmt: skip
+        try:
+            if args.database_url:
+                fresh_postgres(args.database_url)
+            env = env_for(sim, home, args.database_url)
+            run_archiver(["db", "upgrade"], env)
+            sim.reset()
+            yield sim, env
+        finally:
+            sim.close()
 
 
 def fresh_postgres(url: str) -> str:

@@ -18,59 +18,37 @@ import argparse
 import json
 
 from _bench import (
-    Simulator,
+    archive_and_simulator,
+    bench_args,
     database_label,
-    env_for,
-    fresh_postgres,
     load,
+    print_runs,
     r,
     run_archiver,
-    workdir,
 )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=2000, help="N (full: 10000, 100000)")
-    parser.add_argument("--events", type=int, default=5, help="events per task (full: 20)")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--database-url", help="default: a fresh SQLite file")
-    parser.add_argument("--repeat", type=int, default=1, help="runs, each printed")
-    args = parser.parse_args()
-    for _ in range(args.repeat):
-        print(json.dumps(run(args)), flush=True)
+    parser = bench_args(__doc__, tasks=2000, events=5, sizes="10000 or 100000, x 20 events")
+    print_runs(parser.parse_args(), run)
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    with workdir() as home:
-        sim = Simulator(
-            ["--finish-all", "--tasks", str(args.tasks), "--events", str(args.events),
-             "--seed", str(args.seed)],
-            home,
-        )  # fmt: skip
-        try:
-            if args.database_url:
-                fresh_postgres(args.database_url)
-            env = env_for(sim, home, args.database_url)
-            run_archiver(["db", "upgrade"], env)
-            sim.reset()
-            backfill = run_archiver(
-                ["backfill", "-q", "--concurrency", str(args.concurrency)], env, sim
-            )
-            backfill_requests = sim.stats()
-            sim.reset()
-            sync = run_archiver(["sync", "-q"], env, sim)
-            sync_requests = sim.stats()
-            sim.reset()
-            sync_2 = run_archiver(["sync", "-q"], env, sim)
-            sync_2_requests = sim.stats()
-            status = run_archiver(["status", "--json"], env)
-            status_2 = run_archiver(["status", "--json"], env)
-            credits = run_archiver(["report", "credits", "--format", "json"], env)
-            credits_2 = run_archiver(["report", "credits", "--format", "json"], env)
-        finally:
-            sim.close()
+    with archive_and_simulator(args) as (sim, env):
+        backfill = run_archiver(
+            ["backfill", "-q", "--concurrency", str(args.concurrency)], env, sim
+        )
+        backfill_requests = sim.stats()
+        sim.reset()
+        sync = run_archiver(["sync", "-q"], env, sim)
+        sync_requests = sim.stats()
+        sim.reset()
+        sync_2 = run_archiver(["sync", "-q"], env, sim)
+        sync_2_requests = sim.stats()
+        status = run_archiver(["status", "--json"], env)
+        status_2 = run_archiver(["status", "--json"], env)
+        credits = run_archiver(["report", "credits", "--format", "json"], env)
+        credits_2 = run_archiver(["report", "credits", "--format", "json"], env)
     reported = json.loads(status.stdout)
     return {
         "benchmark": "scale",

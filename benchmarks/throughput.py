@@ -14,53 +14,28 @@ A PostgreSQL database named in --database-url is dropped and re-created for each
 from __future__ import annotations
 
 import argparse
-import json
 
 from _bench import (
-    Simulator,
+    archive_and_simulator,
+    bench_args,
     database_label,
-    env_for,
-    fresh_postgres,
     load,
+    print_runs,
     r,
     run_archiver,
-    workdir,
 )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=300, help="N (full size: 2000)")
-    parser.add_argument("--events", type=int, default=50, help="events per task")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--database-url", help="default: a fresh SQLite file")
-    parser.add_argument("--repeat", type=int, default=1, help="runs, each printed")
-    args = parser.parse_args()
-    for _ in range(args.repeat):
-        print(json.dumps(run(args)), flush=True)
+    parser = bench_args(__doc__, tasks=300, events=50, sizes="2000 x 50")
+    print_runs(parser.parse_args(), run)
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    with workdir() as home:
-        sim = Simulator(
-            ["--finish-all", "--tasks", str(args.tasks), "--events", str(args.events),
-             "--seed", str(args.seed)],
-            home,
-        )  # fmt: skip
-        try:
-            if args.database_url:
-                fresh_postgres(args.database_url)
-            env = env_for(sim, home, args.database_url)
-            run_archiver(["db", "upgrade"], env)
-            sim.reset()
-            sim_cpu_before = sim.cpu_s()
-            proc = run_archiver(
-                ["backfill", "-q", "--concurrency", str(args.concurrency)], env, sim
-            )
-            sim_cpu = sim.cpu_s() - sim_cpu_before
-        finally:
-            sim.close()
+    with archive_and_simulator(args) as (sim, env):
+        sim_cpu_before = sim.cpu_s()
+        proc = run_archiver(["backfill", "-q", "--concurrency", str(args.concurrency)], env, sim)
+        sim_cpu = sim.cpu_s() - sim_cpu_before
     events = args.tasks * args.events
     return {
         "benchmark": "throughput",
