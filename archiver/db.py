@@ -55,7 +55,7 @@ from archiver.jsonvalues import column_values, loads_json, storage_json, text_co
 from archiver.models import KeyedEvent, TaskInfo, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.stats import STORED_COUNTERS
-from archiver.timestamps import to_utc
+from archiver.timestamps import aware, to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: 404s in a row, each in a pass that proved the API URL right, before a task is gone.
@@ -677,13 +677,6 @@ class TaskCursor:
     unknown_polls: int = 0
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def task_cursors(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskCursor]:
     """Cursors of many tasks at once (missing ids are left out)."""
     found: dict[str, TaskCursor] = {}
@@ -707,7 +700,7 @@ def task_cursors(conn: Connection, task_ids: Sequence[str]) -> dict[str, TaskCur
                 finalized=row.finalized_at is not None,
                 error_count=row.error_count,
                 status=row.status,
-                terminal_seen_at=_aware(row.terminal_seen_at),
+                terminal_seen_at=aware(row.terminal_seen_at),
                 seen_active=bool(row.seen_active),
                 unknown_polls=row.unknown_status_polls,
             )

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from archiver.db import Database, dialect_insert
 from archiver.exceptions import ArchiverError, LockHeld
 from archiver.schema import locks, sync_runs, tasks
-from archiver.timestamps import utcnow
+from archiver.timestamps import aware, utcnow
 
 DEFAULT_HEARTBEAT_S = 10.0
 #: A lock or lease whose heartbeat is older than this is taken over.
@@ -91,13 +91,8 @@ def database_now(conn: Connection) -> datetime:
     if conn.dialect.name == "postgresql":
         value = conn.scalar(select(func.clock_timestamp()))
         assert isinstance(value, datetime)
-        return _as_utc(value)
+        return aware(value)
     return utcnow()
-
-
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
 
 
 class RunLock:
@@ -174,8 +169,8 @@ class RunLock:
                 owner=current.owner,
                 host=current.host,
                 pid=current.pid,
-                acquired_at=_as_utc(current.acquired_at),
-                heartbeat_at=_as_utc(current.heartbeat_at),
+                acquired_at=aware(current.acquired_at),
+                heartbeat_at=aware(current.heartbeat_at),
                 boot_id=current.boot_id,
                 pid_namespace=current.pid_namespace,
             )

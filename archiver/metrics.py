@@ -34,6 +34,7 @@ from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
 from archiver.schema import artifacts, sync_runs, tasks
 from archiver.stats import OUTCOMES, SUCCESS_OUTCOMES, RunResult, counter_fields
+from archiver.timestamps import aware
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
@@ -62,13 +63,6 @@ def format_age(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
     return f"{s // 86400}d {s % 86400 // 3600}h"
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ def read_health(
         .where(sync_runs.c.outcome.in_(SUCCESS_OUTCOMES))
         .group_by(sync_runs.c.command)
     ):
-        by_command[command] = _aware(finished)
+        by_command[command] = aware(finished)
     candidates = [(at, c) for c, at in by_command.items() if c in commands and at is not None]
     last_at, last_command = max(candidates) if candidates else (None, None)
 
@@ -138,7 +132,7 @@ def read_health(
     oldest = conn.execute(
         select(tasks.c.id, polled.label("polled")).where(active).order_by(polled, tasks.c.id)
     ).first()
-    oldest_polled = _aware(oldest.polled) if oldest is not None else None
+    oldest_polled = aware(oldest.polled) if oldest is not None else None
     lag = max((now - oldest_polled).total_seconds(), 0.0) if oldest_polled else 0.0
     backoff = (
         conn.scalar(select(func.count()).where(active, tasks.c.next_poll_at.is_not(None))) or 0

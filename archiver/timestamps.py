@@ -9,6 +9,7 @@ milliseconds is March 1973, so no real value is ambiguous.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 MILLISECONDS_THRESHOLD = 10**11
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,3 +50,15 @@ def seconds_in_unit_of(reference: int, seconds: float) -> int:
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: None) -> None: ...
+def aware(value: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime: SQLite hands back naive ones, and every
+    stored time is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -17,7 +17,6 @@ from archiver.artifacts.states import (
     PENDING,
     STATES,
     STORED,
-    _as_utc,
     _clean,
 )
 from archiver.db import dialect_insert
@@ -26,7 +25,7 @@ from archiver.exceptions import (
 )
 from archiver.models import TERMINAL_STATUSES
 from archiver.schema import artifact_files, artifacts, tasks
-from archiver.timestamps import utcnow
+from archiver.timestamps import aware, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,8 @@ def load_artifacts(conn: Connection, task_id: str) -> dict[str, ArtifactRow]:
             kind=row.kind,
             state=row.state,
             attempts=row.attempts,
-            pending_since=_as_utc(row.pending_since),
-            next_attempt_at=_as_utc(row.next_attempt_at),
+            pending_since=aware(row.pending_since),
+            next_attempt_at=aware(row.next_attempt_at),
             blob_url=row.blob_url,
             size_bytes=row.size_bytes,
             sha256=row.sha256,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from archiver.redact import redact
@@ -27,13 +26,6 @@ MAX_ERROR_CHARS = 2000
 ARTIFACT_BACKOFF_AFTER_ATTEMPTS = 3
 
 RunDb = Callable[..., Awaitable[Any]]
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def _clean(text: str) -> str:

@@ -22,18 +22,12 @@ from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, fu
 from archiver.models import TERMINAL_STATUSES
 from archiver.report import usd
 from archiver.schema import artifact_files, artifacts, task_events, tasks
+from archiver.timestamps import aware
 
 PAGE_SIZE = 50
 SORTS = {"created": tasks.c.created_at_utc, "credits": tasks.c.credits_used}
 #: Most events a task page shows; a task with more says how many are left out.
 MAX_EVENTS = 20_000
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
