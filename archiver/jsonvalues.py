@@ -320,3 +320,23 @@ def column_values(value: Any, dialect: str, canonical: str | None = None) -> tup
         return value, None
     typed = replace_bad_text(value, dialect) if bad_text else value
     return typed, storage_json(value)
+
+
+def column_texts(value: Any, dialect: str) -> tuple[str | None, str | None]:
+    """:func:`column_values` with the typed value already serialised as the JSON column
+    binds it (:func:`storage_json`), for inserts that bypass the column type.
+
+    The common value costs one orjson serialisation and a few substring searches; anything
+    unusual takes the general path.
+    """
+    if value is None:
+        return None, None
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    else:
+        if not _suspect(text, _column(dialect)):
+            return text, None
+    typed, raw = column_values(value, dialect)
+    return (None if typed is None else storage_json(typed)), raw

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from tests.conftest import (
     ARCHIVER_BIN,
     PG_URL,
     TEST_API_KEY,
+    archived,
     assert_matches_truth,
+    canonical,
     postgres_problem,
     run_archiver,
 )
@@ -246,3 +249,45 @@ def test_default_home_and_database_are_created_owner_only(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert home.stat().st_mode & 0o777 == 0o700
     assert (home / "archive.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_driver_level_event_insert_stores_values_as_the_column_types_would(
+    database: Database,
+) -> None:
+    """insert_events bypasses SQLAlchemy's types, yet stores the very values they bind."""
+    from sqlalchemy import select
+
+    from archiver import db as q
+    from archiver.models import TaskInfo, keyed_events
+    from archiver.schema import UtcDateTime, task_events
+    from archiver.timestamps import to_utc
+
+    now = datetime(2026, 11, 29, 19, 29, 29, 687323, tzinfo=UTC)
+    stamps = [1, 1_764_000_001_123, -62_135_596_800, 253_402_000_000, 2**63 - 1, None]
+    payloads = [{"b": [1, 2.5], "a": "é"}, None, "text", 10**40, -0.0, {"k": "\ud83d"}]
+    events = [
+        {"name": f"e{i}", "timestamp": t, "payload": p, "id": None if i % 2 else f"id{i}"}
+        for i, (t, p) in enumerate(zip(stamps, payloads, strict=True))
+    ]
+    task = TaskInfo.model_validate({"id": "t1", "status": "done", "events": events})
+    with database.transaction() as conn:
+        q.insert_new_tasks(conn, [task], now)
+        q.insert_events(conn, [("t1", keyed_events(task.events))], now)
+    with database.reading() as conn:
+        rows = {r.name: r for r in conn.execute(select(task_events))}
+        raw = dict(conn.exec_driver_sql("SELECT name, timestamp_utc FROM task_events").all())
+        archived_at = conn.exec_driver_sql("SELECT DISTINCT archived_at FROM task_events").all()
+    assert len(rows) == len(events)
+    dialect = database.engine.dialect
+    bind = UtcDateTime.dialect_impl(dialect).bind_processor(dialect)
+    for event in events:
+        row = rows[event["name"]]
+        expected_utc = to_utc(event["timestamp"])
+        got = row.timestamp_utc.replace(tzinfo=UTC) if row.timestamp_utc else None
+        assert (row.timestamp, got) == (event["timestamp"], expected_utc)
+        assert canonical(archived(row.payload, row.payload_raw)) == canonical(event["payload"])
+        if database.dialect == "sqlite":  # the stored text itself, as SQLAlchemy writes it
+            expected_text = bind(expected_utc) if bind and expected_utc else expected_utc
+            assert raw[event["name"]] == expected_text
+    if database.dialect == "sqlite":
+        assert archived_at == [(bind(now) if bind else now,)]

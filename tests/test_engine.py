@@ -18,6 +18,30 @@ def sync(db: Database, sim, **options) -> object:  # type: ignore[no-untyped-def
     return run_command("sync", db, client_config(sim), SyncOptions(**options))
 
 
+def test_a_pass_tunes_the_garbage_collector_and_restores_it(
+    database: Database, make_simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a pass start-up objects are frozen and young collections rarer; after, as before."""
+    import gc
+
+    from archiver import engine
+
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    poll_task = engine.SyncEngine.poll_task
+
+    async def watching(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return await poll_task(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.SyncEngine, "poll_task", watching)
+    sim = make_simulator(tasks=2, seed=3)
+    sim.finish_all()
+    before = gc.get_threshold()
+    assert sync(database, sim).exit_code == 0
+    assert seen and all(t[0] == engine.GC_YOUNG_THRESHOLD and frozen > 0 for t, frozen in seen)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, 0)
+
+
 def test_sync_archives_every_task_and_event(database: Database, make_simulator) -> None:
     """One sync after every task finished stores exactly the API's tasks and events."""
     sim = make_simulator(tasks=15, events_per_task=12, seed=3)

@@ -26,6 +26,7 @@ from archiver.db import Database
 from archiver.engine import RunResult, run_command
 from archiver.jsonvalues import (
     MAX_DEPTH,
+    column_texts,
     column_values,
     dumps_json,
     loads_json,
@@ -238,6 +239,19 @@ def test_canonical_text_is_unchanged_where_it_was_computable(value: Any) -> None
     assert dumps_json(value) == old_dumps_json(value)
     ev_ = TaskEvent(name="n", payload=value)
     assert ev_.identity == TaskEvent(name="n", payload=loads_json(storage_json(value))).identity
+
+
+@examples(200)
+@example(value=[10**40, {"\ud83d": -0.0}, 1e308, "a\x00"])
+@example(value="\x00")
+@example(value=-0.0)
+@given(value=VALUES)
+def test_column_texts_are_what_the_column_types_would_bind(value: Any) -> None:
+    """The driver-level insert's JSON texts equal column_values + the column's serialiser."""
+    for dialect in ("sqlite", "postgresql"):
+        typed, raw = column_values(value, dialect)
+        expected = None if typed is None else storage_json(typed)
+        assert column_texts(value, dialect) == (expected, raw)
 
 
 @examples(100)

@@ -215,9 +215,19 @@ class ArtifactFetcher:
         await asyncio.to_thread(store.discard_temporaries, task_id, kind)
         writer = await asyncio.to_thread(store.begin, task_id, kind)
         committed = False
+        # Writing (and hashing) runs on a thread while the next megabyte arrives: one
+        # write in flight, handed over in CHUNK_BYTES pieces, never one per socket read.
+        writing: asyncio.Future[None] | None = None
+        pieces: list[bytes] = []
+        pending = received = 0
+        loop = asyncio.get_running_loop()
+        # An unencoded body is stored as it comes (aiter_raw skips httpx's re-chunking); a
+        # host that compresses anyway gets decoded, as before.
+        body = response.aiter_bytes() if encoded else response.aiter_raw()
         try:
-            async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                if writer.size + len(chunk) > self.max_bytes:
+            async for piece in body:
+                received += len(piece)
+                if received > self.max_bytes:
                     raise ArtifactRejected(
                         f"{what} {shown} grew past the {self._limit_text()} limit while "
                         "streaming; the transfer was stopped and nothing was stored. Raise "
@@ -225,7 +235,18 @@ class ArtifactFetcher:
                     )
                 if self.should_stop():
                     raise TransferInterrupted(f"{what} {shown}: the pass is stopping")
-                await asyncio.to_thread(writer.write, chunk)
+                pieces.append(piece)
+                pending += len(piece)
+                if pending >= CHUNK_BYTES:
+                    if writing is not None:
+                        await writing
+                    chunk, pieces, pending = b"".join(pieces), [], 0
+                    writing = loop.run_in_executor(None, writer.write, chunk)
+            if writing is not None:
+                await writing
+                writing = None
+            if pieces:
+                await asyncio.to_thread(writer.write, b"".join(pieces))
             if length is not None and not encoded and writer.size != length:
                 raise ArtifactTransferError(
                     f"{what} {shown}: received {writer.size} of {length} bytes; retried on a "
@@ -235,16 +256,20 @@ class ArtifactFetcher:
             committed = True
         except httpx.TimeoutException as exc:
             raise ArtifactTransferError(
-                f"{what} {shown}: timed out after {writer.size} bytes ({type(exc).__name__}); "
+                f"{what} {shown}: timed out after {received} bytes ({type(exc).__name__}); "
                 "retried on a later pass."
             ) from None
         except httpx.HTTPError as exc:
             raise ArtifactTransferError(
-                f"{what} {shown}: the transfer broke after {writer.size} bytes "
+                f"{what} {shown}: the transfer broke after {received} bytes "
                 f"({type(exc).__name__}: {_clean(str(exc))}); retried on a later pass."
             ) from None
         finally:
             if not committed:
+                if writing is not None:
+                    # The write in flight must end before the temporary file is removed;
+                    # its own error, if any, is secondary to the one being raised.
+                    await asyncio.gather(writing, return_exceptions=True)
                 await asyncio.to_thread(writer.abort)
         files: list[dict[str, Any]] | None = None
         listing_error = None
