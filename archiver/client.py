@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import stamina
@@ -178,6 +178,9 @@ class SmoothClient:
             transport=transport,
             follow_redirects=False,
         )
+        #: The API URL ending in "/": requests go out as complete URLs, which httpx parses
+        #: once instead of three times (base URL, path and parameters merged).
+        self._root = str(self._http.base_url)
 
     async def __aenter__(self) -> SmoothClient:
         return self
@@ -194,7 +197,7 @@ class SmoothClient:
         if before is not None:
             params["t"] = before
         context = f"List Tasks (t={before}, l={limit})"
-        body = await self._get_json("/task", params, context=context, listing=True)
+        body = await self._get_json(self._url("task", params), context=context, listing=True)
         items = parse_envelope(body, context=context)
         if not isinstance(items, list):
             raise MalformedPayload(
@@ -218,8 +221,8 @@ class SmoothClient:
         if downloads:
             params["downloads"] = "true"
         context = f"Get Task {task_id!r} (event_t={event_t})"
-        path = "/task/" + quote(task_id, safe="")
-        body = await self._get_json(path, params, context=context, task_id=task_id)
+        url = self._url("task/" + quote(task_id, safe=""), params)
+        body = await self._get_json(url, context=context, task_id=task_id)
         task = parse_task(parse_envelope(body, context=context), context=context)
         if task.id != task_id:
             raise MalformedPayload(
@@ -228,10 +231,12 @@ class SmoothClient:
         self.successes += 1
         return task
 
+    def _url(self, path: str, params: dict[str, Any]) -> str:
+        return f"{self._root}{path}?{urlencode(params)}"
+
     async def _get_json(
         self,
-        path: str,
-        params: dict[str, Any],
+        url: str,
         *,
         context: str,
         task_id: str | None = None,
@@ -246,7 +251,7 @@ class SmoothClient:
             )
         try:
             body = await self._get_json_retrying(
-                path, params, context=context, task_id=task_id, listing=listing
+                url, context=context, task_id=task_id, listing=listing
             )
         except TransientApiError:
             # Only failures of the API as a whole count; a malformed task is that task's
@@ -263,8 +268,7 @@ class SmoothClient:
 
     async def _get_json_retrying(
         self,
-        path: str,
-        params: dict[str, Any],
+        url: str,
         *,
         context: str,
         task_id: str | None,
@@ -283,14 +287,13 @@ class SmoothClient:
         ):
             with attempt:
                 return await self._get_json_once(
-                    path, params, context=context, task_id=task_id, listing=listing
+                    url, context=context, task_id=task_id, listing=listing
                 )
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _get_json_once(
         self,
-        path: str,
-        params: dict[str, Any],
+        url: str,
         *,
         context: str,
         task_id: str | None,
@@ -302,7 +305,7 @@ class SmoothClient:
         try:
             async with (
                 asyncio.timeout(self.config.total_timeout_s),
-                self._http.stream("GET", path, params=params) as response,
+                self._http.stream("GET", url) as response,
             ):
                 self.reached = True
                 status = response.status_code

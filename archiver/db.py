@@ -54,6 +54,7 @@ from archiver.exceptions import ArchiverError, ConfigError, DataRefused, LeaseLo
 from archiver.jsonvalues import (
     column_texts,
     column_values,
+    json_column,
     loads_json,
     storage_json,
     text_column_value,
@@ -61,7 +62,7 @@ from archiver.jsonvalues import (
 from archiver.models import KeyedEvent, TaskInfo, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.stats import STORED_COUNTERS
-from archiver.timestamps import aware, to_utc
+from archiver.timestamps import aware, since_epoch, to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: 404s in a row, each in a pass that proved the API URL right, before a task is gone.
@@ -728,14 +729,14 @@ def insert_events(
     parameter processing, which cost more than the database's own work.
     """
     dialect = conn.dialect.name
-    stamp = _driver_time(dialect)
-    archived_at = stamp(now)
+    archived_at = _driver_time(dialect)(now)
+    event_time = _driver_event_time(dialect)
+    column = json_column(dialect)
     rows: dict[tuple[str, str], tuple[Any, ...]] = {}
     for task_id, events in batches:
         for key, ev in events:
             # The last read of a key wins: the sweep after a cursor read is the newest.
-            payload, payload_raw = column_texts(ev.payload, dialect)
-            utc = to_utc(ev.timestamp)
+            payload, payload_raw = column_texts(ev.payload, column)
             rows[(task_id, key)] = (
                 task_id,
                 key,
@@ -744,7 +745,7 @@ def insert_events(
                 payload,
                 payload_raw,
                 ev.timestamp,
-                None if utc is None else stamp(utc),
+                event_time(ev.timestamp),
                 archived_at,
             )
     if rows:
@@ -780,10 +781,26 @@ def _driver_time(dialect: str) -> Callable[[datetime], Any]:
     return _same
 
 
+def _driver_event_time(dialect: str) -> Callable[[int | None], Any]:
+    """:func:`_driver_time` of ``to_utc(raw timestamp)``, computed straight from the raw
+    value on SQLite (no aware datetime per event)."""
+    if dialect == "sqlite":
+        return _sqlite_event_time
+    return to_utc
+
+
 def _sqlite_time(value: datetime) -> str:
     # Every time here is UTC. isoformat is C code; its first 26 characters are exactly
     # SQLAlchemy's SQLite storage format (tests/test_db.py compares the two).
     return value.isoformat(" ", "microseconds")[:26]
+
+
+def _sqlite_event_time(value: int | None) -> str | None:
+    delta = since_epoch(value)
+    return None if delta is None else (_NAIVE_EPOCH + delta).isoformat(" ", "microseconds")
+
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def _same(value: datetime) -> datetime:

@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -103,6 +103,9 @@ class SyncEngine:
         self.progress = progress or NullProgress()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
         self._writer = GroupWriter(db, self._executor, lock.owner)
+        #: Saves committing in the background, at most ``concurrency`` at a time.
+        self._saving: set[asyncio.Task[None]] = set()
+        self._save_slots = asyncio.Semaphore(options.concurrency)
         loop_time = asyncio.get_running_loop().time()
         self._deadline = (
             loop_time + options.max_runtime_s if options.max_runtime_s is not None else None
@@ -364,6 +367,7 @@ class SyncEngine:
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
+        await asyncio.gather(*self._saving)
         if self._fatal is not None:
             raise self._fatal
 
@@ -374,25 +378,50 @@ class SyncEngine:
                 return
             if self.should_stop():
                 continue  # drain; unclaimed leases are released with the lock
-            try:
-                await self.poll_task(*item, from_zero=from_zero)
-            except (*FATAL_API_ERRORS, StorageError) as exc:
-                self._fatal = exc
-            except Exception as exc:  # one task must never end the pass
-                log.exception("task %s: unexpected error", item[0])
-                try:
-                    await self._save_error(
-                        item[0], f"internal error: {type(exc).__name__}: {exc}", item[1].error_count
-                    )
-                except StorageError as storage_exc:
-                    self._fatal = storage_exc
-            finally:
+            save = await self._guarded(item, self._read_task(*item, from_zero=from_zero))
+            if save is None:
                 self.progress.advance()
+                continue
+            # The worker goes back to the API while the save commits: a task's events and
+            # its high-water mark still commit together, and the pass waits for every save
+            # (_run_workers). The slots bound the saves in flight (memory, and back-pressure
+            # when the database is the slower side).
+            await self._save_slots.acquire()
+            saving = asyncio.create_task(self._store_in_background(item, save))
+            self._saving.add(saving)
+            saving.add_done_callback(self._saving.discard)
 
-    async def poll_task(self, task_id: str, cursor: q.TaskCursor, *, from_zero: bool) -> None:
-        """One task: read its new events (and sweep at the end), then save atomically."""
+    async def _store_in_background(self, item: _Item, save: q.PollSave) -> None:
+        try:
+            await self._guarded(item, self._store(save, item[1]))
+        finally:
+            self._save_slots.release()
+            self.progress.advance()
+
+    async def _guarded(self, item: _Item, step: Awaitable[T]) -> T | None:
+        """Run one step of one task's poll; a failure stays with that task unless it must
+        end the pass (fatal API errors, a failing database)."""
+        try:
+            return await step
+        except (*FATAL_API_ERRORS, StorageError) as exc:
+            self._fatal = exc
+        except Exception as exc:  # one task must never end the pass
+            log.exception("task %s: unexpected error", item[0])
+            try:
+                await self._save_error(
+                    item[0], f"internal error: {type(exc).__name__}: {exc}", item[1].error_count
+                )
+            except StorageError as storage_exc:
+                self._fatal = storage_exc
+        return None
+
+    async def _read_task(
+        self, task_id: str, cursor: q.TaskCursor, *, from_zero: bool
+    ) -> q.PollSave | None:
+        """Read a task's new events (and sweep at the end), and its artifacts when it is
+        done; what to save, or None when there is nothing to save (a failure recorded)."""
         if cursor.finalized:
-            return
+            return None
         confirming = cursor.terminal_seen_at is not None
         # A task read terminal on an earlier pass gets one full read that confirms it.
         full = from_zero or confirming or cursor.event_t <= 0
@@ -412,17 +441,22 @@ class SyncEngine:
         except TaskNotFound as exc:
             # Judged once the pass knows whether the API URL is right (_judge_not_found).
             self._not_found.append((task_id, str(exc)))
-            return
+            return None
         except FATAL_API_ERRORS:
             raise
         except ApiError as exc:  # malformed payload, retries exhausted, unexpected status
             await self._save_error(task_id, str(exc), cursor.error_count)
-            return
+            return None
         save = self._plan_save(task, cursor, events, full_read=full_read)
         if task.is_terminal and full_read and self.artifacts is not None:
             # Links are fresh now, so artifacts are fetched at the first terminal read.
             settled = await self._settle_artifacts(task, events)
             save = replace(save, finalize=save.finalize and settled)
+        return save
+
+    async def _store(self, save: q.PollSave, cursor: q.TaskCursor) -> None:
+        """Save one poll (events and high-water mark in one transaction) and count it."""
+        task_id = save.task.id
         try:
             inserted = await self._writer.save(save)
         except DataRefused as exc:

@@ -97,6 +97,15 @@ def dumps_json(value: Any) -> str:
         return _dumps_iterative(value)
 
 
+def canonical_bytes(value: Any) -> bytes:
+    """:func:`dumps_json` as UTF-8 (lone surrogates with ``surrogatepass``), what event
+    keys hash; orjson's bytes as they come where it can (no decode and re-encode)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return _dumps_iterative(value).encode("utf-8", "surrogatepass")
+
+
 def storage_json(value: Any) -> str:
     """:func:`dumps_json` with lone surrogates written as ``\\udXXX`` escapes: valid UTF-8
     that parses back to the same value (the ``json_serializer`` of both databases)."""
@@ -322,7 +331,18 @@ def column_values(value: Any, dialect: str, canonical: str | None = None) -> tup
     return typed, storage_json(value)
 
 
-def column_texts(value: Any, dialect: str) -> tuple[str | None, str | None]:
+def json_column(dialect: str) -> JsonColumn:
+    """What ``dialect``'s typed JSON column holds exactly, for :func:`column_texts`."""
+    return JsonColumn(dialect, _column(dialect))
+
+
+@dataclass(frozen=True)
+class JsonColumn:
+    dialect: str
+    limits: _Column
+
+
+def column_texts(value: Any, column: JsonColumn) -> tuple[str | None, str | None]:
     """:func:`column_values` with the typed value already serialised as the JSON column
     binds it (:func:`storage_json`), for inserts that bypass the column type.
 
@@ -336,7 +356,7 @@ def column_texts(value: Any, dialect: str) -> tuple[str | None, str | None]:
     except (TypeError, orjson.JSONEncodeError):
         pass
     else:
-        if not _suspect(text, _column(dialect)):
+        if not _suspect(text, column.limits):
             return text, None
-    typed, raw = column_values(value, dialect)
+    typed, raw = column_values(value, column.dialect)
     return (None if typed is None else storage_json(typed)), raw

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from archiver.exceptions import MalformedPayload
-from archiver.jsonvalues import dumps_json
+from archiver.jsonvalues import canonical_bytes
 
 #: An integer that fits a SQL BIGINT; larger values are malformed, not stored truncated.
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
@@ -46,8 +46,9 @@ class TaskEvent(BaseModel):
         its whole content: (name, timestamp, payload).
         """
         if self.id is not None:
-            return _sha256(dumps_json([self.id, self.name, self.timestamp]))
-        return _sha256(dumps_json([None, self.name, self.timestamp, self.payload]))
+            return hashlib.sha256(canonical_bytes([self.id, self.name, self.timestamp])).hexdigest()
+        content = [None, self.name, self.timestamp, self.payload]
+        return hashlib.sha256(canonical_bytes(content)).hexdigest()
 
 
 def _sha256(text: str) -> str:

@@ -31,8 +31,9 @@ def to_seconds(value: int) -> float:
     return value / 1000 if is_milliseconds(value) else float(value)
 
 
-def to_utc(value: int | None) -> datetime | None:
-    """A raw API timestamp as an aware UTC datetime; None for None or an absurd value."""
+def since_epoch(value: int | None) -> timedelta | None:
+    """A raw API timestamp as the time since the Unix epoch; None for None or an absurd
+    value (the one place that applies the unit rule to a whole value)."""
     if value is None or isinstance(value, bool):
         return None
     # Called for every event: the unit rule is inlined, and integer arguments keep
@@ -40,10 +41,16 @@ def to_utc(value: int | None) -> datetime | None:
     if abs(value) >= MILLISECONDS_THRESHOLD:
         if not _MIN_MILLISECONDS < value < _MAX_MILLISECONDS:
             return None
-        return _EPOCH + timedelta(milliseconds=value)
+        return timedelta(milliseconds=value)
     if not _MIN_SECONDS < value < _MAX_SECONDS:
         return None
-    return _EPOCH + timedelta(seconds=value)
+    return timedelta(seconds=value)
+
+
+def to_utc(value: int | None) -> datetime | None:
+    """A raw API timestamp as an aware UTC datetime; None for None or an absurd value."""
+    delta = since_epoch(value)
+    return None if delta is None else _EPOCH + delta
 
 
 def seconds_in_unit_of(reference: int, seconds: float) -> int:

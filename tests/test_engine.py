@@ -27,13 +27,13 @@ def test_a_pass_tunes_the_garbage_collector_and_restores_it(
     from archiver import engine
 
     seen: list[tuple[tuple[int, int, int], int]] = []
-    poll_task = engine.SyncEngine.poll_task
+    read_task = engine.SyncEngine._read_task
 
     async def watching(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append((gc.get_threshold(), gc.get_freeze_count()))
-        return await poll_task(self, *args, **kwargs)
+        return await read_task(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine.SyncEngine, "poll_task", watching)
+    monkeypatch.setattr(engine.SyncEngine, "_read_task", watching)
     sim = make_simulator(tasks=2, seed=3)
     sim.finish_all()
     before = gc.get_threshold()

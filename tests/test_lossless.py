@@ -26,9 +26,11 @@ from archiver.db import Database
 from archiver.engine import RunResult, run_command
 from archiver.jsonvalues import (
     MAX_DEPTH,
+    canonical_bytes,
     column_texts,
     column_values,
     dumps_json,
+    json_column,
     loads_json,
     storage_json,
 )
@@ -237,6 +239,7 @@ def old_dumps_json(value: Any) -> str:
 def test_canonical_text_is_unchanged_where_it_was_computable(value: Any) -> None:
     """Event keys of events stored by earlier versions stay the same (no duplicates)."""
     assert dumps_json(value) == old_dumps_json(value)
+    assert canonical_bytes(value) == dumps_json(value).encode("utf-8", "surrogatepass")
     ev_ = TaskEvent(name="n", payload=value)
     assert ev_.identity == TaskEvent(name="n", payload=loads_json(storage_json(value))).identity
 
@@ -251,7 +254,7 @@ def test_column_texts_are_what_the_column_types_would_bind(value: Any) -> None:
     for dialect in ("sqlite", "postgresql"):
         typed, raw = column_values(value, dialect)
         expected = None if typed is None else storage_json(typed)
-        assert column_texts(value, dialect) == (expected, raw)
+        assert column_texts(value, json_column(dialect)) == (expected, raw)
 
 
 @examples(100)
