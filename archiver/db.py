@@ -737,6 +737,7 @@ def insert_events(
         for key, ev in events:
             # The last read of a key wins: the sweep after a cursor read is the newest.
             payload, payload_raw = column_texts(ev.payload, column)
+            extra, extra_raw = column_texts(ev.extra, column)
             rows[(task_id, key)] = (
                 task_id,
                 key,
@@ -747,27 +748,35 @@ def insert_events(
                 ev.timestamp,
                 event_time(ev.timestamp),
                 archived_at,
+                extra,
+                extra_raw,
             )
     if rows:
         conn.exec_driver_sql(_INSERT_EVENTS[dialect], list(rows.values()))
 
 
 #: INSERT ... ON CONFLICT of task_events in each driver's parameter style. Only a changed
-#: payload writes: a plain re-read stays a no-op.
+#: payload (or extra fields) writes: a plain re-read stays a no-op.
 _INSERT_EVENTS = {
     "sqlite": (
         "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
-        "timestamp, timestamp_utc, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "timestamp, timestamp_utc, archived_at, extra, extra_raw) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
-        "payload_raw = excluded.payload_raw WHERE task_events.payload IS NOT excluded.payload"
+        "payload_raw = excluded.payload_raw, extra = excluded.extra, "
+        "extra_raw = excluded.extra_raw "
+        "WHERE task_events.payload IS NOT excluded.payload "
+        "OR task_events.extra IS NOT excluded.extra"
     ),
     "postgresql": (
         "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
-        '"timestamp", timestamp_utc, archived_at) '
-        "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) "
+        '"timestamp", timestamp_utc, archived_at, extra, extra_raw) '
+        "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s::jsonb, %s) "
         "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
-        "payload_raw = excluded.payload_raw "
-        "WHERE task_events.payload IS DISTINCT FROM excluded.payload"
+        "payload_raw = excluded.payload_raw, extra = excluded.extra, "
+        "extra_raw = excluded.extra_raw "
+        "WHERE task_events.payload IS DISTINCT FROM excluded.payload "
+        "OR task_events.extra IS DISTINCT FROM excluded.extra"
     ),
 }
 

@@ -38,6 +38,12 @@ class TaskEvent(BaseModel):
     timestamp: Int64 | None = None
 
     @property
+    def extra(self) -> dict[str, Any] | None:
+        """The fields the API sent beyond the four above (kept: the API adds fields), or
+        None when there were none."""
+        return self.__pydantic_extra__ or None
+
+    @property
     def identity(self) -> str:
         """What makes two reads the same event, before counting repeats (see keyed_events).
 

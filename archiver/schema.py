@@ -141,6 +141,9 @@ task_events = Table(
     Column("timestamp_utc", UtcDateTime),
     Column("archived_at", UtcDateTime, nullable=False),
     Column("payload_raw", Text),
+    # Added by migration 0013: the event's fields beyond name, payload, id and timestamp.
+    Column("extra", Json),
+    Column("extra_raw", Text),
     UniqueConstraint("task_id", "event_key", name="uq_task_events_task_key"),
 )
 

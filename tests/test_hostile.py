@@ -387,6 +387,35 @@ def test_hostile_list_items_are_archived_losslessly(database: Database) -> None:
     assert_no_duplicates(database)
 
 
+def test_an_events_unknown_fields_are_kept_and_follow_a_later_read(database: Database) -> None:
+    """Fields an event has beyond name/payload/id/timestamp land in extra (exactly), and a
+    re-read of an event with an id that changed them updates its row."""
+    odd = {"big": 10**40, "nul": "a\x00b", "neg": -0.0}
+    first = [
+        {**ev("step", 100, {"k": 1}, "e1"), "duration_ms": 12},
+        {**ev("shot", 100, None), **odd},
+        ev("plain", 101, {"k": 2}),
+    ]
+    second = [{**first[0], "duration_ms": 15, "screenshot": {"w": 1}}, *first[1:]]
+    api = FakeApi(
+        listing=Reply({"r": [task("t", status="running")]}),
+        tasks={"t": Reply({"r": task("t", status="running", events=first)}, 202)},
+    )
+    assert run_pass(database, api).exit_code == 0
+    api.tasks["t"] = Reply({"r": task("t", events=second)})
+    result = run_pass(database, api)
+    assert result.exit_code == 0, result.errors
+    rows = {row.name: row for row in event_rows(database)}
+    assert sorted(rows) == ["plain", "shot", "step"]
+    assert archived(rows["step"].extra, rows["step"].extra_raw) == {
+        "duration_ms": 15,
+        "screenshot": {"w": 1},
+    }
+    assert canonical(archived(rows["shot"].extra, rows["shot"].extra_raw)) == canonical(odd)
+    assert (rows["plain"].extra, rows["plain"].extra_raw) == (None, None)
+    assert_no_duplicates(database)
+
+
 def test_garbage_and_html_200s_from_the_simulator_fail_only_their_task(
     database: Database, make_simulator
 ) -> None:
