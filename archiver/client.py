@@ -179,8 +179,10 @@ class SmoothClient:
             follow_redirects=False,
         )
         #: The API URL ending in "/": requests go out as complete URLs, which httpx parses
-        #: once instead of three times (base URL, path and parameters merged).
-        self._root = str(self._http.base_url)
+        #: once instead of three times (base URL, path and parameters merged). httpx
+        #: writes a bare host without its "/" path, hence the check.
+        root = str(self._http.base_url.copy_with(query=None, fragment=None))
+        self._root = root if root.endswith("/") else root + "/"
 
     async def __aenter__(self) -> SmoothClient:
         return self

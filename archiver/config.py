@@ -128,11 +128,18 @@ def api_key_from_env(environ: Mapping[str, str] | None = None) -> ApiKey:
 
 
 def validate_api_url(url: str) -> str:
-    """The API base URL without a trailing slash; a ConfigError unless it is http(s)."""
+    """The API base URL without a trailing slash; a ConfigError unless it is http(s) with
+    no query string or fragment (request paths and parameters are added to it)."""
     if not url.startswith(("http://", "https://")):
         raise ConfigError(
             f"API URL {url!r} is not an http:// or https:// URL: "
             f"set --api-url or {ENV_API_URL}, e.g. {DEFAULT_API_URL}."
+        )
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            f"API URL {url!r} has a query string or fragment, which the archiver cannot "
+            f"keep (it adds paths and parameters): set --api-url or {ENV_API_URL} to the "
+            f"base URL alone, e.g. {DEFAULT_API_URL}."
         )
     return url.rstrip("/")
 

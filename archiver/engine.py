@@ -366,8 +366,12 @@ class SyncEngine:
                 self._fatal = exc  # workers drain the queue and stop
         for _ in workers:
             await queue.put(None)
-        await asyncio.gather(*workers)
-        await asyncio.gather(*self._saving)
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            # Every save started ends (committed or failed) before the pass goes on or
+            # leaves; a save records its own failure (_guarded), so none is lost here.
+            await asyncio.gather(*self._saving, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
 

@@ -12,7 +12,7 @@ import pytest
 import stamina
 
 from archiver.client import MAX_RETRY_AFTER_S, SmoothClient, _backoff_hook, parse_retry_after
-from archiver.config import ApiKey, ClientConfig
+from archiver.config import ApiKey, ClientConfig, validate_api_url
 from archiver.exceptions import (
     AuthError,
     CircuitOpen,
@@ -66,6 +66,44 @@ def test_task_id_is_encoded_into_one_path_segment() -> None:
     with pytest.raises(TaskNotFound):
         run(_get(make_client(handler), "../x/y"))
     assert seen[0].startswith("/api/v1/task/..%2Fx%2Fy")
+
+
+@pytest.mark.parametrize(
+    ("api_url", "prefix"),
+    [
+        ("http://api.test", "/"),
+        ("http://api.test/", "/"),
+        ("http://api.test:8080/api/v1", "/api/v1/"),
+        ("https://api.test/smooth/api/v1/", "/smooth/api/v1/"),
+    ],
+)
+def test_requests_go_under_the_api_url_whatever_its_form(api_url: str, prefix: str) -> None:
+    """A bare host or a path, with or without a trailing slash: requests go under it."""
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        if request.url.path.endswith("/task"):
+            return httpx.Response(200, json={"r": []})
+        return httpx.Response(202, json={"r": {**TASK, "id": "a b/c"}})
+
+    base = validate_api_url(api_url)
+    client = SmoothClient(
+        ClientConfig(api_url=base, api_key=ApiKey(KEY)), transport=httpx.MockTransport(handler)
+    )
+
+    async def both() -> None:
+        async with client:
+            await client.list_tasks(before=None, limit=5)
+            await client.get_task("a b/c", event_t=7)
+
+    run(both())
+    host = httpx.URL(api_url).host
+    assert [u.host for u in seen] == [host, host]
+    assert [u.raw_path.decode() for u in seen] == [
+        f"{prefix}task?l=5",
+        f"{prefix}task/a%20b%2Fc?event_t=7",
+    ]
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -12,6 +12,7 @@ from archiver.config import (
     format_size,
     parse_byte_size,
     parse_seconds,
+    validate_api_url,
 )
 from archiver.exceptions import ConfigError
 
@@ -65,3 +66,11 @@ def test_backoff_starts_after_the_given_failure_and_doubles_to_the_cap() -> None
     assert waits[:2] == [None, None]
     assert waits[2:] == [timedelta(seconds=s) for s in (60, 120, 240, 480, 960, 1920, 3600)]
     assert backoff_after(1, first_s=7200, after=1, cap_s=3600) == timedelta(seconds=7200)
+
+
+@pytest.mark.parametrize("url", ["https://api.test/api/v1?token=x", "https://api.test/api/v1#top"])
+def test_an_api_url_with_a_query_or_fragment_is_refused_by_name(url: str) -> None:
+    """Paths and parameters are added to the API URL, so it must be a bare base URL."""
+    with pytest.raises(ConfigError, match="query string or fragment") as info:
+        validate_api_url(url)
+    assert url in str(info.value)

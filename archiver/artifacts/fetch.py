@@ -239,11 +239,13 @@ class ArtifactFetcher:
                 pending += len(piece)
                 if pending >= CHUNK_BYTES:
                     if writing is not None:
-                        await writing
+                        # Shielded: a cancelled transfer must still see this write end
+                        # (below) before the temporary file is removed.
+                        await asyncio.shield(writing)
                     chunk, pieces, pending = b"".join(pieces), [], 0
                     writing = loop.run_in_executor(None, writer.write, chunk)
             if writing is not None:
-                await writing
+                await asyncio.shield(writing)
                 writing = None
             if pieces:
                 await asyncio.to_thread(writer.write, b"".join(pieces))
