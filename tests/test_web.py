@@ -255,6 +255,9 @@ def test_hostile_output_and_payloads_are_escaped(archive: Database) -> None:
             assert output.replace("<", "&lt;").replace(">", "&gt;") in body
             assert "<svg onload" not in body and "&lt;svg onload=alert(2)&gt;" in body
             assert "<i>browser_action</i>" not in body
+            # The event's other fields are shown, escaped like its payload.
+            assert "Other fields of the event" in body and "duration_ms" in body
+            assert "<b>bold</b>" not in body and "&lt;b&gt;bold&lt;/b&gt;" in body
             csp = response.headers["content-security-policy"]
             for rule in ("default-src 'self'", "object-src 'none'", "frame-ancestors 'none'"):
                 assert rule in csp

@@ -31,6 +31,8 @@ DATA = Path(__file__).parent / "data"
 RECORDING = DATA / "recording.webm"
 RECORDING_TASK = "tsk_manual_text"
 DOWNLOADS_TASK = "tsk_manual_object"
+#: Fields of an event beyond name/payload/id/timestamp, shown on the task page.
+HOSTILE_EXTRA = {"note": "<b>bold</b>", "duration_ms": 12}
 HOSTILE = {
     "tsk_hostile_img": "<img src=x onerror=alert(1)>",
     "tsk_hostile_script": "</script><script>alert(1)</script>",
@@ -110,6 +112,7 @@ def seed_web_archive(db: Database, make_simulator: Any, blob_url: str) -> None:
                     event_id=f"ev-{offset}",
                     name="<i>browser_action</i>",
                     payload=HOSTILE_PAYLOAD,
+                    extra=HOSTILE_EXTRA,
                     timestamp=created + offset + 5,
                     timestamp_utc=to_utc(created + offset + 5),
                     archived_at=now,

@@ -297,6 +297,7 @@ def create_app(settings: Settings) -> Starlette:
                 else "",
                 render.utc(ev.timestamp_utc),
                 render.payload_view(ev),
+                render.extra_view(ev),
             )
             for ev in detail.events
         ]

@@ -240,6 +240,9 @@ class Event:
     payload: Any
     #: The payload's JSON text as sent when the typed column cannot hold it exactly.
     payload_raw: str | None = None
+    #: The event's fields beyond name/payload/id/timestamp (and their exact text).
+    extra: Any = None
+    extra_raw: str | None = None
 
 
 @dataclass
@@ -280,6 +283,8 @@ def task_detail(
             task_events.c.timestamp_utc,
             task_events.c.payload,
             task_events.c.payload_raw,
+            task_events.c.extra,
+            task_events.c.extra_raw,
         )
         .where(task_events.c.task_id == task_id)
         .order_by(
@@ -289,7 +294,9 @@ def task_detail(
     ):
         stamp = aware(ev.timestamp_utc)
         offset = (stamp - created).total_seconds() if stamp and created else None
-        events.append(Event(ev.name, stamp, offset, ev.payload, ev.payload_raw))
+        events.append(
+            Event(ev.name, stamp, offset, ev.payload, ev.payload_raw, ev.extra, ev.extra_raw)
+        )
     total = conn.scalar(select(func.count()).where(task_events.c.task_id == task_id)) or 0
     found = {
         a.kind: Artifact(

@@ -53,6 +53,12 @@ def payload_view(event: Any) -> str:
     return pretty_json(_as_sent(event.payload, getattr(event, "payload_raw", None)))
 
 
+def extra_view(event: Any) -> str:
+    """An event's other fields as sent, pretty-printed JSON; empty when it had none."""
+    value = _as_sent(event.extra, event.extra_raw)
+    return "" if value is None else pretty_json(value)
+
+
 def offset_label(offset_s: float | None) -> str:
     """An event's time since the task started: ``+12.3 s``, or ``no time``."""
     if offset_s is None:
