@@ -50,6 +50,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     stamina.set_testing(False)
 
 
+@pytest.fixture
+def production_retries() -> None:
+    """Real retries with back-off, as users run them (the suite's default switches them off):
+    for the fault suites that run in process."""
+    stamina.set_testing(False)
+
+
 def _postgres_available() -> str | None:
     try:
         engine = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))

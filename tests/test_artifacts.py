@@ -30,7 +30,7 @@ from archiver.models import strip_query
 from archiver.schema import artifact_files, artifacts, tasks
 from archiver.simulator import Simulator
 from archiver.stats import RunResult
-from archiver.timestamps import to_utc
+from archiver.timestamps import to_utc, utcnow
 from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, client_config, run_archiver
 
 MiB = 1024 * 1024
@@ -226,7 +226,6 @@ def test_link_refreshes_are_bounded_and_attempts_end_in_failure(
         task_ids=(task_id,),
         artifact_link_refreshes=2,
         artifact_max_attempts=6,
-        artifact_retry_backoff_s=0.0,  # this test is about the attempt limit, not the wait
     )
     assert first.exit_code == 1
     row = artifact_rows(sqlite_db)[(task_id, "recording")]
@@ -236,6 +235,13 @@ def test_link_refreshes_are_bounded_and_attempts_end_in_failure(
     assert row["next_attempt_at"] is not None
     assert sim.stats[f"file:{task_id}/recording.mp4"] == 3
     assert not finalized(sqlite_db, task_id)
+    # The default back-off runs out (as the clock would make it) before the next pass.
+    with sqlite_db.transaction() as conn:
+        conn.execute(
+            update(artifacts)
+            .where(artifacts.c.task_id == task_id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
     downloads_sync(
         sqlite_db,
         sim,
@@ -243,7 +249,6 @@ def test_link_refreshes_are_bounded_and_attempts_end_in_failure(
         task_ids=(task_id,),
         artifact_link_refreshes=2,
         artifact_max_attempts=6,
-        artifact_retry_backoff_s=0.0,  # this test is about the attempt limit, not the wait
     )
     row = artifact_rows(sqlite_db)[(task_id, "recording")]
     assert row["state"] == "failed" and row["attempts"] == 6

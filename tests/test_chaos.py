@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import stamina
 
 from archiver.config import SyncOptions
 from archiver.db import Database, insert_task_stubs
@@ -25,12 +24,6 @@ from archiver.timestamps import utcnow
 from tests.conftest import assert_artifacts_match_truth, assert_matches_truth, client_config
 
 PASSES = int(os.environ.get("ARCHIVER_CHAOS_PASSES", "8"))
-
-
-@pytest.fixture
-def production_retries() -> None:
-    """Real retries with back-off, as users run them (the suite's default switches them off)."""
-    stamina.set_testing(False)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

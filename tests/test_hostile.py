@@ -234,7 +234,9 @@ def bad_inputs() -> dict[str, tuple[Reply, str | None]]:
     }
 
 
-def test_each_bad_input_is_recorded_or_stored_faithfully(database: Database) -> None:
+def test_each_bad_input_is_recorded_or_stored_faithfully(
+    database: Database, production_retries: None
+) -> None:
     """Each listed bad input fails only its task with a clear last_error, or is stored as sent."""
     cases = bad_inputs()
     if database.dialect == "postgresql":  # PostgreSQL refuses NUL in an event's name (text)
