@@ -14,7 +14,7 @@ import functools
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -729,8 +729,9 @@ def insert_events(
     parameter processing, which cost more than the database's own work.
     """
     dialect = conn.dialect.name
-    archived_at = _driver_time(dialect)(now)
-    event_time = _driver_event_time(dialect)
+    sqlite = dialect == "sqlite"
+    archived_at = _sqlite_time(now) if sqlite else now
+    event_time = _sqlite_event_time if sqlite else to_utc
     column = json_column(dialect)
     rows: dict[tuple[str, str], tuple[Any, ...]] = {}
     for task_id, events in batches:
@@ -781,39 +782,20 @@ _INSERT_EVENTS = {
 }
 
 
-def _driver_time(dialect: str) -> Callable[[datetime], Any]:
-    """A UTC datetime as the driver takes it for a DateTime(timezone=True) column: the
-    text SQLAlchemy's SQLite type stores (``YYYY-MM-DD HH:MM:SS.ffffff``), or the aware
-    datetime itself for psycopg."""
-    if dialect == "sqlite":
-        return _sqlite_time
-    return _same
-
-
-def _driver_event_time(dialect: str) -> Callable[[int | None], Any]:
-    """:func:`_driver_time` of ``to_utc(raw timestamp)``, computed straight from the raw
-    value on SQLite (no aware datetime per event)."""
-    if dialect == "sqlite":
-        return _sqlite_event_time
-    return to_utc
-
-
 def _sqlite_time(value: datetime) -> str:
-    # Every time here is UTC. isoformat is C code; its first 26 characters are exactly
-    # SQLAlchemy's SQLite storage format (tests/test_db.py compares the two).
+    """A UTC datetime as SQLAlchemy's SQLite DateTime stores it (psycopg takes datetimes
+    as they are): isoformat is C code, and its first 26 characters are exactly that format
+    (tests/test_db.py compares the two). Every time here is UTC."""
     return value.isoformat(" ", "microseconds")[:26]
 
 
 def _sqlite_event_time(value: int | None) -> str | None:
+    """:func:`_sqlite_time` of ``to_utc(value)``, straight from the raw timestamp."""
     delta = since_epoch(value)
     return None if delta is None else (_NAIVE_EPOCH + delta).isoformat(" ", "microseconds")
 
 
 _NAIVE_EPOCH = datetime(1970, 1, 1)
-
-
-def _same(value: datetime) -> datetime:
-    return value
 
 
 @dataclass(frozen=True)
