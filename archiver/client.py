@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import stamina
@@ -137,6 +138,42 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+def _tls_verification(api_url: str) -> ssl.SSLContext | bool:
+    """What the transport verifies TLS with: httpx's default (certifi's CA bundle) for an
+    https API. Requests only ever go to the API URL, so an http one never uses TLS: it gets
+    a context that trusts no CA at all (it would refuse any certificate), which costs
+    nothing to make where loading the bundle takes ~35 ms of start-up."""
+    if urlsplit(api_url).scheme == "https":
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing. The API authenticates by header and sets no
+    cookies; reading ``Set-Cookie`` into a jar costs ~0.05 ms per response (httpx builds
+    urllib request and response stand-ins for it), a tenth of the client's time per poll."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _HttpClient(httpx.AsyncClient):
+    """httpx's client with :class:`_NoCookies` as its jar: no cookie is stored from a
+    response or sent with a request (a load balancer's affinity cookie is not needed:
+    every request stands alone)."""
+
+    _jar = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise ValueError("the API client keeps no cookies")
+
+
 class SmoothClient:
     """Async client for the two read endpoints the archiver needs."""
 
@@ -169,8 +206,8 @@ class SmoothClient:
             # request, and aiohttp is slow to import.
             from httpx_aiohttp import AiohttpTransport
 
-            transport = AiohttpTransport(limits=limits)
-        self._http = httpx.AsyncClient(
+            transport = AiohttpTransport(limits=limits, verify=_tls_verification(config.api_url))
+        self._http = _HttpClient(
             base_url=config.api_url,
             headers={"apikey": config.api_key.reveal(), "user-agent": USER_AGENT},
             timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
@@ -276,6 +313,16 @@ class SmoothClient:
         task_id: str | None,
         listing: bool,
     ) -> Any:
+        # The first attempt runs outside stamina: setting up its retry machinery costs
+        # ~0.04 ms per request, most requests succeed, and this is the hot path of every
+        # poll. A failure enters stamina with that failure as its first attempt, so the
+        # waits, the attempt count, the hooks and the deadline are stamina's as before.
+        try:
+            return await self._get_json_once(url, context=context, task_id=task_id, listing=listing)
+        except Exception as exc:
+            if _backoff_hook(exc) is False:
+                raise
+            first_failure: Exception | None = exc
         retry_budget = None
         if self.retry_deadline is not None:
             # --max-runtime: no new retries once the run's deadline has passed.
@@ -288,6 +335,9 @@ class SmoothClient:
             wait_max=RETRY_WAIT_MAX_S,
         ):
             with attempt:
+                if first_failure is not None:
+                    failure, first_failure = first_failure, None
+                    raise failure
                 return await self._get_json_once(
                     url, context=context, task_id=task_id, listing=listing
                 )

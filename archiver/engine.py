@@ -28,12 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from archiver import db as q
-from archiver.artifacts import ArtifactSync, tasks_missing_artifacts
 from archiver.client import SkippedItem, SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions, backoff_after
 from archiver.db import GONE_AFTER_NOT_FOUND, Database
@@ -57,6 +56,9 @@ from archiver.recent import RecentIds
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
 from archiver.timestamps import seconds_in_unit_of, to_seconds, to_utc, utcnow
 from archiver.writer import GroupWriter
+
+if TYPE_CHECKING:
+    from archiver.artifacts import ArtifactSync
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,6 +124,10 @@ class SyncEngine:
         #: ``--downloads``: copies recordings and downloads archives into blob storage.
         self.artifacts: ArtifactSync | None = None
         if options.downloads:
+            # Imported here: a pass without --downloads never loads the artifacts package
+            # (start-up time, see docs/performance.md).
+            from archiver.artifacts import ArtifactSync
+
             self.artifacts = ArtifactSync(
                 run_db=self._db,
                 client=client,
@@ -610,6 +616,8 @@ class SyncEngine:
         read again (fresh links), oldest first, until every artifact is in a final state."""
         if self.should_stop():
             return
+        from archiver.artifacts import tasks_missing_artifacts  # loaded with ArtifactSync
+
         revisit = await self._db(tasks_missing_artifacts)
         if revisit:
             log.info("revisiting %d finalized task(s) for their artifacts", len(revisit))

@@ -65,10 +65,29 @@ def _deep_recursion() -> Iterator[None]:
                 sys.setrecursionlimit(_recursion_saved)
 
 
+#: Every digit as "0", so that a run of digits is a run of "0"s (bytes.translate is C).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+#: 19 digits in a row: the shortest run that can be an integer outside orjson's exact
+#: range (-2**63 to 2**64 - 1), which it would return as a float.
+_LONG_DIGIT_RUN = b"0" * 19
+
+
 def loads_json(raw: str | bytes) -> Any:
     """Parse a JSON text exactly as sent (ints stay ints, big ones too; lone surrogates and
     NUL kept). Raises ValueError on invalid JSON (NaN and Infinity included),
-    RecursionError when nested deeper than about MAX_DEPTH levels."""
+    RecursionError when nested deeper than about MAX_DEPTH levels.
+
+    Bytes (every API body) go to orjson first, 2-3x faster than the standard library,
+    when they hold no run of 19 digits: orjson returns exactly what ``json.loads``
+    returns except for integers beyond 64 bits (floats) and for what it refuses (lone
+    surrogates, NaN, 1e400, a BOM, nesting past 1024, non-UTF-8), which the standard
+    library then decides, as before (tests/test_jsonvalues.py compares the two).
+    """
+    if isinstance(raw, bytes) and raw.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) < 0:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:

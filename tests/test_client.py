@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,13 @@ import httpx
 import pytest
 import stamina
 
-from archiver.client import MAX_RETRY_AFTER_S, SmoothClient, _backoff_hook, parse_retry_after
+from archiver.client import (
+    MAX_RETRY_AFTER_S,
+    SmoothClient,
+    _backoff_hook,
+    _tls_verification,
+    parse_retry_after,
+)
 from archiver.config import ApiKey, ClientConfig, validate_api_url
 from archiver.exceptions import (
     AuthError,
@@ -297,3 +304,46 @@ def test_no_retries_after_the_run_deadline() -> None:
 
     run(late())
     assert client.requests <= 2  # five attempts without a deadline
+
+
+def test_a_first_failure_is_retried_after_staminas_wait(caplog: pytest.LogCaptureFixture) -> None:
+    """With production retries, a failed first attempt is retried after the wait stamina
+    computes (here the server's Retry-After), logged as attempt 2 at debug level."""
+    stamina.set_testing(False)
+    answers = [
+        httpx.Response(503, headers={"Retry-After": "0.3"}),
+        httpx.Response(200, json={"r": {**TASK, "status": "done"}}),
+    ]
+    client = make_client(lambda r: answers.pop(0))
+    with caplog.at_level("DEBUG", logger="archiver.client"):
+        task = run(_get(client))
+    assert task.status == "done" and client.requests == 2
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 1 and retries[0].startswith("retrying (attempt 2, waiting 0.3s)")
+
+
+def test_cookies_set_by_a_response_are_never_sent_back() -> None:
+    """The client keeps no cookie jar: a Set-Cookie (a load balancer's, say) is ignored."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"r": TASK}, headers={"set-cookie": "affinity=abc; Path=/"})
+
+    async def twice() -> None:
+        async with make_client(handler) as client:
+            await client.get_task("t1")
+            await client.get_task("t1")
+
+    run(twice())
+    assert len(seen) == 2 and all("cookie" not in r.headers for r in seen)
+
+
+def test_tls_is_verified_with_the_ca_bundle_and_never_switched_off() -> None:
+    """An https API is verified as httpx does by default; an http one, which never uses
+    TLS, gets a context that still checks every certificate and trusts none."""
+    assert _tls_verification("https://api.smooth.sh/api/v1") is True
+    context = _tls_verification("http://127.0.0.1:8080/api/v1")
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.get_ca_certs() == []

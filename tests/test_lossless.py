@@ -274,6 +274,61 @@ def test_storage_text_parses_back_exactly(sent: Sent) -> None:
     assert canonical(loads_json(stored)) == canonical(sent.value)
 
 
+#: Integers around the edges of orjson's exact range and of the 19-digit guard.
+EDGE_INTEGERS = [
+    2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**18 - 1, 10**18,
+    10**19 - 1, 10**19, -(10**19), 10**40,
+]  # fmt: skip
+#: Texts the standard library reads and orjson refuses, or that neither reads.
+ODD_TEXTS = [
+    b'"\\ud83d"', b'["\\udc00", 1]', b'"\xed\xa0\x80"', b"1e400", b"[-1E400]", b"NaN",
+    b"[Infinity]", b"\xef\xbb\xbf[1]", b"\xfe\xff\x00[\x001\x00]", b"[1,]", b"01",
+    b'"a\x01b"', b"", b"[1] x", b"[" * 1_100 + b"]" * 1_100, b"[" * 30_000 + b"]" * 30_000,
+    b"1234567890123456789.5", b'{"a": 1, "b": 2, "a": 3}', b'"\\u0000\x7f"', b"-0",
+]  # fmt: skip
+
+
+def reads(parse: Any, raw: bytes) -> str:
+    """What ``parse`` makes of ``raw``, as :func:`canonical` text, or the kind of error."""
+    try:
+        return canonical(parse(raw))
+    except RecursionError:
+        return "RecursionError"
+    except ValueError:
+        return "ValueError"
+
+
+@examples(300)
+@example(value=EDGE_INTEGERS)
+@example(value={"n": [10**19, -(2**63) - 1, 2**64]})
+@given(value=VALUES | st.lists(st.sampled_from(EDGE_INTEGERS) | st.integers(), max_size=4))
+def test_parser_reads_api_bodies_exactly_as_the_standard_library(value: Any) -> None:
+    """Bytes parse to exactly what json.loads gives (orjson's fast path included): big
+    integers stay integers, 1 stays 1 and 1.0 stays 1.0, key order is kept."""
+    for raw in (
+        storage_json(value).encode(),
+        json.dumps(value, ensure_ascii=True).encode(),
+        json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8", "surrogatepass"),
+    ):
+        assert reads(loads_json, raw) == reads(json.loads, raw), raw[:200]
+        assert repr(loads_json(raw)) == repr(json.loads(raw))  # key order too
+
+
+@pytest.mark.parametrize("raw", ODD_TEXTS, ids=lambda raw: repr(raw[:24]))
+def test_parser_reads_odd_bodies_as_the_standard_library_does(raw: bytes) -> None:
+    """What orjson refuses (lone surrogates, 1e400, a BOM, UTF-16, deep nesting) is read,
+    or refused, exactly as json.loads would; MAX_DEPTH and NaN rules still apply."""
+    if b"Infinity" in raw or raw == b"NaN":
+        expected = "ValueError"  # not JSON (RFC 8259), though json.loads reads it
+    elif raw.startswith(b"[" * 30_000):
+        expected = "RecursionError"  # deeper than MAX_DEPTH: refused, never half-read
+    elif raw.startswith(b"[" * 1_100):
+        expected = canonical(nested_lists(1_100))  # deeper than json.loads reads alone
+    else:
+        expected = reads(json.loads, raw)
+    assert reads(loads_json, raw) == expected
+
+
 def test_parser_takes_deep_nesting_and_refuses_what_is_not_json() -> None:
     """Nesting to MAX_DEPTH parses; far deeper is a RecursionError; NaN is not JSON."""
     assert canonical(loads_json("[" * MAX_DEPTH + "]" * MAX_DEPTH)) == canonical(

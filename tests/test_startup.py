@@ -17,13 +17,18 @@ from tests.conftest import TEST_API_KEY, assert_matches_truth, run_archiver
 LAZY = {"alembic", "fsspec", "prometheus_client", "tqdm", "aiolimiter"}
 
 
-def imported_packages(stderr: str) -> set[str]:
-    """Top-level packages named in ``python -X importtime`` output."""
+def imported_modules(stderr: str) -> set[str]:
+    """Modules named in ``python -X importtime`` output."""
     return {
-        line.rsplit("|", 1)[1].strip().split(".")[0]
+        line.rsplit("|", 1)[1].strip()
         for line in stderr.splitlines()
         if line.startswith("import time:") and "cumulative" not in line
     }
+
+
+def imported_packages(stderr: str) -> set[str]:
+    """Top-level packages named in ``python -X importtime`` output."""
+    return {name.split(".")[0] for name in imported_modules(stderr)}
 
 
 def test_schema_check_agrees_with_alembic(database: Database) -> None:
@@ -43,8 +48,9 @@ def test_schema_check_agrees_with_alembic(database: Database) -> None:
 
 
 def test_sync_imports_only_what_it_uses(database_url: str, make_simulator, tmp_path: Path) -> None:
-    """A sync over an archive at head imports neither Alembic, fsspec, Prometheus nor tqdm;
-    --metrics-file does import prometheus_client (the check sees imports)."""
+    """A sync over an archive at head imports neither Alembic, fsspec, Prometheus, tqdm nor
+    the artifacts package; --metrics-file does import prometheus_client and --downloads
+    the artifacts package (the check sees imports)."""
     sim = make_simulator(tasks=4, events_per_task=3, seed=41)
     sim.finish_all()
     env = {
@@ -57,7 +63,13 @@ def test_sync_imports_only_what_it_uses(database_url: str, make_simulator, tmp_p
     done = run_archiver("sync", "-q", env=env)
     assert done.returncode == 0, done.stderr
     assert imported_packages(done.stderr) & LAZY == set()
+    assert "archiver.artifacts" not in imported_modules(done.stderr)
     assert_matches_truth(Database(database_url), sim)
+    downloads = run_archiver(
+        "sync", "-q", "--downloads", env={**env, "ARCHIVER_HOME": str(tmp_path)}
+    )
+    assert downloads.returncode == 0, downloads.stderr
+    assert "archiver.artifacts" in imported_modules(downloads.stderr)
     metrics = run_archiver("sync", "-q", "--metrics-file", str(tmp_path / "a.prom"), env=env)
     assert metrics.returncode == 0, metrics.stderr
     assert "prometheus_client" in imported_packages(metrics.stderr)
