@@ -62,7 +62,7 @@ from archiver.jsonvalues import (
 from archiver.models import KeyedEvent, TaskInfo, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.stats import STORED_COUNTERS
-from archiver.timestamps import aware, since_epoch, to_utc
+from archiver.timestamps import aware, sqlite_utc_text, to_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: 404s in a row, each in a pass that proved the API URL right, before a task is gone.
@@ -731,7 +731,6 @@ def insert_events(
     dialect = conn.dialect.name
     sqlite = dialect == "sqlite"
     archived_at = _sqlite_time(now) if sqlite else now
-    event_time = _sqlite_event_time if sqlite else to_utc
     column = json_column(dialect)
     rows: dict[tuple[str, str], tuple[Any, ...]] = {}
     for task_id, events in batches:
@@ -739,7 +738,7 @@ def insert_events(
             # The last read of a key wins: the sweep after a cursor read is the newest.
             payload, payload_raw = column_texts(ev.payload, column)
             extra, extra_raw = column_texts(ev.extra, column)
-            rows[(task_id, key)] = (
+            row = (
                 task_id,
                 key,
                 ev.id,
@@ -747,11 +746,14 @@ def insert_events(
                 payload,
                 payload_raw,
                 ev.timestamp,
-                event_time(ev.timestamp),
                 archived_at,
                 extra,
                 extra_raw,
             )
+            # SQLite computes timestamp_utc from the timestamp itself, in C with the GIL
+            # released (~1.7 us per event less on the event loop's GIL); psycopg takes a
+            # datetime.
+            rows[(task_id, key)] = row if sqlite else (*row, to_utc(ev.timestamp))
     if rows:
         conn.exec_driver_sql(_INSERT_EVENTS[dialect], list(rows.values()))
 
@@ -761,8 +763,8 @@ def insert_events(
 _INSERT_EVENTS = {
     "sqlite": (
         "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
-        "timestamp, timestamp_utc, archived_at, extra, extra_raw) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "timestamp, archived_at, extra, extra_raw, timestamp_utc) "
+        f"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {sqlite_utc_text('?7')}) "
         "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
         "payload_raw = excluded.payload_raw, extra = excluded.extra, "
         "extra_raw = excluded.extra_raw "
@@ -771,8 +773,8 @@ _INSERT_EVENTS = {
     ),
     "postgresql": (
         "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
-        '"timestamp", timestamp_utc, archived_at, extra, extra_raw) '
-        "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s::jsonb, %s) "
+        '"timestamp", archived_at, extra, extra_raw, timestamp_utc) '
+        "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s) "
         "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
         "payload_raw = excluded.payload_raw, extra = excluded.extra, "
         "extra_raw = excluded.extra_raw "
@@ -787,15 +789,6 @@ def _sqlite_time(value: datetime) -> str:
     as they are): isoformat is C code, and its first 26 characters are exactly that format
     (tests/test_db.py compares the two). Every time here is UTC."""
     return value.isoformat(" ", "microseconds")[:26]
-
-
-def _sqlite_event_time(value: int | None) -> str | None:
-    """:func:`_sqlite_time` of ``to_utc(value)``, straight from the raw timestamp."""
-    delta = since_epoch(value)
-    return None if delta is None else (_NAIVE_EPOCH + delta).isoformat(" ", "microseconds")
-
-
-_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)

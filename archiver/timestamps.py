@@ -53,6 +53,25 @@ def to_utc(value: int | None) -> datetime | None:
     return None if delta is None else _EPOCH + delta
 
 
+def sqlite_utc_text(param: str) -> str:
+    """SQLite SQL giving what SQLAlchemy's SQLite DateTime stores for ``to_utc(param)``
+    ("YYYY-MM-DD HH:MM:SS.ffffff", NULL for None or an absurd value), ``param`` being a
+    raw API timestamp: the same unit rule and bounds, in integer arithmetic (floor
+    division and modulo for times before 1970; no abs(), which overflows on -2**63).
+    tests/test_timestamps.py checks it agrees with to_utc over the whole BIGINT range."""
+    p = param
+    floor_ms = f"((({p} % 1000) + 1000) % 1000)"
+    return (
+        f"CASE WHEN {p} IS NULL THEN NULL "
+        f"WHEN {p} >= {MILLISECONDS_THRESHOLD} OR {p} <= -{MILLISECONDS_THRESHOLD} THEN CASE "
+        f"WHEN {p} > {int(_MIN_MILLISECONDS)} AND {p} < {int(_MAX_MILLISECONDS)} THEN "
+        f"strftime('%Y-%m-%d %H:%M:%S', ({p} - {floor_ms}) / 1000, 'unixepoch') "
+        f"|| printf('.%03d000', {floor_ms}) END "
+        f"WHEN {p} > {int(_MIN_SECONDS)} AND {p} < {int(_MAX_SECONDS)} THEN "
+        f"strftime('%Y-%m-%d %H:%M:%S', {p}, 'unixepoch') || '.000000' END"
+    )
+
+
 def seconds_in_unit_of(reference: int, seconds: float) -> int:
     """``seconds`` expressed in the unit that ``reference`` uses (s or ms)."""
     return int(seconds * 1000) if is_milliseconds(reference) else int(seconds)

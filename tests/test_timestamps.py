@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
 
-from archiver.timestamps import is_milliseconds, seconds_in_unit_of, to_utc
+from archiver.schema import task_events
+from archiver.timestamps import is_milliseconds, seconds_in_unit_of, sqlite_utc_text, to_utc
 
 
 @pytest.mark.parametrize(
@@ -37,3 +42,32 @@ def test_durations_follow_the_unit_of_a_reference_value() -> None:
     assert is_milliseconds(1764000000000) and not is_milliseconds(1764000000)
     assert seconds_in_unit_of(1764000000000, 600) == 600_000
     assert seconds_in_unit_of(1764000000, 600) == 600
+
+
+#: The edges of the unit rule and of the accepted range, in both units.
+EDGES = [
+    0, -1, 1, 999, -999, 1000, -1000, 10**11 - 1, 10**11, -(10**11) + 1, -(10**11),
+    -62135510400, -62135510399, 253402214400, 253402214399,
+    -62135510400000, -62135510399999, 253402214400000, 253402214399999,
+    2**63 - 1, -(2**63), 1764000000123, -1764000000123, -1764000000999, -1764000000001,
+]  # fmt: skip
+
+
+def sqlalchemy_stores(raw: int | None) -> str | None:
+    """What SQLAlchemy's column type binds on SQLite for ``to_utc(raw)`` (the reference)."""
+    dialect = sqlite.dialect()
+    process = task_events.c.timestamp_utc.type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    value = to_utc(raw)
+    return None if value is None else process(value)  # type: ignore[no-any-return]
+
+
+@settings(max_examples=500, deadline=None)
+@example(raw=None)
+@given(raw=st.integers(-(2**63), 2**63 - 1) | st.sampled_from(EDGES))
+def test_sqlite_computes_the_stored_utc_text_exactly_as_python(raw: int | None) -> None:
+    """SQLite's own conversion (used by the event insert) stores exactly the text that
+    to_utc and SQLAlchemy's DateTime would: unit rule, bounds, times before 1970."""
+    with sqlite3.connect(":memory:") as conn:
+        (stored,) = conn.execute(f"SELECT {sqlite_utc_text('?1')}", (raw,)).fetchone()
+    assert stored == sqlalchemy_stores(raw)
