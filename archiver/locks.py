@@ -289,10 +289,18 @@ class RunLock:
                     "went stale; stopping after the work in flight",
                     self.name,
                 )
-            conn.execute(
-                update(tasks)
+            # Rows another transaction holds are skipped (PostgreSQL; SQLite locks the
+            # whole database instead): they are this run's saves or claims, which set the
+            # lease themselves, or another run's attempt on a lease still fresh for a beat.
+            # Waiting for them instead, in whatever order the UPDATE visits rows, made the
+            # heartbeat and a group commit deadlock: one of them aborted after a 1 s stall.
+            mine = (
+                select(tasks.c.id)
                 .where(tasks.c.lease_owner == self.owner)
-                .values(lease_until=now + self.stale_after)
+                .with_for_update(skip_locked=True)
+            )
+            conn.execute(
+                update(tasks).where(tasks.c.id.in_(mine)).values(lease_until=now + self.stale_after)
             )
 
     # -- task leases -----------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -19,7 +20,7 @@ from archiver import locks as locks_module
 from archiver.db import Database, insert_task_stubs
 from archiver.exceptions import LockHeld
 from archiver.locks import RunLock
-from archiver.schema import locks
+from archiver.schema import locks, tasks
 from archiver.timestamps import utcnow
 
 
@@ -217,3 +218,34 @@ def test_a_lost_lock_is_logged_as_an_error_once(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert errors[0].startswith("lost the sync lock: another run took it over")
+
+
+def test_the_heartbeat_never_waits_for_a_task_row_another_transaction_holds(
+    pg_database: Database,
+) -> None:
+    """A beat skips leased rows locked by a save in flight (which sets the lease itself)
+    and renews the rest: waiting for them is how a beat and a group commit deadlocked."""
+    lock = RunLock(pg_database, "sync")
+    lock.acquire()
+    lock._stop.set()  # beats are driven by hand below
+    try:
+        with pg_database.transaction() as conn:
+            insert_task_stubs(conn, ["busy", "idle"], utcnow())
+            assert sorted(lock.claim(conn, ["busy", "idle"])) == ["busy", "idle"]
+            conn.execute(update(tasks).values(lease_until=utcnow()))  # both about to expire
+        saving = pg_database.engine.connect()
+        saving.begin()
+        saving.execute(text("SELECT 1 FROM tasks WHERE id = 'busy' FOR NO KEY UPDATE"))
+        beat = threading.Thread(target=lock.beat_once)
+        beat.start()
+        beat.join(timeout=30)
+        waited = beat.is_alive()
+        saving.rollback()
+        saving.close()
+        beat.join()
+        assert not waited and lock.missed_beats == 0
+        with pg_database.reading() as conn:
+            until = dict(conn.execute(select(tasks.c.id, tasks.c.lease_until)).all())
+        assert until["idle"] > until["busy"]  # renewed; the held row was left as it was
+    finally:
+        lock.release()
