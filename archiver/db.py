@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import re
 import sqlite3
@@ -63,6 +64,8 @@ from archiver.models import KeyedEvent, TaskInfo, strip_query
 from archiver.schema import UtcDateTime, sync_runs, sync_state, task_events, tasks
 from archiver.stats import STORED_COUNTERS
 from archiver.timestamps import aware, sqlite_utc_text, to_utc
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: 404s in a row, each in a pass that proved the API URL right, before a task is gone.
@@ -754,9 +757,88 @@ def insert_events(
             # released (~1.7 us per event less on the event loop's GIL); psycopg takes a
             # datetime.
             rows[(task_id, key)] = row if sqlite else (*row, to_utc(ev.timestamp))
-    if rows:
+    if not rows:
+        return
+    if sqlite or not _can_copy(conn):
         conn.exec_driver_sql(_INSERT_EVENTS[dialect], list(rows.values()))
+        return
+    # PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT with the same
+    # ON CONFLICT. psycopg's executemany spends ~17 us of client CPU per row in Python;
+    # COPY's rows are encoded in C (100k rows: 1.8 -> 0.8 s of client CPU).
+    conn.exec_driver_sql(_PG_INCOMING_TABLE)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(_PG_COPY_INCOMING) as copy:
+            for row in rows.values():
+                copy.write_row(row)
+    except Exception as exc:  # psycopg's own error: wrapped as SQLAlchemy would
+        raise _driver_error(conn, _PG_COPY_INCOMING, exc) from exc
+    finally:
+        cursor.close()
+    conn.exec_driver_sql(_PG_MOVE_INCOMING)
 
+
+#: Per connection (``Connection.info``): whether this role may create the temporary table
+#: the COPY goes through (the TEMP privilege, PUBLIC's by default; a role without it keeps
+#: the executemany insert).
+_COPY_OK = "archiver_events_by_copy"
+
+
+def _can_copy(conn: Connection) -> bool:
+    allowed = conn.info.get(_COPY_OK)
+    if allowed is None:
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(_PG_INCOMING_TABLE)
+            allowed = True
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+                raise
+            log.warning(
+                "this database role may not create temporary tables: events are inserted "
+                "row by row (slower); GRANT TEMP ON DATABASE to the archiver's role to speed "
+                "it up (%s)",
+                db_message(exc),
+            )
+            allowed = False
+        conn.info[_COPY_OK] = allowed
+    return bool(allowed)
+
+
+def _driver_error(conn: Connection, statement: str, exc: Exception) -> Exception:
+    """A driver exception raised outside SQLAlchemy's execute, as SQLAlchemy would raise
+    it (DataError, OperationalError, ...), the connection invalidated if it is gone."""
+    dbapi = conn.dialect.loaded_dbapi
+    if not isinstance(exc, dbapi.Error):
+        return exc
+    if conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):
+        conn.invalidate(exc)
+    return DBAPIError.instance(statement, None, exc, dbapi.Error)
+
+
+#: The COPY path of PostgreSQL (see insert_events): a temporary table per session, empty
+#: at each commit, created in the transaction that uses it (so a pooler handing out other
+#: server sessions, or a rolled-back creation, cannot leave it missing), in the column
+#: order of the insert's rows; the INSERT empties it as it moves the rows.
+_PG_INCOMING_TABLE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS archiver_incoming_events (task_id text, "
+    "event_key text, event_id text, name text, payload text, payload_raw text, "
+    '"timestamp" bigint, archived_at timestamptz, extra text, extra_raw text, '
+    "timestamp_utc timestamptz) ON COMMIT DELETE ROWS"
+)
+_PG_COPY_INCOMING = "COPY archiver_incoming_events FROM STDIN"
+_PG_MOVE_INCOMING = (
+    "WITH incoming AS (DELETE FROM archiver_incoming_events RETURNING *) "
+    "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
+    '"timestamp", archived_at, extra, extra_raw, timestamp_utc) '
+    "SELECT task_id, event_key, event_id, name, payload::jsonb, payload_raw, "
+    '"timestamp", archived_at, extra::jsonb, extra_raw, timestamp_utc FROM incoming '
+    "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
+    "payload_raw = excluded.payload_raw, extra = excluded.extra, "
+    "extra_raw = excluded.extra_raw "
+    "WHERE task_events.payload IS DISTINCT FROM excluded.payload "
+    "OR task_events.extra IS DISTINCT FROM excluded.extra"
+)
 
 #: INSERT ... ON CONFLICT of task_events in each driver's parameter style. Only a changed
 #: payload (or extra fields) writes: a plain re-read stays a no-op.

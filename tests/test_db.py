@@ -291,3 +291,47 @@ def test_driver_level_event_insert_stores_values_as_the_column_types_would(
             assert raw[event["name"]] == expected_text
     if database.dialect == "sqlite":
         assert archived_at == [(bind(now) if bind else now,)]
+
+
+def test_postgresql_role_without_temp_privilege_still_stores_every_event(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that may not create temporary tables (no COPY path) gets the row-by-row
+    insert: the same rows, re-reads still a no-op, one warning naming the GRANT."""
+    from sqlalchemy import select
+    from sqlalchemy.engine import make_url
+
+    from archiver import db as q
+    from archiver.models import TaskInfo, keyed_events
+    from archiver.schema import task_events
+
+    owner = Database(postgres_url)
+    owner.prepare()
+    role = f"archiver_notemp_{uuid.uuid4().hex[:8]}"
+    database_name = make_url(postgres_url).database
+    with owner.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'REVOKE TEMPORARY ON DATABASE "{database_name}" FROM PUBLIC'))
+        conn.execute(text(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
+    limited = Database(make_url(postgres_url).set(username=role).render_as_string(False))
+    try:
+        now = datetime(2026, 11, 29, tzinfo=UTC)
+        events = [{"name": f"e{i}", "timestamp": 1_764_000_000_000 + i} for i in range(3)]
+        task = TaskInfo.model_validate({"id": "t1", "status": "done", "events": events})
+        caplog.set_level("WARNING", logger="archiver.db")
+        for _ in range(2):  # the second read of the same events stores nothing more
+            with limited.transaction() as conn:
+                q.insert_new_tasks(conn, [task], now)
+                q.insert_events(conn, [("t1", keyed_events(task.events))], now)
+        with owner.reading() as conn:
+            names = sorted(conn.execute(select(task_events.c.name)).scalars())
+        assert names == ["e0", "e1", "e2"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "archiver.db"]
+        assert len(warnings) == 1 and "GRANT TEMP" in warnings[0]
+    finally:
+        limited.dispose()
+        with owner.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        owner.dispose()
