@@ -81,7 +81,7 @@ def loads_json(raw: str | bytes) -> Any:
     when they hold no run of 19 digits: orjson returns exactly what ``json.loads``
     returns except for integers beyond 64 bits (floats) and for what it refuses (lone
     surrogates, NaN, 1e400, a BOM, nesting past 1024, non-UTF-8), which the standard
-    library then decides, as before (tests/test_jsonvalues.py compares the two).
+    library then decides, as before (tests/test_lossless.py compares the two).
     """
     if isinstance(raw, bytes) and raw.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) < 0:
         try:
