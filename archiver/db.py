@@ -785,6 +785,8 @@ _COPY_OK = "archiver_events_by_copy"
 
 
 def _can_copy(conn: Connection) -> bool:
+    if conn.dialect.driver != "psycopg":
+        return False  # another driver named in the URL (psycopg2 has no cursor.copy)
     allowed = conn.info.get(_COPY_OK)
     if allowed is None:
         try:

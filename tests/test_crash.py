@@ -7,8 +7,8 @@ while the run is discovering, polling or writing. Every trial checks that each k
 mid-work, then clean runs must reach exactly the state an uninterrupted run reaches.
 Production defaults throughout (retries, back-off): nothing is switched off.
 
-ARCHIVER_CRASH_TRIALS sets the number of trials per database (default 3, of
-KILLS_PER_TRIAL = 10 kills each: 30 kills per database).
+ARCHIVER_CRASH_TRIALS sets the number of trials per database (default 2, of
+KILLS_PER_TRIAL = 10 kills each: 20 kills per database; small for CI).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from archiver.schema import sync_runs, tasks
 from archiver.simulator import Simulator
 from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, assert_matches_truth, run_archiver
 
-TRIALS = int(os.environ.get("ARCHIVER_CRASH_TRIALS", "3"))
+TRIALS = int(os.environ.get("ARCHIVER_CRASH_TRIALS", "2"))
 #: Kills per trial: each costs a process start-up, the clean reruns are paid per trial.
 KILLS_PER_TRIAL = 10
 #: k is drawn from 1 .. this share of the requests the pass has left (at least): sync polls

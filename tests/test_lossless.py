@@ -195,7 +195,7 @@ def with_listed_examples(test: Any) -> Any:
     return test
 
 
-@examples(40)
+@examples(20)
 @with_listed_examples
 @given(output=HOSTILE_JSON, payloads=st.lists(HOSTILE_JSON, min_size=1, max_size=3))
 def test_any_json_round_trips_exactly(
