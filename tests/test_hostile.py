@@ -818,7 +818,7 @@ def sqlite_template(tmp_path: Path) -> Path:
     return path
 
 
-@examples(300)
+@examples(200)
 @given(scenario=scenarios())
 def test_hostile_payloads_never_crash_or_duplicate_on_sqlite(
     sqlite_template: Path, scenario: tuple[FakeApi, list[Case], str]
