@@ -829,17 +829,22 @@ _PG_INCOMING_TABLE = (
     "timestamp_utc timestamptz) ON COMMIT DELETE ROWS"
 )
 _PG_COPY_INCOMING = "COPY archiver_incoming_events FROM STDIN"
+#: What a row already stored becomes on PostgreSQL, by either insert path: only a changed
+#: payload (or extra fields) writes, so a plain re-read stays a no-op.
+_PG_EVENTS_CONFLICT = (
+    "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
+    "payload_raw = excluded.payload_raw, extra = excluded.extra, "
+    "extra_raw = excluded.extra_raw "
+    "WHERE task_events.payload IS DISTINCT FROM excluded.payload "
+    "OR task_events.extra IS DISTINCT FROM excluded.extra"
+)
 _PG_MOVE_INCOMING = (
     "WITH incoming AS (DELETE FROM archiver_incoming_events RETURNING *) "
     "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
     '"timestamp", archived_at, extra, extra_raw, timestamp_utc) '
     "SELECT task_id, event_key, event_id, name, payload::jsonb, payload_raw, "
     '"timestamp", archived_at, extra::jsonb, extra_raw, timestamp_utc FROM incoming '
-    "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
-    "payload_raw = excluded.payload_raw, extra = excluded.extra, "
-    "extra_raw = excluded.extra_raw "
-    "WHERE task_events.payload IS DISTINCT FROM excluded.payload "
-    "OR task_events.extra IS DISTINCT FROM excluded.extra"
+    + _PG_EVENTS_CONFLICT
 )
 
 #: INSERT ... ON CONFLICT of task_events in each driver's parameter style. Only a changed
@@ -858,12 +863,7 @@ _INSERT_EVENTS = {
     "postgresql": (
         "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
         '"timestamp", archived_at, extra, extra_raw, timestamp_utc) '
-        "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s) "
-        "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
-        "payload_raw = excluded.payload_raw, extra = excluded.extra, "
-        "extra_raw = excluded.extra_raw "
-        "WHERE task_events.payload IS DISTINCT FROM excluded.payload "
-        "OR task_events.extra IS DISTINCT FROM excluded.extra"
+        "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s) " + _PG_EVENTS_CONFLICT
     ),
 }
 

@@ -33,7 +33,8 @@ def to_seconds(value: int) -> float:
 
 def since_epoch(value: int | None) -> timedelta | None:
     """A raw API timestamp as the time since the Unix epoch; None for None or an absurd
-    value (the one place that applies the unit rule to a whole value)."""
+    value (the one place in Python that applies the unit rule to a whole value;
+    :func:`sqlite_utc_text` is the same rule in SQLite's SQL, tested against it)."""
     if value is None or isinstance(value, bool):
         return None
     # Called for every event: the unit rule is inlined, and integer arguments keep
