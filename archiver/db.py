@@ -905,19 +905,23 @@ def save_polls(
     if not saves:
         return []
     ids = [save.task.id for save in saves]
-    before = dict(
-        conn.execute(select(tasks.c.id, tasks.c.event_count).where(tasks.c.id.in_(ids))).all()
-    )
     insert_events(conn, [(save.task.id, save.events) for save in saves], now)
     # event_count is recounted, not incremented: exact whatever happened before, and it
     # tells how many of this batch's events were new without a slow INSERT ... RETURNING.
-    after: dict[str, int] = dict(
-        conn.execute(
-            select(task_events.c.task_id, func.count())
-            .where(task_events.c.task_id.in_(ids))
-            .group_by(task_events.c.task_id)
-        ).all()
+    # One query reads both: tasks.event_count still holds the count before this insert
+    # (the UPDATE below sets it), the subquery counts the rows stored now.
+    stored = (
+        select(func.count())
+        .select_from(task_events)
+        .where(task_events.c.task_id == tasks.c.id)
+        .scalar_subquery()
     )
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    for task_id, recorded, now_stored in conn.execute(
+        select(tasks.c.id, tasks.c.event_count, stored).where(tasks.c.id.in_(ids))
+    ):
+        before[task_id], after[task_id] = recorded, now_stored
     params = []
     for save in saves:
         columns = _task_columns(save.task, conn.dialect.name)
