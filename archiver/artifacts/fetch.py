@@ -74,7 +74,8 @@ def _bulk_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     streams through it with about a third less CPU than through httpcore's (1 GiB:
     4.5-5.6 -> 3.5-3.8 CPU-s, benchmarks/artifacts.py); with aiohttp's default 64 KiB
     buffer the socket is paused and resumed every 128 KiB and most of that gain is lost.
-    TLS is verified as httpx's default transport verifies it (certifi's CA bundle)."""
+    TLS is verified with the context the transport builds as httpx's default transport
+    does (certifi's CA bundle), loaded once."""
     import aiohttp
     from httpx_aiohttp import AiohttpTransport
 
@@ -83,11 +84,12 @@ def _bulk_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
         connector = aiohttp.TCPConnector(
             limit=limits.max_connections or 0,
             keepalive_timeout=limits.keepalive_expiry,
-            ssl=httpx.create_ssl_context(),
+            ssl=transport.ssl_context,
         )
         return aiohttp.ClientSession(connector=connector, read_bufsize=CHUNK_BYTES)
 
-    return AiohttpTransport(limits=limits, client=session)
+    transport = AiohttpTransport(limits=limits, client=session)
+    return transport
 
 
 def _retry_transfer(exc: Exception) -> bool | float:
