@@ -293,6 +293,63 @@ def test_driver_level_event_insert_stores_values_as_the_column_types_would(
         assert archived_at == [(bind(now) if bind else now,)]
 
 
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 900])
+def test_one_insert_of_many_events_stores_each_once_across_statement_chunks(
+    database: Database, count: int
+) -> None:
+    """Batches that split into several multi-row statements store every event exactly once;
+    reading them all again adds nothing, and a changed payload updates its one row."""
+    from collections import Counter
+
+    from sqlalchemy import select
+
+    from archiver import db as q
+    from archiver.models import TaskInfo, keyed_events
+    from archiver.schema import task_events
+
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    tasks = [
+        TaskInfo.model_validate(
+            {
+                "id": f"t{n}",
+                "status": "done",
+                "events": [
+                    {"name": f"e{i}", "timestamp": 1_764_000_000_000 + i, "payload": {"i": i},
+                     "id": f"id{i}" if i % 3 == 0 else None}
+                    for i in range(n, count, 3)
+                ],
+            }
+        )
+        for n in range(3)
+    ]  # fmt: skip
+    batches = [(task.id, keyed_events(task.events)) for task in tasks]
+    truth = Counter(
+        (task.id, ev.name, repr(ev.payload)) for task in tasks for ev in task.events or ()
+    )
+    for _ in range(2):  # the second read is a no-op
+        with database.transaction() as conn:
+            q.insert_new_tasks(conn, tasks, now)
+            q.insert_events(conn, batches, now)
+    with database.reading() as conn:
+        columns = (task_events.c.task_id, task_events.c.name, task_events.c.payload)
+        rows = conn.execute(select(*columns))
+        stored = Counter((task_id, name, repr(payload)) for task_id, name, payload in rows)
+    assert stored == truth and sum(stored.values()) == count
+
+    changed = tasks[0].model_copy(
+        update={"events": [tasks[0].events[0].model_copy(update={"payload": "filled"})]}
+    )  # an event with an id (i = 0), its payload filled in later
+    with database.transaction() as conn:
+        q.insert_events(conn, [(changed.id, keyed_events(changed.events))], now)
+    with database.reading() as conn:
+        payloads = (
+            conn.execute(select(task_events.c.payload).where(task_events.c.name == "e0"))
+            .scalars()
+            .all()
+        )
+    assert payloads == ["filled"]
+
+
 def test_postgresql_role_without_temp_privilege_still_stores_every_event(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
