@@ -1,4 +1,5 @@
-"""Typed views of the Smooth API's payloads, validated with pydantic.
+"""Typed views of the Smooth API's payloads, validated with pydantic (events, the many
+small objects of every response, by a few checks first: see :func:`parse_events`).
 
 Validation is deliberately narrow: it checks what the archiver relies on (types of ids,
 statuses, integers, URLs) and keeps everything else, including fields the API adds later,
@@ -10,10 +11,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from archiver.exceptions import MalformedPayload
 from archiver.jsonvalues import canonical_bytes
@@ -27,21 +37,20 @@ ACTIVE_STATUSES = frozenset({"waiting", "running"})
 KNOWN_STATUSES = TERMINAL_STATUSES | ACTIVE_STATUSES
 
 
-class TaskEvent(BaseModel):
-    """One event of a task's stream. ``payload`` is kept as whatever JSON the API sent."""
+class TaskEvent(NamedTuple):
+    """One event of a task's stream. ``payload`` is kept as whatever JSON the API sent;
+    ``extra`` holds the fields the API sent beyond the four others (kept: the API adds
+    fields), or None when there were none.
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    A plain named tuple, built by :func:`parse_events`: an API response holds many events,
+    and a pydantic model per event cost several times the checks themselves.
+    """
 
-    name: StrictStr
+    name: str
     payload: Any = None
-    id: StrictStr | None = None
-    timestamp: Int64 | None = None
-
-    @property
-    def extra(self) -> dict[str, Any] | None:
-        """The fields the API sent beyond the four above (kept: the API adds fields), or
-        None when there were none."""
-        return self.__pydantic_extra__ or None
+    id: str | None = None
+    timestamp: int | None = None
+    extra: dict[str, Any] | None = None
 
     @property
     def identity(self) -> str:
@@ -55,6 +64,74 @@ class TaskEvent(BaseModel):
             return hashlib.sha256(canonical_bytes([self.id, self.name, self.timestamp])).hexdigest()
         content = [None, self.name, self.timestamp, self.payload]
         return hashlib.sha256(canonical_bytes(content)).hexdigest()
+
+
+class _EventFields(BaseModel):
+    """The rules an event must follow, as pydantic states them: what decides (and names
+    the field at fault) whenever :func:`parse_events` meets anything but the plain case."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: StrictStr
+    payload: Any = None
+    id: StrictStr | None = None
+    timestamp: Int64 | None = None
+
+
+_EVENTS_RULES: TypeAdapter[list[_EventFields] | None] = TypeAdapter(list[_EventFields] | None)
+_EVENT_FIELDS = frozenset(("name", "payload", "id", "timestamp"))
+_INT64_MIN, _INT64_END = -(2**63), 2**63
+_new_tuple = tuple.__new__
+
+
+def parse_events(value: Any) -> list[TaskEvent] | None:
+    """The ``events`` of a TaskResponse, validated; raises pydantic's ValidationError.
+
+    The plain case (a list of JSON objects whose fields have exactly the expected types)
+    is checked here in a few comparisons per event; anything else goes to
+    :class:`_EventFields`, which accepts or refuses exactly as before and names the field
+    at fault, so both paths give the same events (tests/test_models.py compares them).
+    """
+    if type(value) is list:
+        events: list[TaskEvent] = []
+        for item in value:
+            if type(item) is not dict:
+                break
+            name = item.get("name")
+            id_ = item.get("id")
+            timestamp = item.get("timestamp")
+            if (
+                type(name) is not str
+                or (id_ is not None and type(id_) is not str)
+                or (
+                    timestamp is not None
+                    and (type(timestamp) is not int or not _INT64_MIN <= timestamp < _INT64_END)
+                )
+            ):
+                break
+            extra = None
+            if not item.keys() <= _EVENT_FIELDS:
+                extra = {k: v for k, v in item.items() if k not in _EVENT_FIELDS}
+                if any(type(k) is not str for k in extra):
+                    break
+            # tuple.__new__ skips the named tuple's Python-level __new__ (one call per event).
+            events.append(_new_tuple(TaskEvent, (name, item.get("payload"), id_, timestamp, extra)))
+        else:
+            return events
+    elif value is None:
+        return None
+    return _events_by_rules(value)
+
+
+def _events_by_rules(value: Any) -> list[TaskEvent] | None:
+    """:func:`parse_events` by :class:`_EventFields` alone (the reference it agrees with)."""
+    checked = _EVENTS_RULES.validate_python(value)
+    if checked is None:
+        return None
+    return [
+        TaskEvent(ev.name, ev.payload, ev.id, ev.timestamp, ev.__pydantic_extra__ or None)
+        for ev in checked
+    ]
 
 
 def _sha256(text: str) -> str:
@@ -105,6 +182,11 @@ class TaskInfo(BaseModel):
     downloads_url: StrictStr | None = None
     created_at: Int64 | None = None
     events: list[TaskEvent] | None = None
+
+    @field_validator("events", mode="wrap")
+    @classmethod
+    def _events(cls, value: Any, _handler: Any) -> list[TaskEvent] | None:
+        return parse_events(value)  # its ValidationError names e.g. 'events.3.timestamp'
 
     @property
     def is_terminal(self) -> bool:

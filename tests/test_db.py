@@ -336,11 +336,10 @@ def test_one_insert_of_many_events_stores_each_once_across_statement_chunks(
         stored = Counter((task_id, name, repr(payload)) for task_id, name, payload in rows)
     assert stored == truth and sum(stored.values()) == count
 
-    changed = tasks[0].model_copy(
-        update={"events": [tasks[0].events[0].model_copy(update={"payload": "filled"})]}
-    )  # an event with an id (i = 0), its payload filled in later
+    assert tasks[0].events is not None
+    filled = tasks[0].events[0]._replace(payload="filled")  # an event with an id (i = 0)
     with database.transaction() as conn:
-        q.insert_events(conn, [(changed.id, keyed_events(changed.events))], now)
+        q.insert_events(conn, [("t0", keyed_events([filled]))], now)
     with database.reading() as conn:
         payloads = (
             conn.execute(select(task_events.c.payload).where(task_events.c.name == "e0"))

@@ -458,7 +458,7 @@ def test_sqlite_to_postgresql_recipe_keeps_hostile_json_exact(
     assert done.returncode == 0, done.stderr
     # One event with unknown fields jsonb cannot hold exactly (sim events have none).
     extra = {"nul": "\x00", "neg": -0.0, "big": 1e308}
-    odd = TaskEvent.model_validate({"name": "odd", "timestamp": 1, **extra})
+    odd = TaskEvent("odd", timestamp=1, extra=extra)
     source = Database(source_url)
     with source.transaction() as conn:
         task_id = conn.scalar(select(tasks.c.id).limit(1))
