@@ -347,3 +347,26 @@ def test_tls_is_verified_with_the_ca_bundle_and_never_switched_off() -> None:
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.get_ca_certs() == []
+
+
+def test_a_read_response_is_freed_at_once_not_left_to_the_garbage_collector() -> None:
+    """No response of a finished Get Task stays alive waiting for a gc cycle collection."""
+    import gc
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"r": TASK})
+
+    async def many(client: SmoothClient) -> None:
+        async with client:
+            for _ in range(20):
+                await client.get_task("t1")
+            gc.disable()  # from here on only reference counting frees anything
+            try:
+                for _ in range(20):
+                    await client.get_task("t1")
+                alive = [o for o in gc.get_objects() if isinstance(o, httpx.Response)]
+            finally:
+                gc.enable()
+        assert alive == []
+
+    run(many(make_client(handler)))
