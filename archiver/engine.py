@@ -55,7 +55,7 @@ from archiver.progress import NullProgress, Progress
 from archiver.recent import RecentIds
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
 from archiver.timestamps import seconds_in_unit_of, to_seconds, to_utc, utcnow
-from archiver.writer import GroupWriter
+from archiver.writer import LANES, GroupWriter
 
 if TYPE_CHECKING:
     from archiver.artifacts import ArtifactSync
@@ -104,7 +104,12 @@ class SyncEngine:
         self.stats = result.stats
         self.progress = progress or NullProgress()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
-        self._writer = GroupWriter(db, self._executor, lock.owner)
+        #: The writer's first lane shares the database thread; further lanes get their own.
+        self._lane_executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"archiver-db-lane{n}")
+            for n in range(1, LANES.get(db.dialect, 1))
+        ]
+        self._writer = GroupWriter(db, [self._executor, *self._lane_executors], lock.owner)
         #: Saves committing in the background, at most ``concurrency`` at a time.
         self._saving: set[asyncio.Task[None]] = set()
         self._save_slots = asyncio.Semaphore(options.concurrency)
@@ -156,7 +161,8 @@ class SyncEngine:
         return self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        for executor in (self._executor, *self._lane_executors):
+            executor.shutdown(wait=True)
 
     # -- discovery -------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """Saving polls: the storage side of the engine's hot path.
 
 The engine decides *what* to save (a :class:`~archiver.db.PollSave` per polled task); this
-module decides *how*: on the one database thread, polls that queue up while a transaction
-runs share the next one (group commit), and a batch that fails is saved again task by task,
-each in its own SAVEPOINT, so a failure stays with the task that caused it. Either way a
-task's events and its high-water mark commit together. Batching adds no waiting: a batch is
-whatever queued up while the previous one ran.
+module decides *how*: polls that queue up while a transaction runs share the next one
+(group commit), and a batch that fails is saved again task by task, each in its own
+SAVEPOINT, so a failure stays with the task that caused it. Either way a task's events and
+its high-water mark commit together. Batching adds no waiting: a batch is whatever queued
+up while the previous one ran. On PostgreSQL two lanes (threads, connections) commit at
+once, a task always on the same one; SQLite has one writer.
 
 Every error leaves this module as an :class:`~archiver.exceptions.ArchiverError`:
 ``LeaseLost`` (another run took the task), ``DataRefused`` (the database refused that task's
@@ -15,6 +16,7 @@ values) or ``StorageError`` (the database itself failed).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,35 +30,52 @@ from archiver.timestamps import utcnow
 Outcome = int | Exception
 
 
-class GroupWriter:
-    """Group commit of poll saves on the database thread (see the module docstring)."""
+#: Group commits that may run at once, per database: SQLite has one writer at a time;
+#: PostgreSQL overlaps one commit's server work with the next one's (benchmarks/).
+LANES = {"sqlite": 1, "postgresql": 2}
 
-    def __init__(self, db: Database, executor: ThreadPoolExecutor, owner: str) -> None:
-        self.db = db
+
+class _Lane:
+    """One stream of group commits: its own thread, so its own connection."""
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
         self.executor = executor
+        self.pending: list[tuple[q.PollSave, asyncio.Future[int]]] = []
+        self.flusher: asyncio.Task[None] | None = None
+
+
+class GroupWriter:
+    """Group commit of poll saves on the database threads (see the module docstring).
+
+    ``executors``: one per lane. A task's saves always go to the same lane (by its id), so
+    they commit in order, and two lanes never touch the same rows.
+    """
+
+    def __init__(self, db: Database, executors: Sequence[ThreadPoolExecutor], owner: str) -> None:
+        self.db = db
         self.owner = owner
-        self._pending: list[tuple[q.PollSave, asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._lanes = [_Lane(executor) for executor in executors]
 
     async def save(self, save: q.PollSave) -> int:
         """Queue one poll's save; returns how many of its events were new once committed.
 
         Raises LeaseLost, DataRefused or StorageError for this save alone.
         """
+        lane = self._lanes[hash(save.task.id) % len(self._lanes)]
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((save, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        lane.pending.append((save, future))
+        if lane.flusher is None or lane.flusher.done():
+            lane.flusher = asyncio.create_task(self._flush(lane))
         return await future
 
-    async def _flush(self) -> None:
+    async def _flush(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending, []
+        while lane.pending:
+            batch, lane.pending = lane.pending, []
             saves = [save for save, _ in batch]
             outcomes: list[Outcome]
             try:
-                outcomes = await loop.run_in_executor(self.executor, self._run, saves)
+                outcomes = await loop.run_in_executor(lane.executor, self._run, saves)
             except Exception as exc:  # the transaction itself failed (or a bug): every save did
                 outcomes = [exc] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):
