@@ -108,18 +108,32 @@ def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
 stamina.instrumentation.set_on_retry_hooks([_log_retry])
 
 
-def _refused(exc: BaseException) -> str | None:
-    """Why a connection could not be made, when the cause says so (aiohttp's transport
-    reports a refused connection as ConnectTimeout)."""
+def connection_failure(exc: BaseException) -> str | None:
+    """Why a connection could not be made, when its causes say so: aiohttp's transport
+    reports a refused connection and an untrusted certificate alike as ConnectTimeout."""
+    causes: list[BaseException] = []
     seen: BaseException | None = exc
-    for _ in range(6):
-        if seen is None:
-            return None
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(seen, OSError) and seen.errno is not None and "Name or service" in str(seen):
-            return "host name not found"
+    while seen is not None and len(causes) < 8:
+        causes.append(seen)
         seen = seen.__cause__ or seen.__context__
+    for cause in causes:
+        # ssl's own exception (aiohttp's wrappers subclass it without its details).
+        if isinstance(cause, ssl.SSLCertVerificationError) and type(cause).__module__ == "ssl":
+            return (
+                f"TLS certificate not trusted: {cause.verify_message}; for a proxy or a "
+                "private CA, set SSL_CERT_FILE to its CA bundle"
+            )
+        if isinstance(cause, ssl.SSLError) and type(cause).__module__ == "ssl":
+            return f"TLS handshake failed: {cause.reason or cause}"
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if (
+            isinstance(cause, OSError)
+            and cause.errno is not None
+            and "Name or service" in str(cause)
+        ):
+            return "host name not found"
     return None
 
 
@@ -419,10 +433,10 @@ class SmoothClient:
     UNREACHABLE_AFTER = 2
 
     def _transport_error(self, context: str, exc: BaseException) -> TransientApiError:
-        reason = _refused(exc)
+        reason = connection_failure(exc)
         if reason is not None:
             self._unreached_attempts += 0 if self.reached else 1
-            message = f"{context}: {reason} at {self.config.api_url}."
+            message = f"{context}: {reason} ({self.config.api_url})."
             if not self.reached and self._unreached_attempts >= self.UNREACHABLE_AFTER:
                 return ApiUnreachable(
                     f"cannot connect to the Smooth API at {self.config.api_url} ({reason}): "

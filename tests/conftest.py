@@ -329,3 +329,54 @@ def assert_artifacts_match_truth(db: Database, sim: Simulator) -> None:
     wrong = {k: (found.get(k), want) for k, want in expected.items() if found.get(k) != want}
     assert not wrong, f"{len(wrong)} artifacts differ from the truth: {list(wrong.items())[:3]}"
     assert set(found) == set(expected), "artifact rows for tasks the API does not have"
+
+
+@dataclass
+class TlsServer:
+    """An https server on loopback whose certificate comes from a CA nobody trusts."""
+
+    url: str
+    ca_file: Path
+    requests: list[str]
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
+    """Serves ``b"video bytes"`` (and a small TaskResponse under /api/v1/task/) over TLS
+    with a certificate for 127.0.0.1 signed by a fresh trustme CA."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = b"video bytes"
+            if self.path.startswith("/api/v1/task/"):
+                body = b'{"r": {"id": "t1", "status": "done", "events": []}}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield TlsServer(f"https://127.0.0.1:{server.server_address[1]}", ca_file, seen)
+    finally:
+        server.shutdown()
+        server.server_close()

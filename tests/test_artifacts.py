@@ -31,7 +31,7 @@ from archiver.schema import artifact_files, artifacts, tasks
 from archiver.simulator import Simulator
 from archiver.stats import RunResult
 from archiver.timestamps import to_utc, utcnow
-from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, client_config, run_archiver
+from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, TlsServer, client_config, run_archiver
 
 MiB = 1024 * 1024
 
@@ -751,3 +751,38 @@ def test_backfill_with_downloads_covers_tasks_archived_while_downloads_were_off(
     sim.reset_stats()
     again = run_command("backfill", database, client_config(sim), options)
     assert again.exit_code == 0 and sim.stats["get"] == 0
+
+
+def test_an_artifact_host_with_an_untrusted_certificate_is_refused_and_nothing_stored(
+    tls_server: TlsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS is verified: an https artifact host whose certificate no trusted CA signed gets
+    no request and nothing is stored; once its CA is trusted, the same link is fetched."""
+    import asyncio
+
+    from archiver.artifacts.fetch import ArtifactFetcher
+    from archiver.exceptions import ArtifactTransferError
+
+    store = BlobStore(str(tmp_path / "blobs"))
+    url = f"{tls_server.url}/rec.mp4?X-Amz-Signature=secret"
+
+    async def fetch() -> bytes:
+        fetcher = ArtifactFetcher(
+            store, max_bytes=1 << 20, timeout_s=5, connect_timeout_s=5, max_connections=2
+        )
+        try:
+            fetched = await fetcher.download("t1", None, "recording", url)
+        finally:
+            await fetcher.aclose()
+        with store.fs.open(f"{store.root}/{fetched.blob.key}", "rb") as f:
+            return bytes(f.read())
+
+    with pytest.raises(ArtifactTransferError, match="TLS certificate not trusted") as refused:
+        asyncio.run(fetch())
+    assert "secret" not in str(refused.value)  # the presigned signature is never shown
+    assert tls_server.requests == []
+    assert all_blobs(store) == []
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca_file))  # httpx's context trusts it
+    assert asyncio.run(fetch()) == b"video bytes"
+    assert tls_server.requests == ["/rec.mp4?X-Amz-Signature=secret"]

@@ -27,6 +27,7 @@ from archiver.exceptions import (
     TaskNotFound,
     TransientApiError,
 )
+from tests.conftest import TlsServer
 
 KEY = "sk-unit-7d1f00aa"
 TASK = {"id": "t1", "status": "running", "events": [{"name": "x", "payload": {}, "timestamp": 5}]}
@@ -376,3 +377,24 @@ def test_a_read_response_is_freed_at_once_not_left_to_the_garbage_collector() ->
         assert alive == []
 
     run(many(make_client(handler)))
+
+
+def test_an_https_api_with_an_untrusted_certificate_is_refused_before_the_key_is_sent(
+    tls_server: TlsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS is verified: an untrusted certificate fails the request with a message that
+    says so (not a timeout), the key is never sent; once its CA is trusted, it works."""
+    config = ClientConfig(api_url=f"{tls_server.url}/api/v1", api_key=ApiKey(KEY))
+
+    async def get() -> str:
+        async with SmoothClient(config) as client:
+            return (await client.get_task("t1")).id
+
+    with pytest.raises(TransientApiError, match="TLS certificate not trusted") as refused:
+        run(get())
+    assert "timed out" not in str(refused.value) and KEY not in str(refused.value)
+    assert tls_server.requests == []
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca_file))  # httpx's context trusts it
+    assert run(get()) == "t1"
+    assert tls_server.requests == ["/api/v1/task/t1?event_t=0"]

@@ -26,6 +26,7 @@ from archiver.client import (
     RETRY_WAIT_INITIAL_S,
     RETRY_WAIT_MAX_S,
     USER_AGENT,
+    connection_failure,
     parse_retry_after,
 )
 from archiver.config import (
@@ -90,6 +91,16 @@ def _bulk_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
 
     transport = AiohttpTransport(limits=limits, client=session)
     return transport
+
+
+def _failure(exc: httpx.HTTPError) -> str:
+    """What went wrong with a request that got no response, in an operator's words."""
+    reason = connection_failure(exc)
+    if reason is not None:
+        return reason
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return f"connection failed ({type(exc).__name__}: {_clean(str(exc))})"
 
 
 def _retry_transfer(exc: Exception) -> bool | float:
@@ -166,14 +177,9 @@ class ArtifactFetcher:
                 response = await self._http.send(
                     self._http.build_request("GET", current), stream=True
                 )
-            except httpx.TimeoutException as exc:
-                raise ArtifactTransferError(
-                    f"{what} {shown}: timed out ({type(exc).__name__}); retried on a later pass."
-                ) from None
             except httpx.HTTPError as exc:
                 raise ArtifactTransferError(
-                    f"{what} {shown}: connection failed ({type(exc).__name__}: "
-                    f"{_clean(str(exc))}); retried on a later pass."
+                    f"{what} {shown}: {_failure(exc)}; retried on a later pass."
                 ) from None
             try:
                 status = response.status_code
