@@ -108,6 +108,12 @@ def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
 stamina.instrumentation.set_on_retry_hooks([_log_retry])
 
 
+#: OpenSSL's verify codes for a chain that ends at a CA nobody trusts here (X509_V_ERR_
+#: UNABLE_TO_GET_ISSUER_CERT, DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN,
+#: UNABLE_TO_GET_ISSUER_CERT_LOCALLY, UNABLE_TO_VERIFY_LEAF_SIGNATURE).
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+
 def connection_failure(exc: BaseException) -> str | None:
     """Why a connection could not be made, when its causes say so: aiohttp's transport
     reports a refused connection and an untrusted certificate alike as ConnectTimeout."""
@@ -119,10 +125,13 @@ def connection_failure(exc: BaseException) -> str | None:
     for cause in causes:
         # ssl's own exception (aiohttp's wrappers subclass it without its details).
         if isinstance(cause, ssl.SSLCertVerificationError) and type(cause).__module__ == "ssl":
-            return (
-                f"TLS certificate not trusted: {cause.verify_message}; for a proxy or a "
-                "private CA, set SSL_CERT_FILE to its CA bundle"
-            )
+            detail = str(cause.verify_message or cause.reason).rstrip(".")
+            if cause.verify_code in _UNKNOWN_ISSUER:
+                return (
+                    f"TLS certificate not trusted: {detail}; for a proxy or a private CA, "
+                    "set SSL_CERT_FILE to its CA bundle"
+                )
+            return f"TLS certificate rejected: {detail}"  # expired, another host's name...
         if isinstance(cause, ssl.SSLError) and type(cause).__module__ == "ssl":
             return f"TLS handshake failed: {cause.reason or cause}"
     for cause in causes:
@@ -450,8 +459,10 @@ class SmoothClient:
 
     def _scrub(self, excerpt: str) -> str:
         """A body excerpt for an error message (stored in last_error and sync_runs): the
-        key (a 422 may echo the apikey header) and URL query strings are masked."""
-        return redact(excerpt, [self.config.api_key.reveal()])
+        key (a 422 may echo the apikey header) and URL query strings are masked. Excerpts
+        are reprs, so the key is also masked as repr writes it (escaped characters)."""
+        key = self.config.api_key.reveal()
+        return redact(excerpt, [key, repr(key)[1:-1]])
 
     async def _read_capped(self, response: httpx.Response, context: str) -> bytes:
         limit = self.config.max_response_bytes

@@ -21,6 +21,7 @@ from archiver.client import (
 )
 from archiver.config import ApiKey, ClientConfig, validate_api_url
 from archiver.exceptions import (
+    ApiError,
     AuthError,
     CircuitOpen,
     MalformedPayload,
@@ -398,3 +399,36 @@ def test_an_https_api_with_an_untrusted_certificate_is_refused_before_the_key_is
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca_file))  # httpx's context trusts it
     assert run(get()) == "t1"
     assert tls_server.requests == ["/api/v1/task/t1?event_t=0"]
+
+
+def test_a_certificate_for_another_host_is_rejected_by_name_not_blamed_on_the_ca(
+    tls_server: TlsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trusted CA's certificate for another name fails as 'rejected', with no CA advice."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca_file))
+    other_name = tls_server.url.replace("127.0.0.1", "localhost")  # the certificate: 127.0.0.1
+    config = ClientConfig(api_url=f"{other_name}/api/v1", api_key=ApiKey(KEY))
+
+    async def get() -> None:
+        async with SmoothClient(config) as client:
+            await client.get_task("t1")
+
+    with pytest.raises(TransientApiError, match=r"TLS certificate rejected: .*localhost") as bad:
+        run(get())
+    assert "SSL_CERT_FILE" not in str(bad.value) and ".;" not in str(bad.value)
+    assert tls_server.requests == []
+
+
+def test_a_key_echoed_in_an_error_body_is_masked_even_as_repr_escapes_it() -> None:
+    """A body quoting a key with characters repr escapes never shows the key either way."""
+    key = "sk-q'uote\\d-7d1f00aa"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(422, content=f"bad key {key}".encode())
+
+    cfg = ClientConfig(api_url="http://api.test/api/v1", api_key=ApiKey(key))
+    client = SmoothClient(cfg, transport=httpx.MockTransport(handler))
+    with pytest.raises(ApiError) as failed:
+        run(_get(client))
+    message = str(failed.value)
+    assert "bad key" in message and key not in message and repr(key)[1:-1] not in message
