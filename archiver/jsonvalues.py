@@ -134,6 +134,11 @@ def storage_json(value: Any) -> str:
         return escape_surrogates(_dumps_iterative(value))
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone UTF-16 surrogate (which no UTF-8 codec takes)."""
+    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
+
+
 def escape_surrogates(text: str) -> str:
     """Canonical JSON text with each raw lone surrogate as its ``\\uXXXX`` escape (inside
     JSON text a surrogate can only be part of a string, where the escape means the same)."""

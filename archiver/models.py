@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from archiver.exceptions import MalformedPayload
-from archiver.jsonvalues import canonical_bytes
+from archiver.jsonvalues import canonical_bytes, has_lone_surrogate
 
 #: An integer that fits a SQL BIGINT; larger values are malformed, not stored truncated.
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
@@ -66,19 +66,23 @@ class TaskEvent(NamedTuple):
         return hashlib.sha256(canonical_bytes(content)).hexdigest()
 
 
-class _EventFields(BaseModel):
-    """The rules an event must follow, as pydantic states them: what decides (and names
-    the field at fault) whenever :func:`parse_events` meets anything but the plain case."""
+class _Rules:
+    """pydantic's statement of the rules an event must follow: what decides (and names the
+    field at fault) whenever :func:`parse_events` meets anything but the plain case. Nested
+    so that pydantic's messages name the class as operators know it, ``TaskEvent``."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    class TaskEvent(BaseModel):
+        model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: StrictStr
-    payload: Any = None
-    id: StrictStr | None = None
-    timestamp: Int64 | None = None
+        name: StrictStr
+        payload: Any = None
+        id: StrictStr | None = None
+        timestamp: Int64 | None = None
 
 
-_EVENTS_RULES: TypeAdapter[list[_EventFields] | None] = TypeAdapter(list[_EventFields] | None)
+_EVENTS_RULES: TypeAdapter[list[_Rules.TaskEvent] | None] = TypeAdapter(
+    list[_Rules.TaskEvent] | None
+)
 _EVENT_FIELDS = frozenset(("name", "payload", "id", "timestamp"))
 _INT64_MIN, _INT64_END = -(2**63), 2**63
 _new_tuple = tuple.__new__
@@ -89,13 +93,16 @@ def parse_events(value: Any) -> list[TaskEvent] | None:
 
     The plain case (a list of JSON objects whose fields have exactly the expected types)
     is checked here in a few comparisons per event; anything else goes to
-    :class:`_EventFields`, which accepts or refuses exactly as before and names the field
+    :class:`_Rules.TaskEvent`, which accepts or refuses exactly as before and names the field
     at fault, so both paths give the same events (tests/test_models.py compares them).
     """
     if type(value) is list:
         events: list[TaskEvent] = []
         for item in value:
             if type(item) is not dict:
+                if type(item) is TaskEvent:  # already parsed (a TaskInfo built in code)
+                    events.append(item)
+                    continue
                 break
             name = item.get("name")
             id_ = item.get("id")
@@ -112,7 +119,8 @@ def parse_events(value: Any) -> list[TaskEvent] | None:
             extra = None
             if not item.keys() <= _EVENT_FIELDS:
                 extra = {k: v for k, v in item.items() if k not in _EVENT_FIELDS}
-                if any(type(k) is not str for k in extra):
+                # pydantic refuses a field name it cannot read as Unicode (lone surrogates).
+                if any(type(k) is not str or has_lone_surrogate(k) for k in extra):
                     break
             # tuple.__new__ skips the named tuple's Python-level __new__ (one call per event).
             events.append(_new_tuple(TaskEvent, (name, item.get("payload"), id_, timestamp, extra)))
@@ -124,7 +132,8 @@ def parse_events(value: Any) -> list[TaskEvent] | None:
 
 
 def _events_by_rules(value: Any) -> list[TaskEvent] | None:
-    """:func:`parse_events` by :class:`_EventFields` alone (the reference it agrees with)."""
+    """:func:`parse_events` by :class:`_Rules.TaskEvent` alone (the reference it agrees
+    with)."""
     checked = _EVENTS_RULES.validate_python(value)
     if checked is None:
         return None

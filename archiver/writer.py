@@ -36,7 +36,8 @@ LANES = {"sqlite": 1, "postgresql": 2}
 
 
 class _Lane:
-    """One stream of group commits: its own thread, so its own connection."""
+    """One stream of group commits, on its own executor (one thread): a lane runs one
+    transaction at a time, on a connection of its own while it runs."""
 
     def __init__(self, executor: ThreadPoolExecutor) -> None:
         self.executor = executor

@@ -38,6 +38,8 @@ EVENTS: list[Any] = [
     [{}],
     [{"name": StrSub("sub"), "id": StrSub("i")}],
     [{"name": "a", 1: "non-string key"}],
+    [{"name": "a", "x\ud800": 1}],
+    [{"name": "a\ud800", "id": "\udfff", "payload": "\ud83d", "x": "\udc00"}],
     [{"name": "a"}, "not an object"],
     [{"name": "a"}, None],
     [["name", "a"]],
@@ -80,3 +82,17 @@ def test_extra_event_fields_are_kept_in_the_order_sent() -> None:
     )
     assert task.events is not None
     assert [ev.extra for ev in task.events] == [{"z": 1, "b": None}, None]
+
+
+def test_a_task_built_in_code_keeps_its_parsed_events() -> None:
+    """TaskInfo takes events already parsed, as its annotation says, and keeps them."""
+    from archiver.models import TaskEvent, TaskInfo
+
+    events = [TaskEvent("a", timestamp=1), TaskEvent("b", extra={"z": 1})]
+    assert TaskInfo(id="t1", status="done", events=events).events == events
+
+
+def test_a_message_names_an_event_as_operators_know_it() -> None:
+    """pydantic's wording names the event type TaskEvent, not a private class."""
+    with pytest.raises(MalformedPayload, match="instance of TaskEvent"):
+        parse_task({"id": "t1", "status": "done", "events": [5]}, context="test")
