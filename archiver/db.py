@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -728,7 +727,7 @@ def insert_events(
     updates its row to the latest payload.
 
     The hottest statement of a sync: its rows go straight to the driver as plain tuples
-    (SQLite: multi-row statements; PostgreSQL: COPY), each value already in the form
+    (SQLite: executemany; PostgreSQL: COPY), each value already in the form
     SQLAlchemy's column types would bind (JSON as canonical text, times as the dialect
     stores them), skipping per-row parameter processing, which cost more than the
     database's own work.
@@ -762,7 +761,7 @@ def insert_events(
     if not rows:
         return
     if sqlite:
-        _insert_sqlite_events(conn, list(rows.values()))
+        conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, list(rows.values()))
         return
     if not _can_copy(conn):
         conn.exec_driver_sql(_PG_INSERT_EVENTS, list(rows.values()))
@@ -860,52 +859,21 @@ _PG_INSERT_EVENTS = (
 )
 
 
-#: Most rows one SQLite INSERT statement carries (10 parameters each, far below SQLite's
-#: 32,766): see _insert_sqlite_events.
-_SQLITE_ROWS_PER_STATEMENT = 256
-
-
-def _insert_sqlite_events(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """The events insert on SQLite, many rows per statement.
-
-    Python's sqlite3 releases the GIL around every step, so executemany of a one-row
-    statement hands the GIL back and forth with the event loop once per event; a thread
-    that wants the GIL back waits up to the 5 ms switch interval. Multi-row statements
-    (power-of-two sizes, so that a handful of statements stay in sqlite3's cache) step
-    once per chunk instead.
-    """
-    start = 0
-    size = _SQLITE_ROWS_PER_STATEMENT
-    while start < len(rows):
-        while size > len(rows) - start:
-            size //= 2
-        count = (len(rows) - start) // size
-        chunks = [
-            tuple(chain.from_iterable(rows[begin : begin + size]))
-            for begin in range(start, start + count * size, size)
-        ]
-        conn.exec_driver_sql(_sqlite_insert_events(size), chunks)
-        start += count * size
-
-
-@functools.cache
-def _sqlite_insert_events(rows: int) -> str:
-    """The SQLite events INSERT for ``rows`` rows of 10 parameters each."""
-    values = []
-    for row in range(rows):
-        p = [f"?{row * 10 + n}" for n in range(1, 11)]
-        values.append(f"({', '.join(p)}, {sqlite_utc_text(p[6])})")
+#: The SQLite events INSERT (executemany, one row per step). Multi-row statements (up to
+#: 256 rows, one GIL release per chunk instead of per event) were measured and dropped:
+#: the writer spent less time in the insert, but peak RSS grew with the archive's size
+#: (100k tasks: 96-102 MB against 86 MB), which docs/performance.md explains.
+_SQLITE_INSERT_EVENTS = (
+    "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
+    "timestamp, archived_at, extra, extra_raw, timestamp_utc) "
+    f"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {sqlite_utc_text('?7')}) "
     # Only a changed payload (or extra fields) writes: a plain re-read stays a no-op.
-    return (
-        "INSERT INTO task_events (task_id, event_key, event_id, name, payload, payload_raw, "
-        "timestamp, archived_at, extra, extra_raw, timestamp_utc) VALUES "
-        + ", ".join(values)
-        + " ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
-        "payload_raw = excluded.payload_raw, extra = excluded.extra, "
-        "extra_raw = excluded.extra_raw "
-        "WHERE task_events.payload IS NOT excluded.payload "
-        "OR task_events.extra IS NOT excluded.extra"
-    )
+    "ON CONFLICT (task_id, event_key) DO UPDATE SET payload = excluded.payload, "
+    "payload_raw = excluded.payload_raw, extra = excluded.extra, "
+    "extra_raw = excluded.extra_raw "
+    "WHERE task_events.payload IS NOT excluded.payload "
+    "OR task_events.extra IS NOT excluded.extra"
+)
 
 
 def _sqlite_time(value: datetime) -> str:

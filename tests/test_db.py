@@ -294,11 +294,9 @@ def test_driver_level_event_insert_stores_values_as_the_column_types_would(
 
 
 @pytest.mark.parametrize("count", [1, 255, 256, 257, 900])
-def test_one_insert_of_many_events_stores_each_once_across_statement_chunks(
-    database: Database, count: int
-) -> None:
-    """Batches that split into several multi-row statements store every event exactly once;
-    reading them all again adds nothing, and a changed payload updates its one row."""
+def test_one_insert_of_many_events_stores_each_once(database: Database, count: int) -> None:
+    """A batch of many events, some with ids, stores every event exactly once; reading them
+    all again adds nothing, and a changed payload updates its one row."""
     from collections import Counter
 
     from sqlalchemy import select
