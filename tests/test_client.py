@@ -351,35 +351,6 @@ def test_tls_is_verified_with_the_ca_bundle_and_never_switched_off() -> None:
     assert context.get_ca_certs() == []
 
 
-def test_a_read_response_is_freed_at_once_not_left_to_the_garbage_collector() -> None:
-    """No response of a finished Get Task stays alive waiting for a gc cycle collection."""
-    import gc
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"r": TASK})
-
-    async def many(client: SmoothClient) -> None:
-        async with client:
-            for _ in range(20):
-                await client.get_task("t1")
-            gc.collect()  # what earlier tests left
-            gc.disable()  # from here on only reference counting frees anything
-            try:
-                before = {id(o) for o in gc.get_objects() if isinstance(o, httpx.Response)}
-                for _ in range(20):
-                    await client.get_task("t1")
-                alive = [
-                    o
-                    for o in gc.get_objects()
-                    if isinstance(o, httpx.Response) and id(o) not in before
-                ]
-            finally:
-                gc.enable()
-        assert alive == []
-
-    run(many(make_client(handler)))
-
-
 def test_an_https_api_with_an_untrusted_certificate_is_refused_before_the_key_is_sent(
     tls_server: TlsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
