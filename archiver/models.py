@@ -28,8 +28,9 @@ from pydantic import (
 from archiver.exceptions import MalformedPayload
 from archiver.jsonvalues import canonical_bytes, has_lone_surrogate
 
+_INT64_MIN, _INT64_END = -(2**63), 2**63
 #: An integer that fits a SQL BIGINT; larger values are malformed, not stored truncated.
-Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
+Int64 = Annotated[StrictInt, Field(ge=_INT64_MIN, lt=_INT64_END)]
 
 
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
@@ -84,7 +85,6 @@ _EVENTS_RULES: TypeAdapter[list[_Rules.TaskEvent] | None] = TypeAdapter(
     list[_Rules.TaskEvent] | None
 )
 _EVENT_FIELDS = frozenset(("name", "payload", "id", "timestamp"))
-_INT64_MIN, _INT64_END = -(2**63), 2**63
 _new_tuple = tuple.__new__
 
 
