@@ -2,7 +2,7 @@
 
 Each command receives its options as parameters, builds the config value objects of
 :mod:`archiver.config` and calls one library function; the work itself lives in
-:mod:`archiver.engine`, :mod:`archiver.db`, :mod:`archiver.report` and friends. Every
+:mod:`archiver.engine`, :mod:`archiver.store`, :mod:`archiver.report` and friends. Every
 :class:`~archiver.exceptions.ArchiverError` that escapes a command is turned into one
 ``archiver: error: ...`` line and its exit code by :class:`ArchiverGroup`, in one place.
 
@@ -26,8 +26,8 @@ from archiver import logs
 from archiver.exceptions import ArchiverError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from archiver.db import Database
     from archiver.stats import RunResult
+    from archiver.store.database import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -256,7 +256,7 @@ def client_config(
 
 def open_database(database_url: str | None, *, read_only: bool = False) -> Database:
     """The archive, migrated to head (``read_only``: as it is; never created or changed)."""
-    from archiver.db import Database
+    from archiver.store.database import Database
 
     database = Database(database_url or cfg.default_database_url(), read_only=read_only)
     database.prepare()
@@ -485,12 +485,13 @@ def db_upgrade(database_url: str | None) -> None:
     Example:
         ARCHIVER_DATABASE_URL=postgresql://postgres@127.0.0.1/archive archiver db upgrade
     """
-    from archiver import db as q
+    from archiver.store import migrations
+    from archiver.store.database import Database
 
-    database = q.Database(database_url or cfg.default_database_url())
+    database = Database(database_url or cfg.default_database_url())
     before = database.revision()
-    q.upgrade(database.engine)
-    after = q.current_revision(database.engine)
+    migrations.upgrade(database.engine)
+    after = migrations.current_revision(database.engine)
     click.echo(f"{database.display_url()}: {before or '(empty)'} -> {after}")
 
 
@@ -503,11 +504,12 @@ def db_current(database_url: str | None) -> None:
     Example:
         archiver db current
     """
-    from archiver import db as q
+    from archiver.store.database import Database
+    from archiver.store.migrations import head_revision
 
-    database = q.Database(database_url or cfg.default_database_url(), read_only=True)
+    database = Database(database_url or cfg.default_database_url(), read_only=True)
     current = database.revision()
-    head = q.head_revision()
+    head = head_revision()
     state = "up to date" if current == head else "behind: run `archiver db upgrade`"
     click.echo(f"{database.display_url()}: {current or '(empty)'} (head {head}, {state})")
 
@@ -516,7 +518,7 @@ def _acknowledge_unlisted(
     database_url: str | None, created_ats: tuple[int, ...], *, quiet: bool
 ) -> None:
     """``status --ack-unlisted``: the one write ``status`` makes, in its own transaction."""
-    from archiver import db as q
+    from archiver.store.state import acknowledge_unlisted
     from archiver.timestamps import utcnow
 
     # Checked read-only first, so an acknowledgement never creates or migrates an archive.
@@ -524,7 +526,7 @@ def _acknowledge_unlisted(
     database = open_database(database_url)
     try:
         with database.transaction() as conn:
-            groups = [q.acknowledge_unlisted(conn, stamp, utcnow()) for stamp in created_ats]
+            groups = [acknowledge_unlisted(conn, stamp, utcnow()) for stamp in created_ats]
     finally:
         database.dispose()
     for group in groups:

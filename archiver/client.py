@@ -78,7 +78,7 @@ def _salvage(item: Any) -> tuple[str | None, int | None]:
     return task_id, created_at
 
 
-def _backoff_hook(exc: Exception) -> bool | float:
+def _backoff_hook(exc: BaseException) -> bool | float:
     """stamina's ``on`` hook: retry transient errors, waiting ``Retry-After`` when given."""
     if isinstance(exc, ApiUnreachable):
         return False  # the client already tried; the pass ends

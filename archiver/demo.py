@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.db import Database
 from archiver.engine import run_command
 from archiver.exceptions import ConfigError
-from archiver.schema import task_events, tasks
 from archiver.simulator import Simulator, SimulatorConfig
+from archiver.store.database import Database
+from archiver.store.schema import task_events, tasks
 
 DEMO_KEY = "demo-key"
 DEMO_SECONDS_BETWEEN_PASSES = 900.0

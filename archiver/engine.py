@@ -1,6 +1,6 @@
 """The sync engine: discover tasks, poll the active ones, store what is new.
 
-Data flows one way: :mod:`archiver.client` fetches, this module decides, :mod:`archiver.db`
+Data flows one way: :mod:`archiver.client` fetches, this module decides, :mod:`archiver.store`
 stores. HTTP runs concurrently on an asyncio loop; every database write runs on one
 dedicated thread, one transaction per task poll, so a task's events and its high-water
 mark are always committed together.
@@ -26,16 +26,14 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from archiver import db as q
 from archiver.client import SkippedItem, SmoothClient
 from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions, backoff_after
-from archiver.db import GONE_AFTER_NOT_FOUND, Database
 from archiver.exceptions import (
     ApiError,
     ApiUnreachable,
@@ -48,22 +46,78 @@ from archiver.exceptions import (
     StorageError,
     TaskNotFound,
 )
-from archiver.locks import RunLock
 from archiver.logs import set_run_id
 from archiver.models import KNOWN_STATUSES, KeyedEvent, TaskInfo, keyed_events
 from archiver.progress import NullProgress, Progress
 from archiver.recent import RecentIds
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunResult
-from archiver.timestamps import seconds_in_unit_of, to_seconds, to_utc, utcnow
-from archiver.writer import LANES, GroupWriter
+from archiver.store import runs as runs_store
+from archiver.store import state as state_store
+from archiver.store import tasks as tasks_store
+from archiver.store.database import Database
+from archiver.store.locks import RunLock
+from archiver.store.tasks import GONE_AFTER_NOT_FOUND
+from archiver.store.writer import LANES, GroupWriter
+from archiver.timestamps import aware, seconds_in_unit_of, to_seconds, to_utc, utcnow
 
 if TYPE_CHECKING:
     from archiver.artifacts import ArtifactSync
 
+
+@dataclass(frozen=True)
+class TaskCursor:
+    """Where polling a task resumes, and what earlier passes learnt about it."""
+
+    event_t: int
+    full_read: bool
+    finalized: bool
+    error_count: int
+    #: The status the last poll stored (None before the first poll).
+    status: str | None = None
+    #: When a pass first read the task terminal without finalizing it (a confirming read
+    #: on a later pass finalizes it), None otherwise.
+    terminal_seen_at: datetime | None = None
+    #: Whether the archiver ever saw the task waiting, running or in an unknown status.
+    seen_active: bool = False
+    #: Polls in a row that found a status the archiver does not know.
+    unknown_polls: int = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> TaskCursor:
+        """From a row of :func:`archiver.store.tasks.progress_rows`."""
+        return cls(
+            event_t=row.event_t,
+            full_read=row.full_read_at is not None,
+            finalized=row.finalized_at is not None,
+            error_count=row.error_count,
+            status=row.status,
+            terminal_seen_at=aware(row.terminal_seen_at),
+            seen_active=bool(row.seen_active),
+            unknown_polls=row.unknown_status_polls,
+        )
+
+
+@dataclass(frozen=True)
+class PollSave:
+    """What one poll of one task stores (a :class:`archiver.store.tasks.PollRecord`)."""
+
+    task: TaskInfo
+    events: Sequence[KeyedEvent]
+    full_read: bool
+    finalize: bool
+    #: A terminal read that waits for a confirming read on a later pass.
+    terminal_seen: bool = False
+    #: The task was seen waiting, running or in an unknown status.
+    seen_active: bool = False
+    #: Polls in a row in an unknown status (0 otherwise), and when to ask again.
+    unknown_polls: int = 0
+    next_poll_at: datetime | None = None
+
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: A unit of work: a leased task and where its polling resumes.
-_Item = tuple[str, q.TaskCursor]
+_Item = tuple[str, TaskCursor]
 
 #: Longest back-off of a failing task (the first one is SyncOptions.error_backoff_s).
 ERROR_BACKOFF_CAP_S = 3600.0
@@ -168,7 +222,7 @@ class SyncEngine:
 
     async def discover(self) -> None:
         """Walk List Tasks from the newest down to just below what is already known."""
-        state = await self._db(q.get_state, "discovery") or {}
+        state = await self._db(state_store.get_state, "discovery") or {}
         known_newest: int | None = state.get("newest_created_at")
         # A created_at in the future (absurd, or in another unit) is no watermark: every
         # later pass would stop on its first page and miss the tasks beyond it.
@@ -206,7 +260,9 @@ class SyncEngine:
         elif held and newest is not None:
             newest = min(newest, *(stamp for stamp in held if stamp is not None))
         if completed and newest is not None and newest != known_newest:
-            await self._db(q.put_state, "discovery", {"newest_created_at": newest}, utcnow())
+            await self._db(
+                state_store.put_state, "discovery", {"newest_created_at": newest}, utcnow()
+            )
 
     async def _insert_listed(
         self, page: list[TaskInfo], skipped: Sequence[SkippedItem] = ()
@@ -223,8 +279,8 @@ class SyncEngine:
         """
         ids = [item.task_id for item in skipped if item.task_id is not None]
         try:
-            new_ids = await self._db(q.insert_new_tasks, page, utcnow())
-            new_ids += await self._db(q.insert_listed_ids, ids, utcnow()) if ids else []
+            new_ids = await self._db(tasks_store.insert_new_tasks, page, utcnow())
+            new_ids += await self._db(tasks_store.insert_listed_ids, ids, utcnow()) if ids else []
             return new_ids, [task.id for task in page] + ids
         except DataRefused:
             pass
@@ -233,13 +289,13 @@ class SyncEngine:
         by_id: list[str] = []  # tracked by their id alone
         for task in page:
             try:
-                new_ids += await self._db(q.insert_new_tasks, [task], utcnow())
+                new_ids += await self._db(tasks_store.insert_new_tasks, [task], utcnow())
                 kept.append(task.id)
             except DataRefused:
                 by_id.append(task.id)
         for task_id in by_id + ids:
             try:
-                new_ids += await self._db(q.insert_listed_ids, [task_id], utcnow())
+                new_ids += await self._db(tasks_store.insert_listed_ids, [task_id], utcnow())
                 kept.append(task_id)
             except DataRefused as exc:
                 self._task_failed(None, f"listed task {task_id!r} cannot be stored: {exc}")
@@ -320,7 +376,11 @@ class SyncEngine:
         what List Tasks can return. Recorded for ``status``; a task-level error of the pass
         (partial) until an operator acknowledges it, a warning after that."""
         acknowledged = await self._db(
-            q.record_unlisted_group, created_at, listed, command=self.result.command, now=utcnow()
+            state_store.record_unlisted_group,
+            created_at,
+            listed,
+            command=self.result.command,
+            now=utcnow(),
         )
         when = to_utc(created_at)
         message = (
@@ -355,8 +415,10 @@ class SyncEngine:
     def _claim(self, conn: Any, task_ids: list[str]) -> list[_Item]:
         """Lease the tasks and read where each one's polling resumes, in one transaction."""
         claimed = self.lock.claim(conn, task_ids)
-        cursors = q.task_cursors(conn, claimed)
-        items = [(task_id, cursors[task_id]) for task_id in claimed if task_id in cursors]
+        rows = tasks_store.progress_rows(conn, claimed)
+        items = [
+            (task_id, TaskCursor.from_row(rows[task_id])) for task_id in claimed if task_id in rows
+        ]
         self.progress.add_total(len(items))
         return items
 
@@ -407,7 +469,7 @@ class SyncEngine:
             self._saving.add(saving)
             saving.add_done_callback(self._saving.discard)
 
-    async def _store_in_background(self, item: _Item, save: q.PollSave) -> None:
+    async def _store_in_background(self, item: _Item, save: PollSave) -> None:
         try:
             await self._guarded(item, self._store(save, item[1]))
         finally:
@@ -432,8 +494,8 @@ class SyncEngine:
         return None
 
     async def _read_task(
-        self, task_id: str, cursor: q.TaskCursor, *, from_zero: bool
-    ) -> q.PollSave | None:
+        self, task_id: str, cursor: TaskCursor, *, from_zero: bool
+    ) -> PollSave | None:
         """Read a task's new events (and sweep at the end), and its artifacts when it is
         done; what to save, or None when there is nothing to save (a failure recorded)."""
         if cursor.finalized:
@@ -470,7 +532,7 @@ class SyncEngine:
             save = replace(save, finalize=save.finalize and settled)
         return save
 
-    async def _store(self, save: q.PollSave, cursor: q.TaskCursor) -> None:
+    async def _store(self, save: PollSave, cursor: TaskCursor) -> None:
         """Save one poll (events and high-water mark in one transaction) and count it."""
         task_id = save.task.id
         try:
@@ -492,11 +554,11 @@ class SyncEngine:
     def _plan_save(
         self,
         task: TaskInfo,
-        cursor: q.TaskCursor,
+        cursor: TaskCursor,
         events: list[KeyedEvent],
         *,
         full_read: bool,
-    ) -> q.PollSave:
+    ) -> PollSave:
         """What to store for this read, and whether the task is final now.
 
         A terminal task is final once a full read has swept its events and either the read
@@ -539,7 +601,7 @@ class SyncEngine:
                 unknown_polls, first_s=options.error_backoff_s, after=1, cap_s=ERROR_BACKOFF_CAP_S
             )
             next_poll_at = now + wait if wait is not None else None
-        return q.PollSave(
+        return PollSave(
             task=task,
             events=events,
             full_read=full_read,
@@ -572,7 +634,7 @@ class SyncEngine:
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
         backoff = self._backoff(streak)
         await self._db(
-            q.record_task_error,
+            tasks_store.record_task_error,
             task_id,
             message,
             owner=self.lock.owner,
@@ -593,13 +655,15 @@ class SyncEngine:
         if explicit:
             # Named tasks are asked about even when recorded as gone; ids the API does not
             # know leave no row behind (_judge_not_found).
-            self._new_explicit = set(await self._db(q.insert_task_stub_ids, explicit, utcnow()))
+            self._new_explicit = set(
+                await self._db(tasks_store.insert_task_stub_ids, explicit, utcnow())
+            )
             self.stats.tasks_discovered += len(self._new_explicit)
-            await self._db(q.revive_gone, explicit, utcnow(), not_found=0)
+            await self._db(tasks_store.revive_gone, explicit, utcnow(), not_found=0)
         else:
             if self.options.recheck_gone:
                 revived = await self._db(
-                    q.revive_gone, None, utcnow(), not_found=GONE_AFTER_NOT_FOUND - 1
+                    tasks_store.revive_gone, None, utcnow(), not_found=GONE_AFTER_NOT_FOUND - 1
                 )
                 log.info("--recheck-gone: asking the API again about %d gone task(s)", revived)
             if self.options.discover:
@@ -611,7 +675,7 @@ class SyncEngine:
                     # Known tasks are still polled; the pass is failed all the same, since
                     # new tasks may be missing, and discovery resumes next pass.
                     self._listing_failed(f"discovery stopped: {exc}")
-        due = await self._db(q.due_task_ids, utcnow(), only=explicit or None)
+        due = await self._db(tasks_store.due_task_ids, utcnow(), only=explicit or None)
         await self.poll_all(due, from_zero=False)
         if self.artifacts is not None and not explicit:
             await self._revisit_artifacts()
@@ -647,7 +711,7 @@ class SyncEngine:
         for task_id, _ in found:
             if task_id in self._new_explicit:
                 # An id first named in this pass that the API does not know: no row stays.
-                await self._db(q.delete_stub, task_id, owner=self.lock.owner)
+                await self._db(tasks_store.delete_stub, task_id, owner=self.lock.owner)
         if self.client.successes == 0:
             shown = ", ".join(task_id for task_id, _ in found[:5])
             raise ApiUrlWrong(
@@ -663,7 +727,7 @@ class SyncEngine:
                 )
                 continue
             gone = await self._db(
-                q.record_not_found,
+                tasks_store.record_not_found,
                 task_id,
                 message,
                 owner=self.lock.owner,
@@ -684,8 +748,10 @@ class SyncEngine:
 
     async def backfill(self, *, since: datetime | None, ids: Sequence[str] | None) -> None:
         if ids is not None:
-            self.stats.tasks_discovered += await self._db(q.insert_task_stubs, ids, utcnow())
-            todo = await self._db(q.backfill_task_ids, since=None, only=list(ids))
+            self.stats.tasks_discovered += await self._db(
+                tasks_store.insert_task_stubs, ids, utcnow()
+            )
+            todo = await self._db(tasks_store.backfill_task_ids, since=None, only=list(ids))
             await self.poll_all(todo, from_zero=True)
             await self._judge_not_found()
             return
@@ -709,7 +775,7 @@ class SyncEngine:
         since_s = since.timestamp() if since is not None else None
         since_key = since.isoformat() if since is not None else None
         scope = f"since {since_key}" if since_key else "over all history"
-        state = await self._db(q.get_state, "backfill") or {}
+        state = await self._db(state_store.get_state, "backfill") or {}
         resume_t = state.get("next_t")
         if state.get("since") != since_key or state.get("listing_done") or resume_t is None:
             resume_t = None
@@ -723,7 +789,7 @@ class SyncEngine:
                 await queue.put(item)
 
         # Tasks an earlier run tracked but did not read in full come first.
-        leftover = await self._db(q.backfill_task_ids, since=None)
+        leftover = await self._db(tasks_store.backfill_task_ids, since=None)
         if leftover:
             log.info("backfill: %d tracked task(s) not yet read in full come first", len(leftover))
         await enqueue(leftover)
@@ -747,7 +813,7 @@ class SyncEngine:
             items = [item for item in skipped if in_range(item.created_at)]
             new_ids, tracked = await self._insert_listed(tasks, items)
             self.stats.tasks_discovered += len(new_ids)
-            todo = await self._db(q.backfill_task_ids, since=None, only=tracked)
+            todo = await self._db(tasks_store.backfill_task_ids, since=None, only=tracked)
             fresh = [task_id for task_id in tracked if task_id not in counted]
             counted.update(fresh)
             first_time, created = set(fresh), set(new_ids)
@@ -764,7 +830,7 @@ class SyncEngine:
 
         async def on_cursor(t: int | None) -> None:
             state["next_t"] = t
-            await self._db(q.put_state, "backfill", dict(state), utcnow())
+            await self._db(state_store.put_state, "backfill", dict(state), utcnow())
 
         if resume_t is not None:
             log.info("backfill: resuming the interrupted listing walk %s at t=%d", scope, resume_t)
@@ -783,11 +849,11 @@ class SyncEngine:
             )
             return
         state["listing_done"] = True
-        await self._db(q.put_state, "backfill", dict(state), utcnow())
+        await self._db(state_store.put_state, "backfill", dict(state), utcnow())
         if newest is not None and resume_t is None:
             # A complete walk from the newest task down: discovery need not walk it again
             # (the first sync after a backfill of 100k tasks otherwise lists them all).
-            await self._db(q.raise_discovery_watermark, newest, utcnow())
+            await self._db(state_store.raise_discovery_watermark, newest, utcnow())
         if not listed:
             log.info("backfill: %s; nothing to import: the API lists no task %s", walked, scope)
         elif not to_read:
@@ -823,7 +889,7 @@ def run_command(
     set_run_id(result.run_id)
     try:
         with db.transaction() as conn:
-            q.start_run(
+            runs_store.start_run(
                 conn,
                 run_id=result.run_id,
                 command=command,
@@ -847,7 +913,7 @@ def run_command(
         result.finished_at = utcnow()
         try:
             with db.transaction() as conn:
-                q.finish_run(
+                runs_store.finish_run(
                     conn,
                     result.run_id,
                     outcome=result.outcome,

@@ -32,14 +32,14 @@ from sqlalchemy import Connection, distinct, func, select
 
 from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
-from archiver.schema import artifacts, sync_runs, tasks
 from archiver.stats import OUTCOMES, SUCCESS_OUTCOMES, RunResult, counter_fields
+from archiver.store.schema import artifacts, sync_runs, tasks
 from archiver.timestamps import aware
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-    from archiver.db import Database
+    from archiver.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def read_status(
 ) -> Status:
     """Health, contents and last runs of the archive, in one read-only snapshot."""
     from archiver.artifacts import artifact_status
-    from archiver.db import status_report
+    from archiver.store.status import status_report
 
     with database.reading() as conn:
         report = status_report(conn)

@@ -49,7 +49,7 @@ OUTPUT_PREVIEW_CHARS = 40
 NO_DATE = "(no date)"
 NONE_LABEL = "-"
 
-#: The views, as lightweight SQLAlchemy selectables (not part of archiver.schema's
+#: The views, as lightweight SQLAlchemy selectables (not part of archiver.store.schema's
 #: metadata: they are created by migration 0003, not by create_all or autogenerate).
 credits_by_day = table(
     "credits_by_day",

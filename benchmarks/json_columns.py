@@ -2,7 +2,7 @@
 
     python benchmarks/json_columns.py --tasks 200 --events 50
 
-On ordinary simulator payloads: what ``insert_events`` and ``_task_columns`` compute per
+On ordinary simulator payloads: what ``insert_events`` and ``TaskColumns.values`` compute per
 event / task before the database sees it (event key, typed/raw split as storage text),
 per dialect, next to ``floor``: orjson and SHA-256 alone, the least any
 version can do. Prints JSON; microseconds are the best of several repeats.

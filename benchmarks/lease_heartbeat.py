@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert, text
 
-from archiver.db import Database
-from archiver.locks import RunLock
-from archiver.schema import tasks
+from archiver.store.database import Database
+from archiver.store.locks import RunLock
+from archiver.store.schema import tasks
 
 CHUNK = 20_000
 

@@ -1,5 +1,5 @@
 """Storage micro-benchmark: one batch insert of N events through the real db functions
-(``archiver.db.insert_events``: event-key hashing, JSON serialisation, bind processing,
+(``archiver.store.events.insert_events``: event-key hashing, JSON serialisation, bind processing,
 executemany, commit) into a fresh, migrated archive; rows per second. Prints JSON.
 
     python benchmarks/storage.py                        # 20,000 events (400 tasks x 50)
@@ -23,11 +23,13 @@ from typing import Any
 from _bench import database_label, fresh_postgres, load, r, workdir
 from sqlalchemy import func, select
 
-from archiver import db as q
 from archiver import models
 from archiver.models import parse_task
-from archiver.schema import task_events
 from archiver.simulator import Simulator, SimulatorConfig
+from archiver.store.database import Database
+from archiver.store.events import insert_events
+from archiver.store.schema import task_events
+from archiver.store.tasks import insert_new_tasks
 from archiver.timestamps import utcnow
 
 PER_TASK = 50
@@ -74,14 +76,14 @@ def run(args: argparse.Namespace, truth: dict[str, dict[str, object]]) -> dict[s
         url = args.database_url or f"sqlite:///{home}/storage.db"
         if args.database_url:
             fresh_postgres(url)
-        database = q.Database(url)
+        database = Database(url)
         database.prepare()
         with database.transaction() as conn:
-            q.insert_new_tasks(conn, tasks, utcnow())
+            insert_new_tasks(conn, tasks, utcnow())
         started = time.perf_counter()
         cpu = time.process_time()
         with database.transaction() as conn:
-            q.insert_events(conn, batches, utcnow())
+            insert_events(conn, batches, utcnow())
         insert_s = time.perf_counter() - started
         insert_cpu = time.process_time() - cpu
         with database.reading() as conn:

@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, insert, select, text
 
-from archiver.db import Database
-from archiver.schema import artifacts, sync_runs, task_events, tasks
+from archiver.store.database import Database
+from archiver.store.schema import artifacts, sync_runs, task_events, tasks
 from archiver.web.queries import encode_cursor
 
 BIN = Path(sys.executable).with_name("archiver")

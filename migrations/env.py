@@ -7,8 +7,8 @@ from __future__ import annotations
 from alembic import context
 
 from archiver.config import default_database_url
-from archiver.db import create_db_engine
-from archiver.schema import metadata
+from archiver.store.engines import create_db_engine
+from archiver.store.schema import metadata
 
 config = context.config
 

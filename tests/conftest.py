@@ -20,10 +20,10 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from archiver.config import ApiKey, ClientConfig
-from archiver.db import Database
 from archiver.jsonvalues import loads_json
-from archiver.schema import task_events, tasks
 from archiver.simulator import Simulator, SimulatorConfig
+from archiver.store.database import Database
+from archiver.store.schema import task_events, tasks
 
 TEST_API_KEY = "sk-test-3f9c1e7a5b2d4c6e8f0a"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -313,7 +313,7 @@ def s3_blob_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def assert_artifacts_match_truth(db: Database, sim: Simulator) -> None:
     """Every task has both artifacts in their true final state: a link the API gives is
     stored with exactly the bytes the artifact host serves, an empty link is absent."""
-    from archiver.schema import artifacts
+    from archiver.store.schema import artifacts
 
     with db.transaction() as conn:
         rows = {(r.task_id, r.kind): r for r in conn.execute(select(artifacts))}

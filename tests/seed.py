@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from archiver.config import SyncOptions
-from archiver.db import Database
 from archiver.engine import run_command
-from archiver.schema import artifacts, task_events, tasks
+from archiver.store.database import Database
+from archiver.store.schema import artifacts, task_events, tasks
 from archiver.timestamps import to_utc
 from tests.conftest import client_config
 

@@ -24,12 +24,12 @@ from sqlalchemy import select, update
 
 from archiver.blobs import TEMP_DIR, BlobStore, blob_key, extension_for
 from archiver.config import SyncOptions
-from archiver.db import Database
 from archiver.engine import run_command
 from archiver.models import strip_query
-from archiver.schema import artifact_files, artifacts, tasks
 from archiver.simulator import Simulator
 from archiver.stats import RunResult
+from archiver.store.database import Database
+from archiver.store.schema import artifact_files, artifacts, tasks
 from archiver.timestamps import to_utc, utcnow
 from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, TlsServer, client_config, run_archiver
 

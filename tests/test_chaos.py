@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from archiver.config import SyncOptions
-from archiver.db import Database, insert_task_stubs
 from archiver.engine import run_command
 from archiver.simulator import FAULT_KINDS
 from archiver.simulator.config import FILE_FAULT_KINDS
+from archiver.store.database import Database
+from archiver.store.tasks import insert_task_stubs
 from archiver.timestamps import utcnow
 from tests.conftest import assert_artifacts_match_truth, assert_matches_truth, client_config
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.db import Database, head_revision
+from archiver.store.database import Database
+from archiver.store.migrations import head_revision
 from tests.conftest import (
     ARCHIVER_BIN,
     TEST_API_KEY,

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import func, select
 
-from archiver.db import Database
-from archiver.schema import sync_runs, tasks
 from archiver.simulator import Simulator
+from archiver.store.database import Database
+from archiver.store.schema import sync_runs, tasks
 from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, assert_matches_truth, run_archiver
 
 TRIALS = int(os.environ.get("ARCHIVER_CRASH_TRIALS", "2"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from archiver.db import Database
+from archiver.store.database import Database
 from tests.conftest import (
     ARCHIVER_BIN,
     PG_URL,
@@ -257,9 +257,10 @@ def test_driver_level_event_insert_stores_values_as_the_column_types_would(
     """insert_events bypasses SQLAlchemy's types, yet stores the very values they bind."""
     from sqlalchemy import select
 
-    from archiver import db as q
     from archiver.models import TaskInfo, keyed_events
-    from archiver.schema import UtcDateTime, task_events
+    from archiver.store.events import insert_events
+    from archiver.store.schema import UtcDateTime, task_events
+    from archiver.store.tasks import insert_new_tasks
     from archiver.timestamps import to_utc
 
     now = datetime(2026, 11, 29, 19, 29, 29, 687323, tzinfo=UTC)
@@ -271,8 +272,8 @@ def test_driver_level_event_insert_stores_values_as_the_column_types_would(
     ]
     task = TaskInfo.model_validate({"id": "t1", "status": "done", "events": events})
     with database.transaction() as conn:
-        q.insert_new_tasks(conn, [task], now)
-        q.insert_events(conn, [("t1", keyed_events(task.events))], now)
+        insert_new_tasks(conn, [task], now)
+        insert_events(conn, [("t1", keyed_events(task.events))], now)
     with database.reading() as conn:
         rows = {r.name: r for r in conn.execute(select(task_events))}
         raw = dict(conn.exec_driver_sql("SELECT name, timestamp_utc FROM task_events").all())
@@ -301,9 +302,10 @@ def test_one_insert_of_many_events_stores_each_once(database: Database, count: i
 
     from sqlalchemy import select
 
-    from archiver import db as q
     from archiver.models import TaskInfo, keyed_events
-    from archiver.schema import task_events
+    from archiver.store.events import insert_events
+    from archiver.store.schema import task_events
+    from archiver.store.tasks import insert_new_tasks
 
     now = datetime(2026, 11, 30, tzinfo=UTC)
     tasks = [
@@ -326,8 +328,8 @@ def test_one_insert_of_many_events_stores_each_once(database: Database, count: i
     )
     for _ in range(2):  # the second read is a no-op
         with database.transaction() as conn:
-            q.insert_new_tasks(conn, tasks, now)
-            q.insert_events(conn, batches, now)
+            insert_new_tasks(conn, tasks, now)
+            insert_events(conn, batches, now)
     with database.reading() as conn:
         columns = (task_events.c.task_id, task_events.c.name, task_events.c.payload)
         rows = conn.execute(select(*columns))
@@ -337,7 +339,7 @@ def test_one_insert_of_many_events_stores_each_once(database: Database, count: i
     assert tasks[0].events is not None
     filled = tasks[0].events[0]._replace(payload="filled")  # an event with an id (i = 0)
     with database.transaction() as conn:
-        q.insert_events(conn, [("t0", keyed_events([filled]))], now)
+        insert_events(conn, [("t0", keyed_events([filled]))], now)
     with database.reading() as conn:
         payloads = (
             conn.execute(select(task_events.c.payload).where(task_events.c.name == "e0"))
@@ -355,9 +357,10 @@ def test_postgresql_role_without_temp_privilege_still_stores_every_event(
     from sqlalchemy import select
     from sqlalchemy.engine import make_url
 
-    from archiver import db as q
     from archiver.models import TaskInfo, keyed_events
-    from archiver.schema import task_events
+    from archiver.store.events import insert_events
+    from archiver.store.schema import task_events
+    from archiver.store.tasks import insert_new_tasks
 
     owner = Database(postgres_url)
     owner.prepare()
@@ -373,15 +376,15 @@ def test_postgresql_role_without_temp_privilege_still_stores_every_event(
         now = datetime(2026, 11, 29, tzinfo=UTC)
         events = [{"name": f"e{i}", "timestamp": 1_764_000_000_000 + i} for i in range(3)]
         task = TaskInfo.model_validate({"id": "t1", "status": "done", "events": events})
-        caplog.set_level("WARNING", logger="archiver.db")
+        caplog.set_level("WARNING", logger="archiver.store.events")
         for _ in range(2):  # the second read of the same events stores nothing more
             with limited.transaction() as conn:
-                q.insert_new_tasks(conn, [task], now)
-                q.insert_events(conn, [("t1", keyed_events(task.events))], now)
+                insert_new_tasks(conn, [task], now)
+                insert_events(conn, [("t1", keyed_events(task.events))], now)
         with owner.reading() as conn:
             names = sorted(conn.execute(select(task_events.c.name)).scalars())
         assert names == ["e0", "e1", "e2"]
-        warnings = [r.getMessage() for r in caplog.records if r.name == "archiver.db"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "archiver.store.events"]
         assert len(warnings) == 1 and "GRANT TEMP" in warnings[0]
     finally:
         limited.dispose()

@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 
 from archiver import config
 from archiver.cli import cli
-from archiver.db import Database
-from archiver.schema import metadata, sync_runs, task_events, tasks
+from archiver.store.database import Database
+from archiver.store.schema import metadata, sync_runs, task_events, tasks
 from tests.seed import (
     TERMINAL,
     TaskRow,

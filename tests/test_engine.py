@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import insert, select
 
 from archiver.config import SyncOptions
-from archiver.db import Database
 from archiver.engine import run_command
-from archiver.schema import sync_runs, task_events, tasks
+from archiver.store.database import Database
+from archiver.store.schema import sync_runs, task_events, tasks
 from tests.conftest import assert_matches_truth, client_config, stored_state
 
 
@@ -296,7 +296,7 @@ def test_discovery_watermark_advances_so_listing_cost_stays_flat(
     database: Database, make_simulator
 ) -> None:
     """Each incremental pass lists about one page, however much history has piled up."""
-    from archiver.db import get_state
+    from archiver.store.state import get_state
 
     sim = make_simulator(
         tasks=400, events_per_task=1, seed=25, spacing_s=60.0, initial_time=1_764_000_000 + 60 * 40

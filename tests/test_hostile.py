@@ -25,11 +25,13 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.db import Database, get_state, insert_task_stubs, put_state
 from archiver.engine import run_command
 from archiver.jsonvalues import MAX_DEPTH
-from archiver.schema import metadata, sync_runs, task_events, tasks
 from archiver.stats import RunResult
+from archiver.store.database import Database
+from archiver.store.schema import metadata, sync_runs, task_events, tasks
+from archiver.store.state import get_state, put_state
+from archiver.store.tasks import insert_task_stubs
 from archiver.timestamps import to_utc, utcnow
 from tests.conftest import archived, assert_matches_truth, canonical, client_config
 

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.db import Database, get_state, put_state
 from archiver.engine import run_command
-from archiver.schema import sync_runs
+from archiver.store.database import Database
+from archiver.store.schema import sync_runs
+from archiver.store.state import get_state, put_state
 from archiver.timestamps import utcnow
 from tests.conftest import assert_matches_truth, client_config, run_archiver, stored_state
 from tests.test_operator_safety import env_for, task_rows

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text, update
 
-from archiver import locks as locks_module
-from archiver.db import Database, insert_task_stubs
 from archiver.exceptions import LockHeld
-from archiver.locks import RunLock
-from archiver.schema import locks, tasks
+from archiver.store import locks as locks_module
+from archiver.store.database import Database
+from archiver.store.locks import RunLock
+from archiver.store.schema import locks, tasks
+from archiver.store.tasks import insert_task_stubs
 from archiver.timestamps import utcnow
 
 
@@ -174,7 +175,7 @@ def test_failed_heartbeats_are_logged_with_their_reason(
     database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each failed beat logs a warning naming the database error; a working beat resets it."""
-    caplog.set_level(logging.WARNING, logger="archiver.locks")
+    caplog.set_level(logging.WARNING, logger="archiver.store.locks")
     lock = RunLock(database, "sync", heartbeat_s=0.05)
     lock.acquire()
     try:
@@ -201,7 +202,7 @@ def test_a_lost_lock_is_logged_as_an_error_once(
     database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first beat after another run took the lock over logs one error and sets lost."""
-    caplog.set_level(logging.WARNING, logger="archiver.locks")
+    caplog.set_level(logging.WARNING, logger="archiver.store.locks")
     frozen = RunLock(database, "sync", stale_after_s=0.0)
     frozen.host = "frozen-host"
     frozen.acquire()

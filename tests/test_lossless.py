@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, text
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.db import Database, insert_events
 from archiver.engine import RunResult, run_command
 from archiver.jsonvalues import (
     MAX_DEPTH,
@@ -36,7 +35,9 @@ from archiver.jsonvalues import (
     storage_json,
 )
 from archiver.models import TaskEvent, keyed_events
-from archiver.schema import task_events, tasks
+from archiver.store.database import Database
+from archiver.store.events import insert_events
+from archiver.store.schema import task_events, tasks
 from tests.conftest import (
     TEST_API_KEY,
     archived,

@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
 from archiver.config import SyncOptions
-from archiver.db import Database
 from archiver.engine import run_command
 from archiver.exceptions import ConfigError
 from archiver.metrics import (
@@ -22,8 +21,9 @@ from archiver.metrics import (
     validate_metrics_path,
     write_metrics,
 )
-from archiver.schema import artifacts, sync_runs, tasks
 from archiver.stats import RunResult
+from archiver.store.database import Database
+from archiver.store.schema import artifacts, sync_runs, tasks
 from tests.conftest import TEST_API_KEY, client_config, run_archiver
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

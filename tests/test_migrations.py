@@ -7,12 +7,13 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from archiver.db import Database, current_revision, head_revision, upgrade
-from archiver.schema import metadata
+from archiver.store.database import Database
+from archiver.store.migrations import current_revision, head_revision, upgrade
+from archiver.store.schema import metadata
 
 
 def test_migrations_produce_the_declared_schema(database: Database) -> None:
-    """Upgrading to head leaves no difference between the database and archiver.schema."""
+    """Upgrading to head leaves no difference between the database and archiver.store.schema."""
     with database.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
@@ -28,10 +29,10 @@ def test_downgrade_to_base_and_up_again(database: Database) -> None:
     """Every migration's downgrade runs, and the chain upgrades again from nothing."""
     from alembic import command
 
-    from archiver.db import _alembic_config
+    from archiver.store.migrations import alembic_config
 
     with database.engine.begin() as conn:
-        command.downgrade(_alembic_config(conn), "base")
+        command.downgrade(alembic_config(conn), "base")
     assert current_revision(database.engine) is None
     upgrade(database.engine)
     assert current_revision(database.engine) == head_revision()
@@ -43,7 +44,7 @@ def test_sqlite_json_columns_become_text_keeping_existing_rows(tmp_path) -> None
 
     from sqlalchemy import select
 
-    from archiver.schema import tasks
+    from archiver.store.schema import tasks
     from archiver.timestamps import utcnow
 
     path = tmp_path / "old.db"

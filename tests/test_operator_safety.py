@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from archiver.db import Database
-from archiver.schema import tasks
+from archiver.store.database import Database
+from archiver.store.schema import tasks
 from archiver.timestamps import utcnow
 from tests.conftest import TEST_API_KEY, run_archiver
 

@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import text
 
 from archiver.config import parse_day
-from archiver.db import Database
 from archiver.exceptions import ConfigError
 from archiver.report import (
     bar,
@@ -26,6 +25,7 @@ from archiver.report import (
     render_top,
     top_tasks,
 )
+from archiver.store.database import Database
 from tests.conftest import run_archiver
 from tests.seed import cents, expected_by_day, seed_archive, task_rows
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from archiver.db import normalize_database_url
-from archiver.schema import metadata
+from archiver.store.engines import normalize_database_url
+from archiver.store.schema import metadata
 from tests.conftest import TEST_API_KEY, run_archiver
 
 
@@ -281,7 +281,7 @@ def test_a_read_only_database_object_refuses_writes(database_url: str) -> None:
     (SQLite query_only/mode=ro; PostgreSQL default_transaction_read_only)."""
     from sqlalchemy.exc import DBAPIError
 
-    from archiver.db import Database
+    from archiver.store.database import Database
 
     writer = Database(database_url)
     writer.prepare()

@@ -23,10 +23,11 @@ import pytest
 from sqlalchemy import MetaData, create_engine, insert, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.db import Database, normalize_database_url
 from archiver.engine import run_command
-from archiver.schema import tasks
 from archiver.simulator import Simulator
+from archiver.store.database import Database
+from archiver.store.engines import normalize_database_url
+from archiver.store.schema import tasks
 from archiver.timestamps import utcnow
 from tests.conftest import run_archiver
 

@@ -9,11 +9,11 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from archiver.config import SyncOptions
-from archiver.db import Database
 from archiver.engine import run_command
-from archiver.schema import tasks
 from archiver.simulator import Simulator
 from archiver.stats import RunResult
+from archiver.store.database import Database
+from archiver.store.schema import tasks
 from tests.conftest import assert_matches_truth, client_config, stored_state
 
 

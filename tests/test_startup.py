@@ -10,7 +10,8 @@ from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from archiver.db import Database, _alembic_config, current_revision, head_revision, upgrade
+from archiver.store.database import Database
+from archiver.store.migrations import alembic_config, current_revision, head_revision, upgrade
 from tests.conftest import TEST_API_KEY, assert_matches_truth, run_archiver
 
 #: Packages a plain `sync` (no --downloads, --metrics-file, --rate-limit, bar) leaves alone.
@@ -33,14 +34,14 @@ def imported_packages(stderr: str) -> set[str]:
 
 def test_schema_check_agrees_with_alembic(database: Database) -> None:
     """head_revision and current_revision give Alembic's answers at head, mid-chain and base."""
-    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    script = ScriptDirectory.from_config(alembic_config(None))  # type: ignore[arg-type]
     assert head_revision() == script.get_current_head()
     for target in ("0004", "base", "head"):
         if target == "head":
             upgrade(database.engine)
         else:
             with database.engine.begin() as conn:
-                command.downgrade(_alembic_config(conn), target)
+                command.downgrade(alembic_config(conn), target)
         with database.engine.connect() as conn:
             expected = MigrationContext.configure(conn).get_current_revision()
         assert current_revision(database.engine) == expected
@@ -91,15 +92,15 @@ def test_head_revision_falls_back_to_alembic_on_a_branch(
     """Two heads (a branch the regex cannot settle) are left to Alembic, which names both."""
     import shutil
 
-    from archiver import db
+    from archiver.store import migrations
 
     versions = tmp_path / "migrations" / "versions"
-    shutil.copytree(db.migrations_location(), tmp_path / "migrations")
+    shutil.copytree(migrations.migrations_location(), tmp_path / "migrations")
     (versions / "0007_x.py").write_text('revision = "x"\ndown_revision = "0005"\n')
-    monkeypatch.setattr(db, "migrations_location", lambda: str(tmp_path / "migrations"))
-    db.head_revision.cache_clear()
+    monkeypatch.setattr(migrations, "migrations_location", lambda: str(tmp_path / "migrations"))
+    migrations.head_revision.cache_clear()
     try:
         with pytest.raises(Exception, match="head"):
-            db.head_revision()
+            migrations.head_revision()
     finally:
-        db.head_revision.cache_clear()
+        migrations.head_revision.cache_clear()

@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
-from archiver.schema import task_events
+from archiver.store.schema import task_events
 from archiver.timestamps import is_milliseconds, seconds_in_unit_of, sqlite_utc_text, to_utc
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import inspect, text
 
-from archiver.db import Database, current_revision, head_revision, upgrade
+from archiver.store.database import Database
+from archiver.store.migrations import current_revision, head_revision, upgrade
 from tests.seed import (
     LONG_TEXT,
     aware,
@@ -45,11 +46,11 @@ def test_views_exist_at_head_and_downgrade_drops_them(database: Database) -> Non
     """Upgrading creates the three views; downgrading to 0002 drops them, tables stay."""
     from alembic import command
 
-    from archiver.db import _alembic_config
+    from archiver.store.migrations import alembic_config
 
     assert set(inspect(database.engine).get_view_names()) >= VIEWS
     with database.engine.begin() as conn:
-        command.downgrade(_alembic_config(conn), "0002")
+        command.downgrade(alembic_config(conn), "0002")
     assert current_revision(database.engine) == "0002"
     inspector = inspect(database.engine)
     assert not VIEWS & set(inspector.get_view_names())

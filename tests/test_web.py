@@ -20,9 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 
-from archiver.db import Database
 from archiver.exceptions import ConfigError
-from archiver.schema import tasks
+from archiver.store.database import Database
+from archiver.store.schema import tasks
 from archiver.web import is_loopback, open_archive, serve_token
 from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, run_archiver
 from tests.webseed import (
@@ -271,7 +271,7 @@ def _store_recording_at(db: Database, blob_url: str) -> None:
     from sqlalchemy import update
 
     from archiver.blobs import BlobStore
-    from archiver.schema import artifacts
+    from archiver.store.schema import artifacts
     from tests.webseed import store_blob
 
     info = store_blob(
@@ -325,7 +325,7 @@ def test_blobs_are_only_what_artifacts_rows_point_to(archive: Database, tmp_path
     artifacts are 404; a recording stored with an HTML type is only ever an attachment."""
     from sqlalchemy import update
 
-    from archiver.schema import artifacts
+    from archiver.store.schema import artifacts
 
     secret = tmp_path / "blobs" / "secret.txt"
     secret.write_text("not an artifact")
@@ -360,7 +360,7 @@ def test_healthz_and_health_page_follow_max_age(archive: Database) -> None:
 
     from sqlalchemy import update
 
-    from archiver.schema import sync_runs
+    from archiver.store.schema import sync_runs
 
     with archive.transaction() as conn:  # the seed's pass ended two hours ago
         conn.execute(update(sync_runs).values(finished_at=datetime.now(UTC) - timedelta(hours=2)))
@@ -454,7 +454,7 @@ def test_missing_or_old_archive_is_an_error_not_a_new_file(tmp_path: Path) -> No
     assert not missing.exists() and not missing.parent.exists()
     old = tmp_path / "old.db"
     db = Database(f"sqlite:///{old}")
-    from archiver.db import upgrade
+    from archiver.store.migrations import upgrade
 
     upgrade(db.engine, "0008")
     db.dispose()

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from archiver.db import Database
-from archiver.schema import tasks
+from archiver.store.database import Database
+from archiver.store.schema import tasks
 from tests.test_web import TOKEN, start_serve, stop
 from tests.webseed import (
     DOWNLOADS_TASK,

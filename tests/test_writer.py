@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from archiver import db as q
-from archiver.db import Database
+from archiver.engine import PollSave
 from archiver.models import TaskInfo, keyed_events
-from archiver.schema import task_events, tasks
-from archiver.writer import LANES, GroupWriter
+from archiver.store.database import Database
+from archiver.store.schema import task_events, tasks
+from archiver.store.tasks import insert_new_tasks
+from archiver.store.writer import LANES, GroupWriter
 
 OWNER = "test-owner"
 
@@ -36,11 +37,11 @@ class RecordingExecutor(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
-def _poll(task_id: str, count: int) -> q.PollSave:
+def _poll(task_id: str, count: int) -> PollSave:
     events = [{"name": f"e{i}", "timestamp": 1_764_000_000_000 + i, "id": f"{task_id}-{i}"}
               for i in range(count)]  # fmt: skip
     task = TaskInfo.model_validate({"id": task_id, "status": "running", "events": events})
-    return q.PollSave(task=task, events=keyed_events(task.events), full_read=True, finalize=False)
+    return PollSave(task=task, events=keyed_events(task.events), full_read=True, finalize=False)
 
 
 def _lease(database: Database, now: datetime) -> None:
@@ -55,7 +56,7 @@ def test_lanes_keep_each_tasks_saves_together_and_store_every_event_once(
     ids = [f"t{n:02d}" for n in range(24)]
     now = datetime(2026, 11, 30, tzinfo=UTC)
     with database.transaction() as conn:
-        q.insert_new_tasks(conn, [_poll(task_id, 0).task for task_id in ids], now)
+        insert_new_tasks(conn, [_poll(task_id, 0).task for task_id in ids], now)
     seen: list[tuple[str, str]] = []
     executors = [RecordingExecutor(f"lane{n}", seen) for n in range(LANES[database.dialect])]
     writer = GroupWriter(database, executors, OWNER)

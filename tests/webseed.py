@@ -21,8 +21,8 @@ from sqlalchemy import insert, select, update
 
 from archiver.artifacts import list_zip, save_artifact
 from archiver.blobs import BlobStore, blob_key
-from archiver.db import Database
-from archiver.schema import artifacts, task_events, tasks
+from archiver.store.database import Database
+from archiver.store.schema import artifacts, task_events, tasks
 from archiver.timestamps import to_utc
 from archiver.web import Running, build_app, open_archive, start
 from tests.seed import seed_archive

@@ -103,7 +103,7 @@ def _failure(exc: httpx.HTTPError) -> str:
     return f"connection failed ({type(exc).__name__}: {_clean(str(exc))})"
 
 
-def _retry_transfer(exc: Exception) -> bool | float:
+def _retry_transfer(exc: BaseException) -> bool | float:
     """stamina's ``on`` hook for artifact transfers: transient failures are retried
     (waiting ``Retry-After`` when the host gave one), refusals and rejections are not."""
     if isinstance(exc, ArtifactTransferError):

@@ -19,12 +19,12 @@ from archiver.artifacts.states import (
     STORED,
     _clean,
 )
-from archiver.db import dialect_insert
 from archiver.exceptions import (
     LeaseLost,
 )
 from archiver.models import TERMINAL_STATUSES
-from archiver.schema import artifact_files, artifacts, tasks
+from archiver.store.engines import dialect_insert
+from archiver.store.schema import artifact_files, artifacts, tasks
 from archiver.timestamps import aware, utcnow
 
 log = logging.getLogger(__name__)

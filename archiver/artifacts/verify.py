@@ -22,12 +22,12 @@ from archiver.config import (
     ClientConfig,
     SyncOptions,
 )
-from archiver.db import Database
 from archiver.exceptions import (
     ApiError,
     ArchiverError,
     AuthError,
 )
+from archiver.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def repair_and_report(
 ) -> int:
     """``archiver verify --repair``: fetch ``todo`` again under the ``verify`` lock; prints
     one line per artifact and returns how many could not be repaired."""
-    from archiver.locks import RunLock
+    from archiver.store.locks import RunLock
 
     lock = RunLock(db, "verify")
     try:

@@ -16,7 +16,7 @@ from archiver.exceptions import ConfigError
 from archiver.web.access import is_loopback
 
 if TYPE_CHECKING:  # pragma: no cover
-    from archiver.db import Database
+    from archiver.store.database import Database
 
 ENV_SERVE_TOKEN = "ARCHIVER_SERVE_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
@@ -49,7 +49,7 @@ def open_archive(database_url: str) -> Database:
     """The archive opened read-only at the connection (SQLite ``mode=ro``, PostgreSQL
     ``default_transaction_read_only``): a missing SQLite file or a schema that is not this
     version's is a ConfigError (exit 2); serve never creates or migrates anything."""
-    from archiver.db import Database
+    from archiver.store.database import Database
 
     database = Database(database_url, read_only=True)
     try:

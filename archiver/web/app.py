@@ -45,9 +45,9 @@ from archiver import config as cfg
 from archiver import metrics as health_metrics
 from archiver import report as reports
 from archiver.blobs import BlobStore
-from archiver.db import Database
 from archiver.exceptions import ArchiverError, ConfigError
-from archiver.schema import sync_runs
+from archiver.store.database import Database
+from archiver.store.schema import sync_runs
 from archiver.web import blobserve, queries, render
 from archiver.web.access import is_loopback
 

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, fu
 
 from archiver.models import TERMINAL_STATUSES
 from archiver.report import usd
-from archiver.schema import artifact_files, artifacts, task_events, tasks
+from archiver.store.schema import artifact_files, artifacts, task_events, tasks
 from archiver.timestamps import aware
 
 PAGE_SIZE = 50

@@ -17,7 +17,7 @@ branch_labels = None
 depends_on = None
 
 # Frozen copies of the column types as they were at this revision (a migration must not
-# follow later edits of archiver.schema).
+# follow later edits of archiver.store.schema).
 Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Utc = sa.DateTime(timezone=True)

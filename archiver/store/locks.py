@@ -24,9 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
-from archiver.db import Database, dialect_insert
 from archiver.exceptions import ArchiverError, LockHeld
-from archiver.schema import locks, sync_runs, tasks
+from archiver.store.database import Database
+from archiver.store.engines import dialect_insert
+from archiver.store.schema import locks, sync_runs, tasks
 from archiver.timestamps import aware, utcnow
 
 DEFAULT_HEARTBEAT_S = 10.0

@@ -1,7 +1,7 @@
 """Saving polls: the storage side of the engine's hot path.
 
-The engine decides *what* to save (a :class:`~archiver.db.PollSave` per polled task); this
-module decides *how*: polls that queue up while a transaction runs share the next one
+The engine decides *what* to save (a :class:`~archiver.store.tasks.PollRecord` per polled
+task); this module decides *how*: polls that queue up while a transaction runs share the next one
 (group commit), and a batch that fails is saved again task by task, each in its own
 SAVEPOINT, so a failure stays with the task that caused it. Either way a task's events and
 its high-water mark commit together. Batching adds no waiting: a batch is whatever queued
@@ -21,9 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from archiver import db as q
-from archiver.db import VALUE_ERRORS, Database, wrap_error
 from archiver.exceptions import LeaseLost, StorageError
+from archiver.store.database import Database
+from archiver.store.errors import VALUE_ERRORS, wrap_error
+from archiver.store.tasks import PollRecord, save_polls
 from archiver.timestamps import utcnow
 
 #: A saved poll's outcome: how many of its events were new, or why it was not saved.
@@ -41,7 +42,7 @@ class _Lane:
 
     def __init__(self, executor: ThreadPoolExecutor) -> None:
         self.executor = executor
-        self.pending: list[tuple[q.PollSave, asyncio.Future[int]]] = []
+        self.pending: list[tuple[PollRecord, asyncio.Future[int]]] = []
         self.flusher: asyncio.Task[None] | None = None
 
 
@@ -57,7 +58,7 @@ class GroupWriter:
         self.owner = owner
         self._lanes = [_Lane(executor) for executor in executors]
 
-    async def save(self, save: q.PollSave) -> int:
+    async def save(self, save: PollRecord) -> int:
         """Queue one poll's save; returns how many of its events were new once committed.
 
         Raises LeaseLost, DataRefused or StorageError for this save alone.
@@ -87,23 +88,23 @@ class GroupWriter:
                 else:
                     future.set_result(outcome)
 
-    def _run(self, saves: list[q.PollSave]) -> list[Outcome]:
+    def _run(self, saves: list[PollRecord]) -> list[Outcome]:
         try:
             with self.db.transaction() as conn:
-                return list(q.save_polls(conn, saves, owner=self.owner, now=utcnow()))
+                return list(save_polls(conn, saves, owner=self.owner, now=utcnow()))
         except (LeaseLost, StorageError):
             # One task (a lost lease, data the database refuses, or a failure the driver
             # does not classify) must not fail the batch: task by task tells which.
             return self._one_by_one(saves)
 
-    def _one_by_one(self, saves: list[q.PollSave]) -> list[Outcome]:
+    def _one_by_one(self, saves: list[PollRecord]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self.db.transaction() as conn:
             now = utcnow()
             for save in saves:
                 try:
                     with conn.begin_nested():
-                        outcomes.append(q.save_polls(conn, [save], owner=self.owner, now=now)[0])
+                        outcomes.append(save_polls(conn, [save], owner=self.owner, now=now)[0])
                 except LeaseLost as exc:
                     outcomes.append(exc)
                 except (SQLAlchemyError, *VALUE_ERRORS) as exc:
