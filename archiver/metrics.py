@@ -392,3 +392,48 @@ def write_metrics(path: str | Path, result: RunResult, database: Database | None
             f"cannot write the metrics file {str(path)!r}: {exc.strerror or exc}; check the "
             "directory exists, is writable and the disk is not full."
         ) from None
+
+
+# --- the Prometheus text of `archiver serve`'s /metrics -------------------------------
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterator
+
+    from prometheus_client.core import Metric
+
+
+class _Merged:
+    """Several registries' metrics as one exposition (a prometheus_client ``Collector``):
+    each family once, samples joined."""
+
+    def __init__(self, registries: list[CollectorRegistry], drop: frozenset[str]) -> None:
+        self.registries = registries
+        self.drop = drop
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import Metric
+
+        families: dict[str, Metric] = {}
+        for registry in self.registries:
+            for family in registry.collect():
+                if family.name in self.drop:
+                    continue
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                merged.samples.extend(family.samples)
+        return iter(families.values())
+
+
+def metrics_text(runs: Sequence[RunResult], health: Health) -> bytes:
+    """The Prometheus metrics ``--metrics-file`` writes, one set per pass in ``runs`` (the
+    newest finished pass of each command, as ``sync_runs`` keeps it), with the archive's
+    ``health``. The detail counters ``sync_runs`` does not keep are left out rather than
+    reported as 0."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registries = [build_registry(result, health) for result in runs]
+    drop = frozenset(f"archiver_last_run_{name}" for name, _, kept in counter_fields() if not kept)
+    combined = CollectorRegistry(auto_describe=False)
+    combined.register(_Merged(registries, drop))
+    return generate_latest(combined)

@@ -15,13 +15,15 @@ from archiver.config import SyncOptions
 from archiver.engine import run_command
 from archiver.exceptions import ConfigError
 from archiver.metrics import (
+    COMMANDS,
     EXIT_STALE,
+    metrics_text,
     parse_duration,
     read_health,
     validate_metrics_path,
     write_metrics,
 )
-from archiver.stats import RunResult
+from archiver.stats import RunResult, counter_fields
 from archiver.store.database import Database
 from archiver.store.schema import artifacts, sync_runs, tasks
 from tests.conftest import TEST_API_KEY, client_config, run_archiver
@@ -103,6 +105,33 @@ def test_failed_pass_keeps_the_previous_success_time(database: Database, tmp_pat
     assert value(parsed, "archiver_last_success_timestamp_seconds") == earlier.timestamp()
     assert value(parsed, "archiver_last_run_errors") == 2
     assert value(parsed, "archiver_last_run_duration_seconds") == 3
+
+
+def test_served_metrics_join_the_commands_each_family_once(database: Database) -> None:
+    """The text of `archiver serve`'s /metrics: each family once, with the samples of every
+    command's pass; the detail counters sync_runs does not keep are left out."""
+    runs = [
+        RunResult(run_id=command, command=command, started_at=NOW - timedelta(seconds=30))
+        for command in COMMANDS
+    ]
+    for run in runs:
+        run.finished_at = NOW
+    runs[1].stats.errors = 4
+    with database.reading() as conn:
+        health = read_health(conn, NOW)
+    families = list(text_string_to_metric_families(metrics_text(runs, health).decode()))
+    names = [family.name for family in families]
+    assert len(names) == len(set(names))
+    for family in families:
+        assert {s.labels["command"] for s in family.samples} == set(COMMANDS), family.name
+    dropped = {f"archiver_last_run_{name}" for name, _, kept in counter_fields() if not kept}
+    assert dropped and not dropped & set(names)
+    parsed = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples
+    }
+    assert value(parsed, "archiver_last_run_errors", command=COMMANDS[1]) == 4
+    assert value(parsed, "archiver_last_run_errors") == 0
+    assert value(parsed, "archiver_last_run_success", command=COMMANDS[1]) == 1
 
 
 def task_row(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -21,7 +22,8 @@ from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, fu
 
 from archiver.models import TERMINAL_STATUSES
 from archiver.report import usd
-from archiver.store.schema import artifact_files, artifacts, task_events, tasks
+from archiver.stats import STORED_COUNTERS, RunResult, RunStats
+from archiver.store.schema import artifact_files, artifacts, sync_runs, task_events, tasks
 from archiver.timestamps import aware
 
 PAGE_SIZE = 50
@@ -339,3 +341,32 @@ def stored_blob(conn: Connection, task_id: str, kind: str) -> StoredBlob | None:
         )
     ).first()
     return None if row is None else StoredBlob(row.blob_url, row.content_type)
+
+
+# --- /metrics ------------------------------------------------------------------------
+
+
+def last_finished_runs(conn: Connection, commands: Sequence[str]) -> list[RunResult]:
+    """The newest finished pass of each command that has one, from its ``sync_runs`` row:
+    the counters the row keeps, the others 0."""
+    results = []
+    for command in commands:
+        row = conn.execute(
+            select(sync_runs)
+            .where(sync_runs.c.command == command, sync_runs.c.finished_at.is_not(None))
+            .order_by(sync_runs.c.started_at.desc(), sync_runs.c.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            continue
+        results.append(
+            RunResult(
+                run_id=row.run_id,
+                command=command,
+                stats=RunStats(**{name: int(row._mapping[name] or 0) for name in STORED_COUNTERS}),
+                outcome=row.outcome,
+                started_at=aware(row.started_at) or datetime.now(UTC),
+                finished_at=aware(row.finished_at),
+            )
+        )
+    return results
