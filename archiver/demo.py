@@ -11,14 +11,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from archiver.config import ApiKey, ClientConfig, SyncOptions
 from archiver.engine import run_command
 from archiver.exceptions import ConfigError
 from archiver.simulator import Simulator, SimulatorConfig
 from archiver.store.database import Database
-from archiver.store.schema import task_events, tasks
+from archiver.store.status import task_overview
 
 DEMO_KEY = "demo-key"
 DEMO_SECONDS_BETWEEN_PASSES = 900.0
@@ -69,17 +67,7 @@ def run_demo(folder: Path | None, *, n_tasks: int, echo: Callable[[str], None]) 
 
 def _print_archive(database: Database, echo: Callable[[str], None]) -> None:
     with database.reading() as conn:
-        rows = conn.execute(
-            select(
-                tasks.c.id,
-                tasks.c.status,
-                tasks.c.device,
-                tasks.c.credits_used,
-                tasks.c.event_count,
-                tasks.c.finalized_at.is_not(None).label("finalized"),
-            ).order_by(tasks.c.created_at.desc())
-        ).all()
-        events = conn.scalar(select(func.count()).select_from(task_events))
+        rows, events = task_overview(conn)
     echo(f"\n{'task':<18} {'status':<10} {'device':<11} {'credits':>7} {'events':>6}  finalized")
     for row in rows:
         echo(

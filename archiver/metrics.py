@@ -28,13 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, distinct, func, select
+from sqlalchemy import Connection
 
 from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
-from archiver.stats import OUTCOMES, SUCCESS_OUTCOMES, RunResult, counter_fields
-from archiver.store.schema import artifacts, sync_runs, tasks
-from archiver.timestamps import aware
+from archiver.stats import OUTCOMES, RunResult, counter_fields
+from archiver.store.status import health_facts
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
@@ -116,43 +115,23 @@ def read_health(
     """Health facts from the database at ``now`` (default: the current time);
     ``commands`` selects which passes count for the last success."""
     now = now or datetime.now(UTC)
+    facts = health_facts(conn)
     by_command: dict[str, datetime | None] = dict.fromkeys(COMMANDS)
-    for command, finished in conn.execute(
-        select(sync_runs.c.command, func.max(sync_runs.c.finished_at))
-        .where(sync_runs.c.outcome.in_(SUCCESS_OUTCOMES))
-        .group_by(sync_runs.c.command)
-    ):
-        by_command[command] = aware(finished)
+    by_command.update(facts.last_success_by_command)
     candidates = [(at, c) for c, at in by_command.items() if c in commands and at is not None]
     last_at, last_command = max(candidates) if candidates else (None, None)
-
-    polled = func.coalesce(tasks.c.last_polled_at, tasks.c.first_seen_at)
-    active = tasks.c.finalized_at.is_(None)
-    active_count = conn.scalar(select(func.count()).where(active)) or 0
-    oldest = conn.execute(
-        select(tasks.c.id, polled.label("polled")).where(active).order_by(polled, tasks.c.id)
-    ).first()
-    oldest_polled = aware(oldest.polled) if oldest is not None else None
-    lag = max((now - oldest_polled).total_seconds(), 0.0) if oldest_polled else 0.0
-    backoff = (
-        conn.scalar(select(func.count()).where(active, tasks.c.next_poll_at.is_not(None))) or 0
-    )
-    waiting = (
-        conn.scalar(
-            select(func.count(distinct(artifacts.c.task_id))).where(artifacts.c.state == "pending")
-        )
-        or 0
-    )
+    oldest = facts.oldest_polled_at
+    lag = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
     return Health(
         now=now,
         last_success_at=last_at,
         last_success_command=last_command,
         last_success_by_command=by_command,
-        active_tasks=active_count,
+        active_tasks=facts.active_tasks,
         lag_s=lag,
-        lagging_task_id=oldest.id if oldest is not None else None,
-        tasks_in_error_backoff=backoff,
-        tasks_waiting_on_artifacts=waiting,
+        lagging_task_id=facts.lagging_task_id,
+        tasks_in_error_backoff=facts.tasks_in_error_backoff,
+        tasks_waiting_on_artifacts=facts.tasks_waiting_on_artifacts,
     )
 
 

@@ -24,21 +24,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Connection,
-    Date,
-    DateTime,
-    Float,
-    Integer,
-    Numeric,
-    Text,
-    column,
-    select,
-    table,
-)
+from sqlalchemy import Connection
 
 from archiver.exceptions import ConfigError
+from archiver.store import reports as views
 
 BY_CHOICES = ("day", "week", "month")
 GROUP_CHOICES = ("status", "device")
@@ -48,45 +37,6 @@ BAR_WIDTH = 24
 OUTPUT_PREVIEW_CHARS = 40
 NO_DATE = "(no date)"
 NONE_LABEL = "-"
-
-#: The views, as lightweight SQLAlchemy selectables (not part of archiver.store.schema's
-#: metadata: they are created by migration 0003, not by create_all or autogenerate).
-credits_by_day = table(
-    "credits_by_day",
-    column("day", Date),
-    column("status", Text),
-    column("device", Text),
-    column("tasks", BigInteger),
-    column("credits_used", BigInteger),
-    column("usd", Numeric(20, 2)),
-)
-task_summary = table(
-    "task_summary",
-    column("task_id", Text),
-    column("status", Text),
-    column("device", Text),
-    column("credits_used", BigInteger),
-    column("usd", Numeric(20, 2)),
-    column("created_at_utc", DateTime(timezone=True)),
-    column("day", Date),
-    column("finalized_at", DateTime(timezone=True)),
-    column("duration_s", Float),
-    column("events", Integer),
-    column("first_event_utc", DateTime(timezone=True)),
-    column("last_event_utc", DateTime(timezone=True)),
-    column("recording_state", Text),
-    column("downloads_state", Text),
-    column("output_type", Text),
-    column("output_text", Text),
-)
-event_counts = table(
-    "event_counts",
-    column("task_id", Text),
-    column("name", Text),
-    column("events", Integer),
-    column("first_timestamp_utc", DateTime(timezone=True)),
-    column("last_timestamp_utc", DateTime(timezone=True)),
-)
 
 
 def usd(credits: int | None) -> Decimal | None:
@@ -181,14 +131,8 @@ def credits_report(
     check_choice(by, BY_CHOICES, "--by")
     groups = tuple(dict.fromkeys(check_choice(g, GROUP_CHOICES, "--group-by") for g in group_by))
     check_range(since, until)
-    view = credits_by_day
-    query = select(view.c.day, view.c.status, view.c.device, view.c.tasks, view.c.credits_used)
-    if since is not None:
-        query = query.where(view.c.day >= since)
-    if until is not None:
-        query = query.where(view.c.day <= until)
     buckets: dict[tuple[date | None, tuple[str | None, ...]], CreditsRow] = {}
-    for row in conn.execute(query):
+    for row in views.credits_rows(conn, since=since, until=until):
         day = _as_date(row.day)
         start = period_start(day, by) if day is not None else None
         key_groups = tuple(getattr(row, g) for g in groups)
@@ -239,34 +183,13 @@ def top_tasks(
     if limit < 1:
         raise ConfigError(f"--limit {limit} is not a positive number of tasks: use 1 or more.")
     check_range(since, until)
-    view = task_summary
-    query = (
-        select(
-            view.c.task_id,
-            view.c.status,
-            view.c.device,
-            view.c.created_at_utc,
-            view.c.credits_used,
-            view.c.duration_s,
-            view.c.events,
-            view.c.output_text,
-        )
-        .where(view.c.credits_used.is_not(None))
-        .order_by(view.c.credits_used.desc(), view.c.task_id)
-        .limit(limit)
-    )
-    if since is not None:
-        query = query.where(view.c.day >= since)
-    if until is not None:
-        query = query.where(view.c.day <= until)
     if status is not None:
-        known = sorted(s for s in conn.scalars(select(view.c.status).distinct()) if s)
+        known = views.known_statuses(conn)
         if status not in known:
             raise ConfigError(
                 f"--status {status!r} is not the status of any archived task: use one of "
                 f"{', '.join(known) or '(none yet)'}."
             )
-        query = query.where(view.c.status == status)
     return [
         TopTask(
             task_id=row.task_id,
@@ -278,7 +201,7 @@ def top_tasks(
             events=int(row.events or 0),
             output_text=row.output_text,
         )
-        for row in conn.execute(query)
+        for row in views.top_rows(conn, limit=limit, since=since, until=until, status=status)
     ]
 
 

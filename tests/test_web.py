@@ -216,7 +216,7 @@ def test_task_page_shows_output_events_and_artifacts(archive: Database) -> None:
 
 def test_list_rows_follow_the_task_summary_view(archive: Database) -> None:
     """Duration, events and artifact states on the list equal task_summary's, task by task."""
-    from archiver.report import task_summary
+    from archiver.store.reports import task_summary
     from archiver.web.queries import _as_datetime, aware, summaries
 
     view = task_summary

@@ -1,15 +1,19 @@
-"""What ``archiver status`` reads: tasks by status, events, the last runs."""
+"""What ``archiver status``, the metrics and the demo read: tasks by status, events, the
+last runs, and the facts health is judged by."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, distinct, func, select
 
-from archiver.stats import STORED_COUNTERS
-from archiver.store.schema import sync_runs, tasks
+from archiver.stats import STORED_COUNTERS, SUCCESS_OUTCOMES
+from archiver.store.schema import artifacts, sync_runs, task_events, tasks
 from archiver.store.state import unlisted_groups
+from archiver.timestamps import aware
 
 
 def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
@@ -71,3 +75,60 @@ def _iso(value: datetime | None) -> str | None:
         return None
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return aware.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class HealthFacts:
+    """What health is judged by (archiver.metrics.Health), as stored."""
+
+    #: The newest successful pass (``ok`` or ``partial``) of each command that had one.
+    last_success_by_command: dict[str, datetime | None]
+    active_tasks: int
+    #: The active task whose last poll (or discovery, if never polled) is oldest.
+    lagging_task_id: str | None
+    oldest_polled_at: datetime | None
+    tasks_in_error_backoff: int
+    tasks_waiting_on_artifacts: int
+
+
+def health_facts(conn: Connection) -> HealthFacts:
+    by_command = {
+        command: aware(finished)
+        for command, finished in conn.execute(
+            select(sync_runs.c.command, func.max(sync_runs.c.finished_at))
+            .where(sync_runs.c.outcome.in_(SUCCESS_OUTCOMES))
+            .group_by(sync_runs.c.command)
+        )
+    }
+    polled = func.coalesce(tasks.c.last_polled_at, tasks.c.first_seen_at)
+    active = tasks.c.finalized_at.is_(None)
+    oldest = conn.execute(
+        select(tasks.c.id, polled.label("polled")).where(active).order_by(polled, tasks.c.id)
+    ).first()
+    backoff = select(func.count()).where(active, tasks.c.next_poll_at.is_not(None))
+    pending = artifacts.c.state == "pending"
+    waiting = select(func.count(distinct(artifacts.c.task_id))).where(pending)
+    return HealthFacts(
+        last_success_by_command=by_command,
+        active_tasks=conn.scalar(select(func.count()).where(active)) or 0,
+        lagging_task_id=oldest.id if oldest is not None else None,
+        oldest_polled_at=aware(oldest.polled) if oldest is not None else None,
+        tasks_in_error_backoff=conn.scalar(backoff) or 0,
+        tasks_waiting_on_artifacts=conn.scalar(waiting) or 0,
+    )
+
+
+def task_overview(conn: Connection) -> tuple[Sequence[Any], int]:
+    """Every task, newest first (id, status, device, credits, events, finalized), and the
+    number of events stored: the demo's table."""
+    rows = conn.execute(
+        select(
+            tasks.c.id,
+            tasks.c.status,
+            tasks.c.device,
+            tasks.c.credits_used,
+            tasks.c.event_count,
+            tasks.c.finalized_at.is_not(None).label("finalized"),
+        ).order_by(tasks.c.created_at.desc())
+    ).all()
+    return rows, conn.scalar(select(func.count()).select_from(task_events)) or 0
