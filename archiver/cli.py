@@ -677,8 +677,9 @@ def verify(
     if not repair or not todo(retry_failed):
         sys.exit(1 if bad else 0)
     assert client is not None
+    config = cfg.ArtifactConfig.from_options(options, client)
     unrepaired = repair_and_report(
-        database, store, client, options, todo(retry_failed), echo=click.echo
+        database, store, client, config, todo(retry_failed), echo=click.echo
     )
     sys.exit(1 if unrepaired else 0)
 

@@ -34,7 +34,7 @@ import httpx
 
 from archiver import db as q
 from archiver.client import SkippedItem, SmoothClient
-from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions, backoff_after
+from archiver.config import MAX_PAGE_SIZE, ArtifactConfig, ClientConfig, SyncOptions, backoff_after
 from archiver.db import GONE_AFTER_NOT_FOUND, Database
 from archiver.exceptions import (
     ApiError,
@@ -136,8 +136,7 @@ class SyncEngine:
             self.artifacts = ArtifactSync(
                 run_db=self._db,
                 client=client,
-                options=options,
-                client_config=client.config,
+                config=ArtifactConfig.from_options(options, client.config),
                 owner=lock.owner,
                 should_stop=lambda: self.stop_signal is not None,
                 stats=self.stats,
