@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
 from archiver.db import Database
-from archiver.engine import run_command
+from archiver.engine import SyncPass, run_command
 from archiver.exceptions import ConfigError
 from archiver.schema import task_events, tasks
 from archiver.simulator import Simulator, SimulatorConfig
@@ -53,7 +53,7 @@ def run_demo(folder: Path | None, *, n_tasks: int, echo: Callable[[str], None]) 
         client_config = ClientConfig(api_url=sim.base_url, api_key=ApiKey(DEMO_KEY))
         echo(f"Simulated Smooth API at {sim.base_url} with {n_tasks} tasks.")
         for number in (1, 2):
-            result = run_command("sync", database, client_config, options)
+            result = run_command(SyncPass(), database, client_config, options)
             echo(f"pass {number}: {result.summary()}")
             sim.advance(DEMO_SECONDS_BETWEEN_PASSES)
     _print_archive(database, echo)

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from archiver.blobs import TEMP_DIR, BlobStore, blob_key, extension_for
 from archiver.config import SyncOptions
 from archiver.db import Database
-from archiver.engine import run_command
+from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.exceptions import StorageError
 from archiver.models import strip_query
 from archiver.schema import artifact_files, artifacts, tasks
@@ -48,7 +48,7 @@ def sqlite_db(tmp_path: Path) -> Any:
 
 def downloads_sync(db: Database, sim: Simulator, root: Path | str, **options: Any) -> RunResult:
     opts = SyncOptions(downloads=True, blob_url=str(root), **options)
-    return run_command("sync", db, client_config(sim), opts)
+    return run_command(SyncPass(), db, client_config(sim), opts)
 
 
 def artifact_rows(db: Database) -> dict[tuple[str, str], dict[str, Any]]:
@@ -138,7 +138,7 @@ def test_without_downloads_nothing_is_fetched(
     """Downloads are off by default: no artifact rows, no file requests, no blob folder."""
     sim = make_simulator(tasks=4, seed=41)
     sim.finish_all()
-    result = run_command("sync", sqlite_db, client_config(sim), SyncOptions())
+    result = run_command(SyncPass(), sqlite_db, client_config(sim), SyncOptions())
     assert result.exit_code == 0
     assert artifact_rows(sqlite_db) == {} and sim.stats["file"] == 0
     assert not (tmp_path / "home" / "blobs").exists()
@@ -738,7 +738,7 @@ def test_backfill_with_downloads_stores_artifacts(
     sim = make_simulator(tasks=5, seed=53, recording_rate=1.0)
     sim.finish_all()
     options = SyncOptions(downloads=True, blob_url=str(tmp_path / "blobs"))
-    result = run_command("backfill", sqlite_db, client_config(sim), options)
+    result = run_command(BackfillPass(), sqlite_db, client_config(sim), options)
     assert result.exit_code == 0, result.errors
     rows = artifact_rows(sqlite_db)
     assert len(rows) == 10 and {r["state"] for r in rows.values()} <= {"stored", "absent"}
@@ -790,17 +790,17 @@ def test_backfill_with_downloads_covers_tasks_archived_while_downloads_were_off(
     """Turning downloads on later: backfill --downloads fetches artifacts of finalized tasks."""
     sim = make_simulator(tasks=8, events_per_task=3, seed=41)
     sim.finish_all()
-    assert run_command("sync", database, client_config(sim), SyncOptions()).exit_code == 0
+    assert run_command(SyncPass(), database, client_config(sim), SyncOptions()).exit_code == 0
     assert artifact_rows(database) == {}
     options = SyncOptions(downloads=True, blob_url=str(tmp_path / "blobs"))
-    result = run_command("backfill", database, client_config(sim), options)
+    result = run_command(BackfillPass(), database, client_config(sim), options)
     assert result.exit_code == 0, result.errors
     rows = artifact_rows(database)
     assert {task_id for task_id, _ in rows} == set(sim.truth())
     assert all(row["state"] in ("stored", "absent") for row in rows.values())
     assert all(finalized(database, task_id) for task_id in sim.truth())
     sim.reset_stats()
-    again = run_command("backfill", database, client_config(sim), options)
+    again = run_command(BackfillPass(), database, client_config(sim), options)
     assert again.exit_code == 0 and sim.stats["get"] == 0
 
 

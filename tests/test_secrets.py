@@ -24,7 +24,7 @@ from sqlalchemy import MetaData, create_engine, insert, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
 from archiver.db import Database, normalize_database_url
-from archiver.engine import run_command
+from archiver.engine import SyncPass, run_command
 from archiver.schema import tasks
 from archiver.simulator import Simulator
 from archiver.timestamps import utcnow
@@ -234,7 +234,7 @@ def test_api_bodies_echoing_secrets_are_masked_in_errors(
 
     config = ClientConfig(api_url="http://api.test/api/v1", api_key=ApiKey(KEY))
     result = run_command(
-        "sync",
+        SyncPass(),
         database,
         config,
         SyncOptions(task_ids=("tsk_1",)),
