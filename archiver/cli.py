@@ -1,8 +1,11 @@
 """The ``archiver`` command line.
 
 Each command receives its options as parameters, builds the config value objects of
-:mod:`archiver.config` and calls one library function; the work itself lives in
-:mod:`archiver.engine`, :mod:`archiver.store`, :mod:`archiver.report` and friends. Every
+:mod:`archiver.config` and calls one library function. A shared option group
+(``api_options``, ``artifact_options``, ...) hands its command ONE value object
+(``api: ApiSettings``, ``artifacts: ArtifactSettings``, ...) instead of one parameter per
+flag. The work itself lives in :mod:`archiver.engine`, :mod:`archiver.store`,
+:mod:`archiver.report` and friends. Every
 :class:`~archiver.exceptions.ArchiverError` that escapes a command is turned into one
 ``archiver: error: ...`` line and its exit code by :class:`ArchiverGroup`, in one place.
 
@@ -12,6 +15,7 @@ commands that use them, so ``--help`` and small commands start fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterable
@@ -30,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from archiver.store.database import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: An option decorator, e.g. ``click.option(...)`` or an option group.
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def _fail(exc: ArchiverError) -> NoReturn:
@@ -88,21 +94,83 @@ SINCE = _Parsed("date", lambda v, o: cfg.parse_since(v, option=o))
 CREATED_AT = _Parsed("created_at", lambda v, o: cfg.parse_created_at(v, option=o))
 
 
-# --- shared option groups (decorators that still pass every value as a parameter) -----
+# --- shared option groups: each hands its command ONE value object ---------------------
 
 
-def database_option(fn: F) -> F:
+def _option_group(name: str, build: Callable[..., Any], *options: Decorator) -> Decorator:
+    """Declare ``options`` (in --help order) on a command and hand the command one value
+    object in their stead: ``name=build(**their values)``, the values keyed by the
+    options' parameter names. ``build`` (a ``from_cli`` of :mod:`archiver.config`) must not
+    fail: values are checked where the command uses them."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = build(**{key: kwargs.pop(key) for key in keys})
+            return fn(*args, **kwargs)
+
+        # click collects a command's options in __click_params__ (bottom-up): the ones
+        # below this group stay as they are (in a list of the wrapper's own), this
+        # group's follow them.
+        below = list(getattr(fn, "__click_params__", []))
+        command.__dict__["__click_params__"] = list(below)
+        declared: Callable[..., Any] = command
+        for option in reversed(options):
+            declared = option(declared)
+        keys = [param.name for param in declared.__dict__["__click_params__"][len(below) :]]
+        return declared
+
+    return decorate
+
+
+def api_url_option(help_text: str = f"Smooth API base URL [env {cfg.ENV_API_URL}].") -> Decorator:
     return click.option(
+        "--api-url",
+        envvar=cfg.ENV_API_URL,
+        default=cfg.DEFAULT_API_URL,
+        show_default=True,
+        help=help_text,
+    )
+
+
+def blob_url_option(help_text: str) -> Decorator:
+    return click.option(
+        "--blob-url", envvar=cfg.ENV_BLOB_URL, default=None, metavar="URL", help=help_text
+    )
+
+
+def max_artifact_size_option(help_text: str) -> Decorator:
+    return click.option(
+        "--max-artifact-size",
+        envvar=cfg.ENV_MAX_ARTIFACT_SIZE,
+        type=SIZE,
+        default=cfg.format_size(cfg.DEFAULT_MAX_ARTIFACT_BYTES).replace(" ", ""),
+        show_default=True,
+        metavar="SIZE",
+        help=help_text,
+    )
+
+
+#: ``db: DatabaseSettings``.
+database_option = _option_group(
+    "db",
+    cfg.DatabaseSettings.from_cli,
+    click.option(
         "--database-url",
         envvar=cfg.ENV_DATABASE_URL,
         default=None,
         help=f"SQLAlchemy URL of the archive [env {cfg.ENV_DATABASE_URL}; default: a SQLite "
         "file in ARCHIVER_HOME].",
-    )(fn)
+    ),
+)
 
-
-def logging_options(fn: F) -> F:
-    fn = click.option(
+#: ``logging: LogSettings``.
+logging_options = _option_group(
+    "logging",
+    cfg.LogSettings.from_cli,
+    click.option("-q", "--quiet", is_flag=True, help="Only warnings and the summary."),
+    click.option("-v", "--verbose", count=True, help="Per-request lines; -vv: debug."),
+    click.option(
         "--log-format",
         type=click.Choice(logs.LOG_FORMATS),
         envvar=cfg.ENV_LOG_FORMAT,
@@ -110,37 +178,35 @@ def logging_options(fn: F) -> F:
         show_default=True,
         help="text lines, or one JSON object per line for log shippers "
         f"[env {cfg.ENV_LOG_FORMAT}].",
-    )(fn)
-    fn = click.option("-v", "--verbose", count=True, help="Per-request lines; -vv: debug.")(fn)
-    return click.option("-q", "--quiet", is_flag=True, help="Only warnings and the summary.")(fn)
+    ),
+)
 
-
-def metrics_option(fn: F) -> F:
-    return click.option(
+#: ``metrics: MetricsSettings``.
+metrics_option = _option_group(
+    "metrics",
+    cfg.MetricsSettings.from_cli,
+    click.option(
         "--metrics-file",
         envvar=cfg.ENV_METRICS_FILE,
         metavar="PATH",
         help="Write Prometheus metrics here (atomically) at the end of the pass, for "
         f"node_exporter's textfile collector [env {cfg.ENV_METRICS_FILE}].",
-    )(fn)
+    ),
+)
 
-
-def api_options(fn: F) -> F:
-    fn = click.option(
-        "--api-url",
-        envvar=cfg.ENV_API_URL,
-        default=cfg.DEFAULT_API_URL,
-        show_default=True,
-        help=f"Smooth API base URL [env {cfg.ENV_API_URL}].",
-    )(fn)
-    fn = click.option(
-        "--concurrency",
-        type=COUNT,
-        default=cfg.DEFAULT_CONCURRENCY,
-        show_default=True,
-        help="Task requests in flight at once.",
-    )(fn)
-    fn = click.option(
+#: ``api: ApiSettings``: --wait-lock, --rate-limit, --concurrency, --api-url.
+api_options = _option_group(
+    "api",
+    cfg.ApiSettings.from_cli,
+    click.option(
+        "--wait-lock",
+        type=WAIT,
+        default=cfg.DEFAULT_WAIT_LOCK_S,
+        metavar="DURATION",
+        help="Wait this long (seconds, or 30s, 5m) for another run of the same command "
+        "instead of exiting 75.",
+    ),
+    click.option(
         "--rate-limit",
         envvar=cfg.ENV_RATE_LIMIT,
         type=RATE,
@@ -148,20 +214,32 @@ def api_options(fn: F) -> F:
         metavar="PER_SECOND",
         help="At most this many API requests per second, shared by all concurrent "
         f"requests [env {cfg.ENV_RATE_LIMIT}; default: no limit].",
-    )(fn)
-    return click.option(
-        "--wait-lock",
+    ),
+    click.option(
+        "--concurrency",
+        type=COUNT,
+        default=cfg.DEFAULT_CONCURRENCY,
+        show_default=True,
+        help="Task requests in flight at once.",
+    ),
+    api_url_option(),
+)
+
+#: ``settle: SettleSettings``: --confirm-after, --fresh-within: when a terminal task is final.
+settle_options = _option_group(
+    "settle",
+    cfg.SettleSettings.from_cli,
+    click.option(
+        "--confirm-after",
+        envvar=cfg.ENV_CONFIRM_AFTER,
         type=WAIT,
-        default=0.0,
+        default="0",
+        show_default=True,
         metavar="DURATION",
-        help="Wait this long (seconds, or 30s, 5m) for another run of the same command "
-        "instead of exiting 75.",
-    )(fn)
-
-
-def settle_options(fn: F) -> F:
-    """--confirm-after, --fresh-within: when a terminal task is final."""
-    fn = click.option(
+        help="How long after its first terminal read a fresh task's confirming read may "
+        f"finalize it (0: the next pass; e.g. 10m) [env {cfg.ENV_CONFIRM_AFTER}].",
+    ),
+    click.option(
         "--fresh-within",
         envvar=cfg.ENV_FRESH_WITHIN,
         type=WAIT,
@@ -171,32 +249,28 @@ def settle_options(fn: F) -> F:
         help="A terminal task created within this long, or seen running by the archiver, "
         "is finalized only after a confirming read on a later pass (credits and links may "
         f"still settle); older history is final at its first read [env {cfg.ENV_FRESH_WITHIN}].",
-    )(fn)
-    return click.option(
-        "--confirm-after",
-        envvar=cfg.ENV_CONFIRM_AFTER,
-        type=WAIT,
-        default="0",
-        show_default=True,
-        metavar="DURATION",
-        help="How long after its first terminal read a fresh task's confirming read may "
-        f"finalize it (0: the next pass; e.g. 10m) [env {cfg.ENV_CONFIRM_AFTER}].",
-    )(fn)
+    ),
+)
 
-
-def artifact_options(fn: F) -> F:
-    """--downloads, --blob-url, --artifact-grace, --max-artifact-size."""
-    fn = click.option(
-        "--max-artifact-size",
-        envvar=cfg.ENV_MAX_ARTIFACT_SIZE,
-        type=SIZE,
-        default=cfg.format_size(cfg.DEFAULT_MAX_ARTIFACT_BYTES).replace(" ", ""),
+#: ``artifacts: ArtifactSettings``: --downloads, --blob-url, --artifact-grace,
+#: --max-artifact-size.
+artifact_options = _option_group(
+    "artifacts",
+    cfg.ArtifactSettings.from_cli,
+    click.option(
+        "--downloads/--no-downloads",
+        envvar=cfg.ENV_DOWNLOADS,
+        default=cfg.DEFAULT_DOWNLOADS,
         show_default=True,
-        metavar="SIZE",
-        help="Largest artifact stored (e.g. 500MB, 5GiB), enforced while streaming; a "
-        f"larger one is recorded as failed [env {cfg.ENV_MAX_ARTIFACT_SIZE}].",
-    )(fn)
-    fn = click.option(
+        help="Copy each finished task's recording and downloads archive into blob storage "
+        "(the task is finalized once both are stored or settled) "
+        f"[env {cfg.ENV_DOWNLOADS}].",
+    ),
+    blob_url_option(
+        "Where artifacts go: a folder, file:///path, s3://bucket/prefix or gs://bucket/"
+        f"prefix [env {cfg.ENV_BLOB_URL}; default: the blobs folder in ARCHIVER_HOME]."
+    ),
+    click.option(
         "--artifact-grace",
         envvar=cfg.ENV_ARTIFACT_GRACE,
         type=WAIT,
@@ -206,59 +280,28 @@ def artifact_options(fn: F) -> F:
         help="How long a finished task's recording_url/downloads_url may stay null before "
         "the artifact is recorded as failed (seconds, or 90m, 6h, 2d) "
         f"[env {cfg.ENV_ARTIFACT_GRACE}].",
-    )(fn)
-    fn = click.option(
-        "--blob-url",
-        envvar=cfg.ENV_BLOB_URL,
-        default=None,
-        metavar="URL",
-        help="Where artifacts go: a folder, file:///path, s3://bucket/prefix or gs://bucket/"
-        f"prefix [env {cfg.ENV_BLOB_URL}; default: the blobs folder in ARCHIVER_HOME].",
-    )(fn)
-    return click.option(
-        "--downloads/--no-downloads",
-        envvar=cfg.ENV_DOWNLOADS,
-        default=cfg.DEFAULT_DOWNLOADS,
-        show_default=True,
-        help="Copy each finished task's recording and downloads archive into blob storage "
-        "(the task is finalized once both are stored or settled) "
-        f"[env {cfg.ENV_DOWNLOADS}].",
-    )(fn)
+    ),
+    max_artifact_size_option(
+        "Largest artifact stored (e.g. 500MB, 5GiB), enforced while streaming; a "
+        f"larger one is recorded as failed [env {cfg.ENV_MAX_ARTIFACT_SIZE}]."
+    ),
+)
 
 
-def artifact_settings(
-    downloads: bool, blob_url: str | None, artifact_grace: float, max_artifact_size: int
-) -> dict[str, Any]:
-    """The SyncOptions fields of :func:`artifact_options`; with downloads on, the blob
-    store is opened once here so a bad --blob-url fails before any work (exit 2)."""
-    if downloads:
+def _check_blob_store(artifacts: cfg.ArtifactSettings) -> None:
+    """With --downloads, the blob store is opened once here so a bad --blob-url fails
+    before any work (exit 2)."""
+    if artifacts.downloads:
         from archiver.blobs import BlobStore
 
-        BlobStore(blob_url or cfg.default_blob_url())
-    return {
-        "downloads": downloads,
-        "blob_url": blob_url or None,
-        "artifact_grace_s": artifact_grace,
-        "max_artifact_bytes": max_artifact_size,
-    }
+        BlobStore(artifacts.blob_url or cfg.default_blob_url())
 
 
-def client_config(
-    api_url: str, concurrency: int = cfg.DEFAULT_CONCURRENCY, rate_limit: float | None = None
-) -> cfg.ClientConfig:
-    return cfg.ClientConfig(
-        api_url=cfg.validate_api_url(api_url),
-        api_key=cfg.api_key_from_env(),
-        max_connections=concurrency,
-        rate_limit=rate_limit,
-    )
-
-
-def open_database(database_url: str | None, *, read_only: bool = False) -> Database:
+def open_database(db: cfg.DatabaseSettings, *, read_only: bool = False) -> Database:
     """The archive, migrated to head (``read_only``: as it is; never created or changed)."""
     from archiver.store.database import Database
 
-    database = Database(database_url or cfg.default_database_url(), read_only=read_only)
+    database = Database(db.url, read_only=read_only)
     database.prepare()
     return database
 
@@ -282,15 +325,17 @@ def _finish(
 
 
 def _pass_setup(
-    verbose: int, quiet: bool, log_format: str, metrics_file: str | None
-) -> Path | None:
-    """Logging for a pass, and the metrics path checked before any work."""
-    logs.setup_logging(verbose=verbose, quiet=quiet, log_format=log_format)
-    if not metrics_file:
-        return None
-    from archiver import metrics
+    logging: cfg.LogSettings, metrics: cfg.MetricsSettings, api: cfg.ApiSettings
+) -> tuple[Path | None, cfg.ClientConfig]:
+    """Logging for a pass, then what is checked before any work, in this order: the
+    metrics path and the API client's config (URL, key)."""
+    logs.setup_logging(verbose=logging.verbose, quiet=logging.quiet, log_format=logging.log_format)
+    metrics_path = None
+    if metrics.file:
+        from archiver.metrics import validate_metrics_path
 
-    return metrics.validate_metrics_path(metrics_file)
+        metrics_path = validate_metrics_path(metrics.file)
+    return metrics_path, api.client_config()
 
 
 @click.group(cls=ArchiverGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -334,25 +379,16 @@ def cli() -> None:
 @metrics_option
 @logging_options
 def sync(
-    api_url: str,
-    concurrency: int,
-    rate_limit: float | None,
-    wait_lock: float,
-    database_url: str | None,
+    api: cfg.ApiSettings,
+    db: cfg.DatabaseSettings,
     task_ids: tuple[str, ...],
     no_discover: bool,
     recheck_gone: bool,
     max_runtime: float | None,
-    confirm_after: float,
-    fresh_within: float,
-    downloads: bool,
-    blob_url: str | None,
-    artifact_grace: float,
-    max_artifact_size: int,
-    metrics_file: str | None,
-    verbose: int,
-    quiet: bool,
-    log_format: str,
+    settle: cfg.SettleSettings,
+    artifacts: cfg.ArtifactSettings,
+    metrics: cfg.MetricsSettings,
+    logging: cfg.LogSettings,
 ) -> None:
     """Run one incremental pass: discover new tasks, store new events, then exit.
 
@@ -360,27 +396,26 @@ def sync(
     Example (crontab, every 5 minutes):
         */5 * * * * CIRCLEMIND_API_KEY=... archiver sync -q --max-runtime 4m
     """
-    from archiver.engine import run_command
+    from archiver.engine import SyncPass, run_command
     from archiver.progress import SYNC_PROGRESS_MIN_TASKS, make_progress
 
-    metrics_path = _pass_setup(verbose, quiet, log_format, metrics_file)
-    client = client_config(api_url, concurrency, rate_limit)
-    options = cfg.SyncOptions(
-        concurrency=concurrency,
-        discover=not no_discover,
+    metrics_path, client = _pass_setup(logging, metrics, api)
+    _check_blob_store(artifacts)
+    options = cfg.SyncOptions.from_cli(
+        api,
+        settle,
+        artifacts,
         task_ids=task_ids,
+        discover=not no_discover,
         recheck_gone=recheck_gone,
         max_runtime_s=max_runtime,
-        confirm_after_s=confirm_after,
-        fresh_within_s=fresh_within,
-        **artifact_settings(downloads, blob_url, artifact_grace, max_artifact_size),
     )
-    database = open_database(database_url)
+    database = open_database(db)
     progress = make_progress(
-        "sync", enabled=not quiet and len(task_ids) != 1, min_total=SYNC_PROGRESS_MIN_TASKS
+        "sync", enabled=not logging.quiet and len(task_ids) != 1, min_total=SYNC_PROGRESS_MIN_TASKS
     )
     result = run_command(
-        "sync", database, client, options, wait_lock_s=wait_lock, progress=progress
+        SyncPass(), database, client, options, wait_lock_s=api.wait_lock_s, progress=progress
     )
     _finish(result, database, metrics_path)
 
@@ -412,23 +447,14 @@ def read_ids(lines: Iterable[str]) -> list[str]:
 @metrics_option
 @logging_options
 def backfill(
-    api_url: str,
-    concurrency: int,
-    rate_limit: float | None,
-    wait_lock: float,
-    database_url: str | None,
+    api: cfg.ApiSettings,
+    db: cfg.DatabaseSettings,
     since: datetime | None,
     ids_file: Any,
-    confirm_after: float,
-    fresh_within: float,
-    downloads: bool,
-    blob_url: str | None,
-    artifact_grace: float,
-    max_artifact_size: int,
-    metrics_file: str | None,
-    verbose: int,
-    quiet: bool,
-    log_format: str,
+    settle: cfg.SettleSettings,
+    artifacts: cfg.ArtifactSettings,
+    metrics: cfg.MetricsSettings,
+    logging: cfg.LogSettings,
 ) -> None:
     """Import history: every task (or those in --ids-file) with all its events.
 
@@ -440,28 +466,21 @@ def backfill(
         archiver backfill --since 2026-01-01 --concurrency 32
         grep -v '^#' ids.txt | archiver backfill --ids-file -
     """
-    from archiver.engine import run_command
+    from archiver.engine import BackfillPass, run_command
     from archiver.progress import make_progress
 
-    metrics_path = _pass_setup(verbose, quiet, log_format, metrics_file)
-    client = client_config(api_url, concurrency, rate_limit)
+    metrics_path, client = _pass_setup(logging, metrics, api)
     ids = read_ids(ids_file) if ids_file is not None else None
-    options = cfg.SyncOptions(
-        concurrency=concurrency,
-        confirm_after_s=confirm_after,
-        fresh_within_s=fresh_within,
-        **artifact_settings(downloads, blob_url, artifact_grace, max_artifact_size),
-    )
-    database = open_database(database_url)
+    _check_blob_store(artifacts)
+    options = cfg.SyncOptions.from_cli(api, settle, artifacts)
+    database = open_database(db)
     result = run_command(
-        "backfill",
+        BackfillPass(since=since, ids=ids),
         database,
         client,
         options,
-        wait_lock_s=wait_lock,
-        since=since,
-        ids=ids,
-        progress=make_progress("backfill", enabled=not quiet),
+        wait_lock_s=api.wait_lock_s,
+        progress=make_progress("backfill", enabled=not logging.quiet),
     )
     _finish(result, database, metrics_path)
 
@@ -478,7 +497,7 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @database_option
-def db_upgrade(database_url: str | None) -> None:
+def db_upgrade(db: cfg.DatabaseSettings) -> None:
     """Upgrade the archive's schema to the newest revision.
 
     \b
@@ -488,7 +507,7 @@ def db_upgrade(database_url: str | None) -> None:
     from archiver.store import migrations
     from archiver.store.database import Database
 
-    database = Database(database_url or cfg.default_database_url())
+    database = Database(db.url)
     before = database.revision()
     migrations.upgrade(database.engine)
     after = migrations.current_revision(database.engine)
@@ -497,7 +516,7 @@ def db_upgrade(database_url: str | None) -> None:
 
 @db_group.command("current")
 @database_option
-def db_current(database_url: str | None) -> None:
+def db_current(db: cfg.DatabaseSettings) -> None:
     """Print the schema revision of the archive and the newest one this version knows.
 
     \b
@@ -507,7 +526,7 @@ def db_current(database_url: str | None) -> None:
     from archiver.store.database import Database
     from archiver.store.migrations import head_revision
 
-    database = Database(database_url or cfg.default_database_url(), read_only=True)
+    database = Database(db.url, read_only=True)
     current = database.revision()
     head = head_revision()
     state = "up to date" if current == head else "behind: run `archiver db upgrade`"
@@ -515,15 +534,15 @@ def db_current(database_url: str | None) -> None:
 
 
 def _acknowledge_unlisted(
-    database_url: str | None, created_ats: tuple[int, ...], *, quiet: bool
+    db: cfg.DatabaseSettings, created_ats: tuple[int, ...], *, quiet: bool
 ) -> None:
     """``status --ack-unlisted``: the one write ``status`` makes, in its own transaction."""
     from archiver.store.state import acknowledge_unlisted
     from archiver.timestamps import utcnow
 
     # Checked read-only first, so an acknowledgement never creates or migrates an archive.
-    open_database(database_url, read_only=True).dispose()
-    database = open_database(database_url)
+    open_database(db, read_only=True).dispose()
+    database = open_database(db)
     try:
         with database.transaction() as conn:
             groups = [acknowledge_unlisted(conn, stamp, utcnow()) for stamp in created_ats]
@@ -566,7 +585,7 @@ def _acknowledge_unlisted(
     "passes that meet it only warn. Repeatable.",
 )
 def status(
-    database_url: str | None,
+    db: cfg.DatabaseSettings,
     as_json: bool,
     max_age: float | None,
     command_choice: str,
@@ -582,8 +601,8 @@ def status(
     from archiver import metrics
 
     if ack_unlisted:
-        _acknowledge_unlisted(database_url, ack_unlisted, quiet=as_json)
-    database = open_database(database_url, read_only=True)
+        _acknowledge_unlisted(db, ack_unlisted, quiet=as_json)
+    database = open_database(db, read_only=True)
     max_age_td = timedelta(seconds=max_age) if max_age is not None else None
     found = metrics.read_status(
         database, max_age=max_age_td, commands=metrics.commands_for(command_choice)
@@ -620,32 +639,16 @@ def status(
     help="With --repair: also retry artifacts recorded as failed (e.g. after raising "
     "--max-artifact-size).",
 )
-@click.option(
-    "--blob-url",
-    envvar=cfg.ENV_BLOB_URL,
-    default=None,
-    metavar="URL",
-    help=f"The blob storage root [env {cfg.ENV_BLOB_URL}; default: the blobs folder in "
-    "ARCHIVER_HOME]. Blobs recorded under another root are read where they are.",
+@blob_url_option(
+    f"The blob storage root [env {cfg.ENV_BLOB_URL}; default: the blobs folder in "
+    "ARCHIVER_HOME]. Blobs recorded under another root are read where they are."
 )
-@click.option(
-    "--max-artifact-size",
-    envvar=cfg.ENV_MAX_ARTIFACT_SIZE,
-    type=SIZE,
-    default=cfg.format_size(cfg.DEFAULT_MAX_ARTIFACT_BYTES).replace(" ", ""),
-    show_default=True,
-    metavar="SIZE",
-    help=f"With --repair: largest artifact fetched [env {cfg.ENV_MAX_ARTIFACT_SIZE}].",
+@max_artifact_size_option(
+    f"With --repair: largest artifact fetched [env {cfg.ENV_MAX_ARTIFACT_SIZE}]."
 )
-@click.option(
-    "--api-url",
-    envvar=cfg.ENV_API_URL,
-    default=cfg.DEFAULT_API_URL,
-    show_default=True,
-    help=f"With --repair: Smooth API base URL [env {cfg.ENV_API_URL}].",
-)
+@api_url_option(f"With --repair: Smooth API base URL [env {cfg.ENV_API_URL}].")
 def verify(
-    database_url: str | None,
+    db: cfg.DatabaseSettings,
     task_ids: tuple[str, ...],
     repair: bool,
     retry_failed: bool,
@@ -669,18 +672,19 @@ def verify(
 
     if retry_failed and not repair:
         raise ConfigError("--retry-failed only works together with --repair.")
-    client = client_config(api_url) if repair else None
+    client = cfg.ApiSettings(api_url=api_url).client_config() if repair else None
     options = cfg.SyncOptions(
         downloads=True, blob_url=blob_url, max_artifact_bytes=max_artifact_size
     )
     store = BlobStore(blob_url or cfg.default_blob_url(), create=repair)
-    database = open_database(database_url, read_only=not repair)
+    database = open_database(db, read_only=not repair)
     todo, bad = verify_and_report(database, store, list(task_ids) or None, echo=click.echo)
     if not repair or not todo(retry_failed):
         sys.exit(1 if bad else 0)
     assert client is not None
+    config = cfg.ArtifactConfig.from_options(options, client)
     unrepaired = repair_and_report(
-        database, store, client, options, todo(retry_failed), echo=click.echo
+        database, store, client, config, todo(retry_failed), echo=click.echo
     )
     sys.exit(1 if unrepaired else 0)
 
@@ -730,7 +734,7 @@ def report_options(fn: F) -> F:
     help="Break each period down by status and/or device (repeatable).",
 )
 def report_credits(
-    database_url: str | None,
+    db: cfg.DatabaseSettings,
     since: date | None,
     until: date | None,
     fmt: str,
@@ -747,7 +751,7 @@ def report_credits(
     from archiver import report as reports
 
     reports.check_range(since, until)
-    database = open_database(database_url, read_only=True)
+    database = open_database(db, read_only=True)
     with database.reading() as conn:
         result = reports.credits_report(conn, since=since, until=until, by=by, group_by=group_by)
     click.echo(reports.render_credits(result, fmt), nl=False)
@@ -761,7 +765,7 @@ def report_credits(
 )
 @click.option("--status", metavar="STATUS", help="Only tasks with this status (e.g. failed).")
 def report_top(
-    database_url: str | None,
+    db: cfg.DatabaseSettings,
     since: date | None,
     until: date | None,
     fmt: str,
@@ -778,7 +782,7 @@ def report_top(
     from archiver import report as reports
 
     reports.check_range(since, until)
-    database = open_database(database_url, read_only=True)
+    database = open_database(db, read_only=True)
     with database.reading() as conn:
         tasks = reports.top_tasks(conn, limit=limit, since=since, until=until, status=status)
     click.echo(reports.render_top(tasks, fmt), nl=False)
@@ -819,13 +823,9 @@ def demo(folder: Path | None, n_tasks: int) -> None:
 
 @cli.command()
 @database_option
-@click.option(
-    "--blob-url",
-    envvar=cfg.ENV_BLOB_URL,
-    default=None,
-    metavar="URL",
-    help="Read blobs under this root instead of the one recorded in artifacts.blob_url "
-    f"(for blobs copied elsewhere) [env {cfg.ENV_BLOB_URL}; default: where recorded].",
+@blob_url_option(
+    "Read blobs under this root instead of the one recorded in artifacts.blob_url "
+    f"(for blobs copied elsewhere) [env {cfg.ENV_BLOB_URL}; default: where recorded]."
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8377, show_default=True)
@@ -837,7 +837,7 @@ def demo(folder: Path | None, n_tasks: int) -> None:
     help="/healthz answers 503 when the last successful pass ended longer ago than this.",
 )
 def serve(
-    database_url: str | None, blob_url: str | None, host: str, port: int, max_age: str
+    db: cfg.DatabaseSettings, blob_url: str | None, host: str, port: int, max_age: str
 ) -> None:
     """Browse the archive in a web browser: tasks, events, recordings, costs, health.
 
@@ -852,7 +852,7 @@ def serve(
     from archiver.web import serve as run_server
 
     run_server(
-        database_url=database_url or cfg.default_database_url(),
+        database_url=db.url,
         blob_url=blob_url,
         host=host,
         port=port,

@@ -3,6 +3,18 @@
 Small frozen value objects with ``DEFAULT_*`` constants, in the manner of httpx's config.
 The API key is wrapped in :class:`ApiKey` so that printing a settings object, a traceback
 or a log record can never show it.
+
+Three kinds of value object:
+
+* ``*Settings`` (:class:`ApiSettings`, :class:`SettleSettings`, :class:`ArtifactSettings`,
+  :class:`LogSettings`, :class:`MetricsSettings`, :class:`DatabaseSettings`): what one
+  shared option group of the CLI says, built by its ``from_cli`` from the raw option
+  values. Building one never fails: values are checked where they are used, in the order
+  the commands always checked them.
+* :class:`SyncOptions`: what one ``sync`` or ``backfill`` pass does (validated), built
+  once by the CLI with :meth:`SyncOptions.from_cli`.
+* ``*Config`` (:class:`ClientConfig`, :class:`ArtifactConfig`): what one component (the API
+  client, the artifact settler and fetcher) is built with.
 """
 
 from __future__ import annotations
@@ -70,6 +82,8 @@ ENV_HOME = "ARCHIVER_HOME"
 ENV_RATE_LIMIT = "ARCHIVER_RATE_LIMIT"
 ENV_LOG_FORMAT = "ARCHIVER_LOG_FORMAT"
 ENV_METRICS_FILE = "ARCHIVER_METRICS_FILE"
+#: ``--wait-lock``: by default a run exits 75 at once when another run holds the lock.
+DEFAULT_WAIT_LOCK_S = 0.0
 
 APP_NAME = "smooth-archiver"
 DATABASE_FILENAME = "archive.db"
@@ -175,6 +189,110 @@ class ClientConfig:
             )
 
 
+# --- the CLI's shared option groups, one value object each ------------------------------
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """``--api-url``, ``--concurrency``, ``--rate-limit``, ``--wait-lock``."""
+
+    api_url: str = DEFAULT_API_URL
+    concurrency: int = DEFAULT_CONCURRENCY
+    #: Requests per second across all concurrent requests; None = unlimited.
+    rate_limit: float | None = None
+    wait_lock_s: float = DEFAULT_WAIT_LOCK_S
+
+    @classmethod
+    def from_cli(
+        cls, *, api_url: str, concurrency: int, rate_limit: float | None, wait_lock: float
+    ) -> ApiSettings:
+        return cls(
+            api_url=api_url, concurrency=concurrency, rate_limit=rate_limit, wait_lock_s=wait_lock
+        )
+
+    def client_config(self) -> ClientConfig:
+        """The API client's config: the URL checked, the key read from the environment
+        (ConfigError if either is wrong)."""
+        return ClientConfig(
+            api_url=validate_api_url(self.api_url),
+            api_key=api_key_from_env(),
+            max_connections=self.concurrency,
+            rate_limit=self.rate_limit,
+        )
+
+
+@dataclass(frozen=True)
+class SettleSettings:
+    """``--confirm-after``, ``--fresh-within``: when a terminal task is final."""
+
+    confirm_after_s: float = DEFAULT_CONFIRM_AFTER_S
+    fresh_within_s: float = DEFAULT_FRESH_WITHIN_S
+
+    @classmethod
+    def from_cli(cls, *, confirm_after: float, fresh_within: float) -> SettleSettings:
+        return cls(confirm_after_s=confirm_after, fresh_within_s=fresh_within)
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """``--downloads``, ``--blob-url``, ``--artifact-grace``, ``--max-artifact-size``."""
+
+    downloads: bool = DEFAULT_DOWNLOADS
+    #: None: :func:`default_blob_url`.
+    blob_url: str | None = None
+    grace_s: float = DEFAULT_ARTIFACT_GRACE_S
+    max_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+
+    @classmethod
+    def from_cli(
+        cls, *, downloads: bool, blob_url: str | None, artifact_grace: float, max_artifact_size: int
+    ) -> ArtifactSettings:
+        return cls(
+            downloads=downloads,
+            blob_url=blob_url or None,
+            grace_s=artifact_grace,
+            max_bytes=max_artifact_size,
+        )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``-q``, ``-v``, ``--log-format`` (see :func:`archiver.logs.setup_logging`)."""
+
+    verbose: int
+    quiet: bool
+    log_format: str
+
+    @classmethod
+    def from_cli(cls, *, verbose: int, quiet: bool, log_format: str) -> LogSettings:
+        return cls(verbose=verbose, quiet=quiet, log_format=log_format)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``--metrics-file``: where a pass writes its Prometheus metrics, if anywhere."""
+
+    file: str | None = None
+
+    @classmethod
+    def from_cli(cls, *, metrics_file: str | None) -> MetricsSettings:
+        return cls(file=metrics_file or None)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``--database-url``, or :func:`default_database_url` without it."""
+
+    url: str
+
+    @classmethod
+    def from_cli(cls, *, database_url: str | None) -> DatabaseSettings:
+        return cls(url=database_url or default_database_url())
+
+
+# --- what a pass does --------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class SyncOptions:
     """What one ``sync`` or ``backfill`` pass does."""
@@ -201,35 +319,106 @@ class SyncOptions:
     artifact_retry_backoff_s: float = DEFAULT_ARTIFACT_RETRY_BACKOFF_S
 
     def __post_init__(self) -> None:
-        if self.artifact_grace_s < 0:
-            raise ConfigError(
-                f"--artifact-grace {self.artifact_grace_s} is negative: use 0 or more seconds "
-                f"(default {format_duration(DEFAULT_ARTIFACT_GRACE_S)})."
-            )
-        if self.max_artifact_bytes < 1:
-            raise ConfigError(
-                f"--max-artifact-size {self.max_artifact_bytes} is not a positive size "
-                f"(default {format_size(DEFAULT_MAX_ARTIFACT_BYTES)})."
-            )
-        if self.artifact_link_refreshes < 0 or self.artifact_max_attempts < 1:
-            raise ConfigError(
-                f"artifact link refreshes {self.artifact_link_refreshes} / max attempts "
-                f"{self.artifact_max_attempts}: expected 0 or more / 1 or more."
-            )
-        if self.concurrency < 1:
-            raise ConfigError(
-                f"--concurrency {self.concurrency} is not a positive integer: use 1 or more "
-                f"(default {DEFAULT_CONCURRENCY})."
-            )
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise ConfigError(
-                f"page size {self.page_size} is outside 1..{MAX_PAGE_SIZE}, "
-                "the range List Tasks accepts."
-            )
-        if self.max_runtime_s is not None and self.max_runtime_s <= 0:
-            raise ConfigError(
-                f"--max-runtime {self.max_runtime_s} is not a positive number of seconds."
-            )
+        problem = _artifact_option_problem(self) or _pass_option_problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
+
+    @classmethod
+    def from_cli(
+        cls,
+        api: ApiSettings,
+        settle: SettleSettings,
+        artifacts: ArtifactSettings,
+        *,
+        task_ids: tuple[str, ...] = (),
+        discover: bool = True,
+        recheck_gone: bool = False,
+        max_runtime_s: float | None = None,
+    ) -> SyncOptions:
+        """A pass's options from the CLI's option groups and the command's own flags."""
+        return cls(
+            concurrency=api.concurrency,
+            discover=discover,
+            task_ids=task_ids,
+            recheck_gone=recheck_gone,
+            max_runtime_s=max_runtime_s,
+            confirm_after_s=settle.confirm_after_s,
+            fresh_within_s=settle.fresh_within_s,
+            downloads=artifacts.downloads,
+            blob_url=artifacts.blob_url,
+            artifact_grace_s=artifacts.grace_s,
+            max_artifact_bytes=artifacts.max_bytes,
+        )
+
+
+def _artifact_option_problem(options: SyncOptions) -> str | None:
+    """What is wrong with the artifact fields of ``options``, if anything."""
+    if options.artifact_grace_s < 0:
+        return (
+            f"--artifact-grace {options.artifact_grace_s} is negative: use 0 or more seconds "
+            f"(default {format_duration(DEFAULT_ARTIFACT_GRACE_S)})."
+        )
+    if options.max_artifact_bytes < 1:
+        return (
+            f"--max-artifact-size {options.max_artifact_bytes} is not a positive size "
+            f"(default {format_size(DEFAULT_MAX_ARTIFACT_BYTES)})."
+        )
+    if options.artifact_link_refreshes < 0 or options.artifact_max_attempts < 1:
+        return (
+            f"artifact link refreshes {options.artifact_link_refreshes} / max attempts "
+            f"{options.artifact_max_attempts}: expected 0 or more / 1 or more."
+        )
+    return None
+
+
+def _pass_option_problem(options: SyncOptions) -> str | None:
+    """What is wrong with the other fields of ``options``, if anything."""
+    if options.concurrency < 1:
+        return (
+            f"--concurrency {options.concurrency} is not a positive integer: use 1 or more "
+            f"(default {DEFAULT_CONCURRENCY})."
+        )
+    if not 1 <= options.page_size <= MAX_PAGE_SIZE:
+        return (
+            f"page size {options.page_size} is outside 1..{MAX_PAGE_SIZE}, "
+            "the range List Tasks accepts."
+        )
+    if options.max_runtime_s is not None and options.max_runtime_s <= 0:
+        return f"--max-runtime {options.max_runtime_s} is not a positive number of seconds."
+    return None
+
+
+@dataclass(frozen=True)
+class ArtifactConfig:
+    """What the artifact settler and fetcher (:mod:`archiver.artifacts`) work with: the
+    pass's artifact options and the HTTP limits of its API client, in one value."""
+
+    #: None: :func:`default_blob_url`.
+    blob_url: str | None = None
+    grace_s: float = DEFAULT_ARTIFACT_GRACE_S
+    max_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    link_refreshes: int = DEFAULT_ARTIFACT_LINK_REFRESHES
+    max_attempts: int = DEFAULT_ARTIFACT_MAX_ATTEMPTS
+    retry_backoff_s: float = DEFAULT_ARTIFACT_RETRY_BACKOFF_S
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    max_connections: int = DEFAULT_CONCURRENCY
+
+    @classmethod
+    def from_options(cls, options: SyncOptions, client: ClientConfig) -> ArtifactConfig:
+        """The artifact config of a pass with ``options`` whose API client has ``client``
+        (artifact transfers use the same timeouts and connection limit)."""
+        return cls(
+            blob_url=options.blob_url,
+            grace_s=options.artifact_grace_s,
+            max_bytes=options.max_artifact_bytes,
+            link_refreshes=options.artifact_link_refreshes,
+            max_attempts=options.artifact_max_attempts,
+            retry_backoff_s=options.artifact_retry_backoff_s,
+            timeout_s=client.timeout_s,
+            connect_timeout_s=client.connect_timeout_s,
+            max_connections=client.max_connections,
+        )
 
 
 # --- artifacts: blob root, sizes and durations ------------------------------------------

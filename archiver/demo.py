@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.engine import run_command
+from archiver.engine import SyncPass, run_command
 from archiver.exceptions import ConfigError
 from archiver.simulator import Simulator, SimulatorConfig
 from archiver.store.database import Database
@@ -51,7 +51,7 @@ def run_demo(folder: Path | None, *, n_tasks: int, echo: Callable[[str], None]) 
         client_config = ClientConfig(api_url=sim.base_url, api_key=ApiKey(DEMO_KEY))
         echo(f"Simulated Smooth API at {sim.base_url} with {n_tasks} tasks.")
         for number in (1, 2):
-            result = run_command("sync", database, client_config, options)
+            result = run_command(SyncPass(), database, client_config, options)
             echo(f"pass {number}: {result.summary()}")
             sim.advance(DEMO_SECONDS_BETWEEN_PASSES)
     _print_archive(database, echo)

@@ -28,12 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
 
 from archiver.client import SkippedItem, SmoothClient
-from archiver.config import MAX_PAGE_SIZE, ClientConfig, SyncOptions, backoff_after
+from archiver.config import MAX_PAGE_SIZE, ArtifactConfig, ClientConfig, SyncOptions, backoff_after
 from archiver.exceptions import (
     ApiError,
     ApiUnreachable,
@@ -190,8 +190,7 @@ class SyncEngine:
             self.artifacts = ArtifactSync(
                 run_db=self._db,
                 client=client,
-                options=options,
-                client_config=client.config,
+                config=ArtifactConfig.from_options(options, client.config),
                 owner=lock.owner,
                 should_stop=lambda: self.stop_signal is not None,
                 stats=self.stats,
@@ -867,22 +866,49 @@ class SyncEngine:
 # --- running a whole command -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SyncPass:
+    """The work of ``archiver sync``: discover new tasks, poll the active ones."""
+
+    command: ClassVar[str] = "sync"
+
+    async def run(self, engine: SyncEngine) -> None:
+        await engine.sync()
+
+
+@dataclass(frozen=True)
+class BackfillPass:
+    """The work of ``archiver backfill``: every task created since ``since`` (or the
+    tasks ``ids``), each with all its events."""
+
+    command: ClassVar[str] = "backfill"
+    since: datetime | None = None
+    ids: Sequence[str] | None = None
+
+    async def run(self, engine: SyncEngine) -> None:
+        await engine.backfill(since=self.since, ids=self.ids)
+
+
+#: What :func:`run_command` runs: its ``command`` names the lock and the sync_runs row.
+PassWork = SyncPass | BackfillPass
+
+
 def run_command(
-    command: str,
+    work: PassWork,
     db: Database,
     client_config: ClientConfig,
     options: SyncOptions,
     *,
     wait_lock_s: float = 0.0,
-    since: datetime | None = None,
-    ids: Sequence[str] | None = None,
     progress: Progress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunResult:
-    """Run ``sync`` or ``backfill`` under its lock, recording the run in ``sync_runs``.
+    """Run ``work`` (a ``sync`` or ``backfill`` pass) under its command's lock, recording
+    the run in ``sync_runs``.
 
     ``transport`` replaces the HTTP transport (tests feed hostile payloads through it).
     """
+    command = work.command
     lock = RunLock(db, command)
     lock.acquire(wait_s=wait_lock_s)
     result = RunResult(run_id=lock.owner, command=command)
@@ -897,11 +923,12 @@ def run_command(
                 pid=os.getpid(),
                 now=result.started_at,
             )
-        work = _run_async(
-            command, db, client_config, options, lock, result, since, ids, progress, transport
-        )
+
+        def new_engine(client: SmoothClient) -> SyncEngine:
+            return SyncEngine(db, client, lock, options, result, progress=progress)
+
         with _collector_tuned():
-            asyncio.run(work)
+            asyncio.run(_run_async(work, client_config, new_engine, transport))
     except BaseException as exc:
         # An unexpected exception must not leave the run recorded as "ok" (status and
         # metrics count "ok" runs as successful passes).
@@ -943,20 +970,15 @@ def _collector_tuned() -> Iterator[None]:
 
 
 async def _run_async(
-    command: str,
-    db: Database,
+    work: PassWork,
     client_config: ClientConfig,
-    options: SyncOptions,
-    lock: RunLock,
-    result: RunResult,
-    since: datetime | None,
-    ids: Sequence[str] | None,
-    progress: Progress | None,
+    new_engine: Callable[[SmoothClient], SyncEngine],
     transport: httpx.AsyncBaseTransport | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     async with SmoothClient(client_config, transport=transport) as client:
-        engine = SyncEngine(db, client, lock, options, result, progress=progress)
+        engine = new_engine(client)
+        result = engine.result
 
         def on_signal(signum: int) -> None:
             if engine.stop_signal is not None:
@@ -974,10 +996,7 @@ async def _run_async(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
         try:
-            if command == "sync":
-                await engine.sync()
-            else:
-                await engine.backfill(since=since, ids=ids)
+            await work.run(engine)
         except ArchiverError as exc:
             result.outcome = "failed"
             result.message = str(exc)
@@ -989,36 +1008,58 @@ async def _run_async(
             if engine.artifacts is not None:
                 await engine.artifacts.aclose()
             engine.close()
-            (progress or NullProgress()).close()
+            engine.progress.close()
         if result.outcome == "failed":
             return
-        stats = result.stats
-        if stats.requests and not client.successes and engine.stop_signal is None:
-            # Not one well-formed answer: the pass did not archive anything, whatever the
-            # reason (each failure is logged above); health must not look green.
-            result.outcome = "failed"
-            result.exit_code = EXIT_TASK_ERRORS
-            result.message = (
-                f"no request to the Smooth API at {client_config.api_url} succeeded in this "
-                f"pass ({stats.requests} sent); see the errors above"
-            )
-            return
-        if engine.listing_error is not None and engine.stop_signal is None:
-            result.outcome = "failed"
-            result.exit_code = EXIT_TASK_ERRORS
-            result.message = (
-                f"the listing failed, so new tasks may be missing: {engine.listing_error}"
-            )
-            return
-        if engine.stop_signal is not None:
-            result.outcome = "interrupted"
-            result.exit_code = EXIT_INTERRUPTED.get(engine.stop_signal, 1)
-            result.message = f"stopped by signal {signal.Signals(engine.stop_signal).name}"
-        elif result.stats.errors:
-            result.outcome = "partial"
-            result.exit_code = EXIT_TASK_ERRORS
-            result.message = (
-                f"{result.stats.errors} error(s), the first: {result.errors[0]}"[:2000]
-                if result.errors
-                else f"{result.stats.errors} task(s) failed; see tasks.last_error"
-            )
+        verdict = _pass_outcome(
+            result,
+            successes=client.successes,
+            stop_signal=engine.stop_signal,
+            listing_error=engine.listing_error,
+            api_url=client_config.api_url,
+        )
+        if verdict is not None:
+            result.outcome, result.exit_code, result.message = verdict
+
+
+def _pass_outcome(
+    result: RunResult,
+    *,
+    successes: int,
+    stop_signal: int | None,
+    listing_error: str | None,
+    api_url: str,
+) -> tuple[str, int, str] | None:
+    """The outcome, exit code and message of a pass that raised no error, or None when
+    it stays "ok": the rules, in order."""
+    stats = result.stats
+    if stats.requests and not successes and stop_signal is None:
+        # Not one well-formed answer: the pass did not archive anything, whatever the
+        # reason (each failure is logged above); health must not look green.
+        return (
+            "failed",
+            EXIT_TASK_ERRORS,
+            f"no request to the Smooth API at {api_url} succeeded in this "
+            f"pass ({stats.requests} sent); see the errors above",
+        )
+    if listing_error is not None and stop_signal is None:
+        return (
+            "failed",
+            EXIT_TASK_ERRORS,
+            f"the listing failed, so new tasks may be missing: {listing_error}",
+        )
+    if stop_signal is not None:
+        return (
+            "interrupted",
+            EXIT_INTERRUPTED.get(stop_signal, 1),
+            f"stopped by signal {signal.Signals(stop_signal).name}",
+        )
+    if stats.errors:
+        return (
+            "partial",
+            EXIT_TASK_ERRORS,
+            f"{stats.errors} error(s), the first: {result.errors[0]}"[:2000]
+            if result.errors
+            else f"{stats.errors} task(s) failed; see tasks.last_error",
+        )
+    return None

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from archiver.config import SyncOptions
-from archiver.engine import run_command
+from archiver.engine import SyncPass, run_command
 from archiver.store.database import Database
 from archiver.store.schema import artifacts, task_events, tasks
 from archiver.timestamps import to_utc
@@ -33,7 +33,7 @@ def seed_archive(db: Database, make_simulator: Any, *, tasks_n: int = 24) -> Non
     """Fill ``db`` with a synced simulator account plus the hand-made edge cases."""
     sim = make_simulator(tasks=tasks_n, events_per_task=4, seed=41, spacing_s=12 * 3600.0)
     sim.finish_all()
-    result = run_command("sync", db, client_config(sim), SyncOptions(concurrency=4))
+    result = run_command(SyncPass(), db, client_config(sim), SyncOptions(concurrency=4))
     assert result.exit_code == 0, result.errors
     seen = datetime(2025, 12, 10, tzinfo=UTC)
     created_ms = 1_764_950_400_123  # 2025-12-05T16:00:00.123Z, in milliseconds

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from archiver.config import SyncOptions
-from archiver.engine import run_command
+from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.simulator import FAULT_KINDS
 from archiver.simulator.config import FILE_FAULT_KINDS
 from archiver.store.database import Database
@@ -54,14 +54,14 @@ def test_faulty_passes_then_one_clean_pass_reach_ground_truth(
     )
     options = SyncOptions(concurrency=6, page_size=8, downloads=True, blob_url=str(tmp_path))
     for _ in range(PASSES):
-        result = run_command("sync", database, client_config(sim), options)
+        result = run_command(SyncPass(), database, client_config(sim), options)
         assert result.exit_code in (0, 1), result.message
         sim.advance(70.0)
     assert {f"fault:{kind}" for kind in FAULT_KINDS} <= set(sim.stats), dict(sim.stats)
     assert {f"file_fault:{kind}" for kind in FILE_FAULT_KINDS} & set(sim.stats)
     sim.config = replace(sim.config, fault_rate=0.0, file_fault_rate=0.0)
     sim.finish_all()
-    clean = run_command("sync", database, client_config(sim), options)
+    clean = run_command(SyncPass(), database, client_config(sim), options)
     assert clean.exit_code == 0, clean.errors
     assert_matches_truth(database, sim)
     assert_artifacts_match_truth(database, sim)
@@ -81,10 +81,10 @@ def test_backfill_under_faults_completes_on_the_next_run(
     )
     sim.finish_all()
     options = SyncOptions(concurrency=8)
-    first = run_command("backfill", database, client_config(sim), options)
+    first = run_command(BackfillPass(), database, client_config(sim), options)
     assert first.exit_code in (0, 1)
     sim.config = replace(sim.config, fault_rate=0.0)
-    second = run_command("backfill", database, client_config(sim), options)
+    second = run_command(BackfillPass(), database, client_config(sim), options)
     assert second.exit_code == 0, second.errors
     assert_matches_truth(database, sim)
 
@@ -99,14 +99,14 @@ def test_artifacts_left_pending_are_finished_by_later_sync_passes(
 
     sim = make_simulator(tasks=10, events_per_task=3, seed=7, file_errors=(503,))
     sim.finish_all()
-    assert run_command("sync", database, client_config(sim), SyncOptions()).exit_code == 0
+    assert run_command(SyncPass(), database, client_config(sim), SyncOptions()).exit_code == 0
     downloads = SyncOptions(downloads=True, blob_url=str(tmp_path))
-    backfill = run_command("backfill", database, client_config(sim), downloads)
+    backfill = run_command(BackfillPass(), database, client_config(sim), downloads)
     assert backfill.exit_code == 1  # every file failed once (one attempt in this test)
     with database.reading() as conn:
         assert artifact_status(conn)["tasks_with_artifacts_to_do"] > 0
     for _ in range(2):
-        run_command("sync", database, client_config(sim), downloads)
+        run_command(SyncPass(), database, client_config(sim), downloads)
     assert_artifacts_match_truth(database, sim)
     with database.reading() as conn:
         assert artifact_status(conn)["tasks_with_artifacts_to_do"] == 0
@@ -121,7 +121,7 @@ def test_circuit_breaker_ends_the_pass_early_and_records_it(
     with database.transaction() as conn:  # 40 known, active tasks
         insert_task_stubs(conn, sorted(sim.truth()), utcnow())
     result = run_command(
-        "sync",
+        SyncPass(),
         database,
         client_config(sim, circuit_breaker_failures=5),
         SyncOptions(concurrency=1, discover=False),

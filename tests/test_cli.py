@@ -262,3 +262,56 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path, make_simulator) -> None:
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == -signal.SIGTERM, err
     assert "send it again to stop now" in err
+
+
+def test_a_shared_option_group_hands_its_command_one_value_object() -> None:
+    """api_options and artifact_options declare their flags and pass the command one
+    ApiSettings and one ArtifactSettings; the command's own options stay parameters."""
+    import click
+    from click.testing import CliRunner
+
+    from archiver import config
+    from archiver.cli import api_options, artifact_options
+
+    seen: dict[str, object] = {}
+
+    @click.command()
+    @api_options
+    @click.option("--own", default="x")
+    @artifact_options
+    def probe(**kwargs: object) -> None:
+        seen.update(kwargs)
+
+    names = [param.name for param in probe.params]
+    assert names == [
+        "wait_lock", "rate_limit", "concurrency", "api_url", "own",
+        "downloads", "blob_url", "artifact_grace", "max_artifact_size",
+    ]  # fmt: skip
+    env = {getattr(config, name): None for name in dir(config) if name.startswith("ENV_")}
+    done = CliRunner().invoke(
+        probe, ["--concurrency", "3", "--own", "y", "--max-artifact-size", "1KB"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert set(seen) == {"api", "own", "artifacts"}
+    assert seen["api"] == config.ApiSettings(api_url=config.DEFAULT_API_URL, concurrency=3)
+    assert seen["own"] == "y"
+    assert seen["artifacts"] == config.ArtifactSettings(max_bytes=1000)
+
+
+def test_verify_declares_the_shared_options_with_its_own_help() -> None:
+    """verify's --blob-url, --max-artifact-size and --api-url are sync's options (same
+    environment variables, defaults, types), with help texts of their own."""
+    from archiver.cli import cli
+
+    def options(command: str) -> dict[str, dict[str, object]]:
+        return {
+            param.name or "": param.to_info_dict()
+            for param in cli.commands[command].params  # type: ignore[attr-defined]
+        }
+
+    sync, verify = options("sync"), options("verify")
+    for name in ("blob_url", "max_artifact_size", "api_url"):
+        same = {key: value for key, value in verify[name].items() if key != "help"}
+        assert same == {key: value for key, value in sync[name].items() if key != "help"}
+    assert str(verify["max_artifact_size"]["help"]).startswith("With --repair:")
+    assert str(verify["api_url"]["help"]).startswith("With --repair:")

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Column, MetaData, Text, select, text
 
 from archiver.config import SyncOptions
-from archiver.engine import run_command
+from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.store import columns
 from archiver.store.columns import EVENT_COLUMNS, TASK_COLUMNS, Kind, TaskColumns, TaskField
 from archiver.store.database import Database
@@ -111,14 +111,14 @@ def test_a_fake_column_is_written_by_the_listing_a_poll_and_a_backfill(
     shape = {"tasks": 6, "events_per_task": 4, "seed": 11, "spacing_s": 1.0}
     bad = next(iter(make_simulator(**shape).truth()))
     sim = make_simulator(**shape, malformed_task_ids=frozenset({bad}))
-    first = run_command("sync", db, client_config(sim), SyncOptions())
+    first = run_command(SyncPass(), db, client_config(sim), SyncOptions())
     assert first.errors  # bad's Get Task is malformed: only the listing wrote its row
     listed = _shadows(db)
     assert listed, "the listing found tasks"
     assert listed[bad][0] == "running" and listed[bad][2] == f"running/{listed[bad][1]}"
     assert all(shadow == f"{status}/{device}" for status, device, shadow in listed.values())
     sim.finish_all()
-    run_command("sync", db, client_config(sim), SyncOptions())
+    run_command(SyncPass(), db, client_config(sim), SyncOptions())
     polled = {k: v for k, v in _shadows(db).items() if k != bad}
     assert any(status == "done" for status, _, _ in polled.values())
     assert all(shadow == f"{status}/{device}" for status, device, shadow in polled.values())
@@ -128,7 +128,7 @@ def test_a_fake_column_is_written_by_the_listing_a_poll_and_a_backfill(
     fresh = Database(f"sqlite:///{tmp_path / 'backfill.db'}")
     fresh.prepare()
     _add_shadow(fresh)
-    run_command("backfill", fresh, client_config(sim), SyncOptions())
+    run_command(BackfillPass(), fresh, client_config(sim), SyncOptions())
     filled = _shadows(fresh)
     assert len(filled) == 6
     good = {k: v for k, v in filled.items() if k != bad}

@@ -7,6 +7,11 @@ import pytest
 from archiver.config import (
     DEFAULT_ARTIFACT_GRACE_S,
     DEFAULT_MAX_ARTIFACT_BYTES,
+    ApiSettings,
+    ArtifactConfig,
+    ArtifactSettings,
+    ClientConfig,
+    SettleSettings,
     SyncOptions,
     format_duration,
     format_size,
@@ -74,3 +79,54 @@ def test_an_api_url_with_a_query_or_fragment_is_refused_by_name(url: str) -> Non
     with pytest.raises(ConfigError, match="query string or fragment") as info:
         validate_api_url(url)
     assert url in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"artifact_grace_s": -1}, "--artifact-grace -1 is negative: use 0 or more seconds "
+         "(default 6 h)."),
+        ({"max_artifact_bytes": 0}, "--max-artifact-size 0 is not a positive size "
+         "(default 5 GiB)."),
+        ({"artifact_max_attempts": 0}, "artifact link refreshes 2 / max attempts 0: expected "
+         "0 or more / 1 or more."),
+        ({"concurrency": 0, "page_size": 0}, "--concurrency 0 is not a positive integer: use "
+         "1 or more (default 8)."),
+        ({"page_size": 129}, "page size 129 is outside 1..128, the range List Tasks accepts."),
+        ({"max_runtime_s": 0}, "--max-runtime 0 is not a positive number of seconds."),
+    ],
+)  # fmt: skip
+def test_sync_options_name_the_first_bad_value(fields: dict[str, float], message: str) -> None:
+    """Each check of SyncOptions, in order, with its message exactly."""
+    with pytest.raises(ConfigError) as info:
+        SyncOptions(**fields)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_the_cli_option_groups_build_the_pass_options() -> None:
+    """SyncOptions.from_cli takes the CLI's option groups and the command's own flags;
+    ArtifactConfig joins a pass's artifact options with its client's HTTP limits."""
+    api = ApiSettings.from_cli(
+        api_url="https://api.test/v1", concurrency=3, rate_limit=None, wait_lock=5.0
+    )
+    settle = SettleSettings.from_cli(confirm_after=60.0, fresh_within=120.0)
+    artifacts = ArtifactSettings.from_cli(
+        downloads=True, blob_url="", artifact_grace=30.0, max_artifact_size=1000
+    )
+    assert artifacts.blob_url is None  # an empty --blob-url means the default
+    options = SyncOptions.from_cli(api, settle, artifacts, task_ids=("t",), discover=False)
+    assert options == SyncOptions(
+        concurrency=3,
+        discover=False,
+        task_ids=("t",),
+        confirm_after_s=60.0,
+        fresh_within_s=120.0,
+        downloads=True,
+        artifact_grace_s=30.0,
+        max_artifact_bytes=1000,
+    )
+    client = ClientConfig(timeout_s=7.0, connect_timeout_s=2.0, max_connections=3)
+    config = ArtifactConfig.from_options(options, client)
+    assert (config.grace_s, config.max_bytes, config.timeout_s) == (30.0, 1000, 7.0)
+    assert (config.connect_timeout_s, config.max_connections) == (2.0, 3)
+    assert config.link_refreshes == options.artifact_link_refreshes

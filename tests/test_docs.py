@@ -417,10 +417,10 @@ def test_sqlite_to_postgres_recipe_copies_everything(
     seed_more = make_simulator(tasks=3, seed=99, start=1_800_000_000)
     seed_more.finish_all()
     from archiver.config import SyncOptions
-    from archiver.engine import run_command
+    from archiver.engine import SyncPass, run_command
     from tests.conftest import client_config
 
-    result = run_command("sync", target, client_config(seed_more), SyncOptions())
+    result = run_command(SyncPass(), target, client_config(seed_more), SyncOptions())
     assert result.exit_code == 0, result.errors
     source.dispose()
     target.dispose()

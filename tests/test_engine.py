@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import insert, select
 
 from archiver.config import SyncOptions
-from archiver.engine import run_command
+from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.store.database import Database
 from archiver.store.schema import sync_runs, task_events, tasks
 from tests.conftest import assert_matches_truth, client_config, stored_state
 
 
 def sync(db: Database, sim, **options) -> object:  # type: ignore[no-untyped-def]
-    return run_command("sync", db, client_config(sim), SyncOptions(**options))
+    return run_command(SyncPass(), db, client_config(sim), SyncOptions(**options))
 
 
 def test_a_pass_tunes_the_garbage_collector_and_restores_it(
@@ -244,7 +244,7 @@ def test_backfill_imports_everything_and_sync_then_has_nothing_to_do(
     """backfill reads every task from event_t=0; a later sync polls nothing finalized."""
     sim = make_simulator(tasks=40, events_per_task=6, seed=21, created_at_group=3)
     sim.finish_all()
-    result = run_command("backfill", database, client_config(sim), SyncOptions(concurrency=8))
+    result = run_command(BackfillPass(), database, client_config(sim), SyncOptions(concurrency=8))
     assert result.exit_code == 0, result.errors
     assert_matches_truth(database, sim)
     assert result.stats.tasks_finalized == 40
@@ -259,7 +259,7 @@ def test_backfill_since_skips_older_tasks(database: Database, make_simulator) ->
     sim.finish_all()
     created = sorted(entry["task"]["created_at"] for entry in sim.truth().values())
     since = datetime.fromtimestamp(created[10], tz=UTC)
-    result = run_command("backfill", database, client_config(sim), SyncOptions(), since=since)
+    result = run_command(BackfillPass(since=since), database, client_config(sim), SyncOptions())
     assert result.exit_code == 0
     rows, _, _ = stored_state(database)
     assert sorted(r["created_at"] for r in rows.values()) == created[10:]
@@ -271,7 +271,7 @@ def test_backfill_from_ids(database: Database, make_simulator) -> None:
     sim.finish_all()
     wanted = sorted(sim.truth())[:3]
     result = run_command(
-        "backfill", database, client_config(sim), SyncOptions(), ids=[*wanted, "tsk_nope"]
+        BackfillPass(ids=[*wanted, "tsk_nope"]), database, client_config(sim), SyncOptions()
     )
     assert result.exit_code == 0
     rows, _, _ = stored_state(database)
@@ -331,14 +331,14 @@ def test_an_api_that_ignores_the_list_cursor_cannot_loop_forever(database: Datab
 
     config = ClientConfig(api_url="http://api.test/api/v1", api_key=ApiKey("k-123456"))
     result = run_command(
-        "sync", database, config, SyncOptions(), transport=httpx.MockTransport(handler)
+        SyncPass(), database, config, SyncOptions(), transport=httpx.MockTransport(handler)
     )
     assert result.exit_code == 1
     assert any("did not move below" in message for message in result.errors)
     rows, _, _ = stored_state(database)
     # No created_at tells whether they are settled history: a second read confirms them.
     assert len(rows) == 32 and all(r["terminal_seen_at"] is not None for r in rows.values())
-    run_command("sync", database, config, SyncOptions(), transport=httpx.MockTransport(handler))
+    run_command(SyncPass(), database, config, SyncOptions(), transport=httpx.MockTransport(handler))
     rows, _, _ = stored_state(database)
     assert all(r["finalized_at"] is not None for r in rows.values())
 

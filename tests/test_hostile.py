@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.engine import run_command
+from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.jsonvalues import MAX_DEPTH
 from archiver.stats import RunResult
 from archiver.store.database import Database
@@ -87,7 +87,8 @@ def run_pass(
     held back only after three failed passes in a row)."""
     config = ClientConfig(api_url=API_URL, api_key=ApiKey(KEY), max_response_bytes=MAX_BODY)
     transport = httpx.MockTransport(api)
-    return run_command(command, db, config, SyncOptions(**options), ids=ids, transport=transport)
+    work = BackfillPass(ids=ids) if command == "backfill" else SyncPass()
+    return run_command(work, db, config, SyncOptions(**options), transport=transport)
 
 
 def task(task_id: str, **fields: Any) -> dict[str, Any]:
@@ -431,14 +432,14 @@ def test_garbage_and_html_200s_from_the_simulator_fail_only_their_task(
     with database.transaction() as conn:
         insert_task_stubs(conn, sorted(sim.truth()), utcnow())
     options = SyncOptions(discover=False)
-    result = run_command("sync", database, client_config(sim), options)
+    result = run_command(SyncPass(), database, client_config(sim), options)
     assert result.exit_code == 1 and result.outcome == "partial", result.message
     failed = [row for row in task_rows(database).values() if row.last_error]
     assert len(failed) == result.stats.errors == sim.stats["fault"] > 0
     assert all("the body is not a JSON document" in row.last_error for row in failed)
     assert_no_duplicates(database)
     sim.config = replace(sim.config, fault_rate=0.0)
-    clean = run_command("sync", database, client_config(sim), options)
+    clean = run_command(SyncPass(), database, client_config(sim), options)
     assert clean.exit_code == 0, clean.errors
     assert_matches_truth(database, sim)
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.engine import run_command
+from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.store.database import Database
 from archiver.store.schema import sync_runs
 from archiver.store.state import get_state, put_state
@@ -117,7 +117,7 @@ def test_a_finished_backfill_walks_again_and_finds_tasks_listed_late(
     sim = make_simulator(
         tasks=20, events_per_task=2, seed=92, late_list_delay_s=7200.0, initial_time=START + 1900
     )
-    first = run_command("backfill", database, client_config(sim), SyncOptions())
+    first = run_command(BackfillPass(), database, client_config(sim), SyncOptions())
     assert first.exit_code == 0, first.errors
     rows, _, _ = stored_state(database)
     assert len(rows) == 16
@@ -126,7 +126,7 @@ def test_a_finished_backfill_walks_again_and_finds_tasks_listed_late(
     assert len(late) == 4
 
     caplog.clear()
-    second = run_command("backfill", database, client_config(sim), SyncOptions())
+    second = run_command(BackfillPass(), database, client_config(sim), SyncOptions())
     assert second.exit_code == 0, second.errors
     assert_matches_truth(database, sim)
     assert second.stats.tasks_discovered == 4
@@ -136,7 +136,7 @@ def test_a_finished_backfill_walks_again_and_finds_tasks_listed_late(
 
     caplog.clear()
     sim.reset_stats()
-    third = run_command("backfill", database, client_config(sim), SyncOptions())
+    third = run_command(BackfillPass(), database, client_config(sim), SyncOptions())
     assert third.exit_code == 0 and sim.stats["list"] >= 1 and sim.stats["get"] == 0
     assert any(
         "nothing to import: every listed task is already archived" in line
@@ -156,7 +156,7 @@ def test_each_backfill_walks_the_range_it_asks_for(
 
     def backfill(since: int) -> list[int]:
         when = datetime.fromtimestamp(since, tz=UTC)
-        result = run_command("backfill", database, client_config(sim), SyncOptions(), since=when)
+        result = run_command(BackfillPass(since=when), database, client_config(sim), SyncOptions())
         assert result.exit_code == 0, result.errors
         rows, _, _ = stored_state(database)
         return sorted(row["created_at"] for row in rows.values())
@@ -187,7 +187,7 @@ def test_only_an_interrupted_walk_of_the_same_range_resumes(
             {"since": None, "next_t": created[100], "listing_done": False},
             utcnow(),
         )
-    result = run_command("backfill", database, client_config(sim), SyncOptions())
+    result = run_command(BackfillPass(), database, client_config(sim), SyncOptions())
     assert result.exit_code == 0, result.errors
     rows, _, _ = stored_state(database)
     assert sorted(row["created_at"] for row in rows.values()) == created[:100]
@@ -207,7 +207,7 @@ def test_only_an_interrupted_walk_of_the_same_range_resumes(
             utcnow(),
         )
     caplog.clear()
-    result = run_command("backfill", database, client_config(sim), SyncOptions())
+    result = run_command(BackfillPass(), database, client_config(sim), SyncOptions())
     assert result.exit_code == 0, result.errors
     assert not any("resuming" in line for line in backfill_log(caplog))
     assert any(
@@ -233,15 +233,16 @@ def test_tasks_listed_malformed_are_archived_from_get_task(
         malformed_list_listings=1_000_000,  # never heals in the listing
         initial_time=START + 20 * 60,
     )
+    work = SyncPass() if command == "sync" else BackfillPass()
     for _ in range(5):
-        result = run_command(command, database, client_config(sim), SyncOptions())
+        result = run_command(work, database, client_config(sim), SyncOptions())
         assert result.exit_code == 0, result.errors
         sim.advance(600.0)
     sim.finish_all()
-    result = run_command(command, database, client_config(sim), SyncOptions())
+    result = run_command(work, database, client_config(sim), SyncOptions())
     assert result.exit_code == 0, result.errors
     if command == "backfill":  # a backfill reads each task once; running ones need a sync
-        assert run_command("sync", database, client_config(sim), SyncOptions()).exit_code == 0
+        assert run_command(SyncPass(), database, client_config(sim), SyncOptions()).exit_code == 0
     assert sim.stats["list_malformed"] >= 10
     assert_matches_truth(database, sim)
 
@@ -266,7 +267,7 @@ def test_a_malformed_item_without_an_id_holds_the_discovery_watermark(
     def run() -> Any:
         config = ClientConfig(api_url="http://api.test/api/v1", api_key=ApiKey("k-123456"))
         transport = httpx.MockTransport(handler)
-        return run_command("sync", database, config, SyncOptions(), transport=transport)
+        return run_command(SyncPass(), database, config, SyncOptions(), transport=transport)
 
     def watermark() -> Any:
         with database.transaction() as conn:

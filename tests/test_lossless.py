@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, text
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.engine import RunResult, run_command
+from archiver.engine import RunResult, SyncPass, run_command
 from archiver.jsonvalues import (
     MAX_DEPTH,
     canonical_bytes,
@@ -132,7 +132,7 @@ def run(db: Database, api: FakeApi) -> RunResult:
     """One ``sync --task t`` pass against ``api`` (64 MiB response cap, as by default)."""
     config = ClientConfig(api_url=API_URL, api_key=ApiKey(KEY))
     options = SyncOptions(task_ids=("t",))
-    return run_command("sync", db, config, options, transport=httpx.MockTransport(api))
+    return run_command(SyncPass(), db, config, options, transport=httpx.MockTransport(api))
 
 
 def stored_event_payloads(db: Database) -> list[tuple[Any, str | None]]:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
 from archiver.config import SyncOptions
-from archiver.engine import run_command
+from archiver.engine import SyncPass, run_command
 from archiver.exceptions import ConfigError
 from archiver.metrics import (
     COMMANDS,
@@ -65,7 +65,7 @@ def test_metrics_file_parses_and_matches_the_pass(
     """After a sync, the textfile parses and carries its counts, success time and lag."""
     sim = make_simulator(tasks=5, events_per_task=3, seed=51)
     sim.finish_all()
-    result = run_command("sync", database, client_config(sim), SyncOptions())
+    result = run_command(SyncPass(), database, client_config(sim), SyncOptions())
     path = tmp_path / "textfile" / "archiver.prom"
     path.parent.mkdir()
     write_metrics(path, result, database)

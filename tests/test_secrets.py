@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import MetaData, create_engine, insert, select
 
 from archiver.config import ApiKey, ClientConfig, SyncOptions
-from archiver.engine import run_command
+from archiver.engine import SyncPass, run_command
 from archiver.simulator import Simulator
 from archiver.store.database import Database
 from archiver.store.engines import normalize_database_url
@@ -235,7 +235,7 @@ def test_api_bodies_echoing_secrets_are_masked_in_errors(
 
     config = ClientConfig(api_url="http://api.test/api/v1", api_key=ApiKey(KEY))
     result = run_command(
-        "sync",
+        SyncPass(),
         database,
         config,
         SyncOptions(task_ids=("tsk_1",)),

@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from archiver.config import SyncOptions
-from archiver.engine import run_command
+from archiver.engine import SyncPass, run_command
 from archiver.simulator import Simulator
 from archiver.stats import RunResult
 from archiver.store.database import Database
@@ -18,7 +18,7 @@ from tests.conftest import assert_matches_truth, client_config, stored_state
 
 
 def sync(db: Database, sim: Simulator, **options: object) -> RunResult:
-    return run_command("sync", db, client_config(sim), SyncOptions(**options))  # type: ignore[arg-type]
+    return run_command(SyncPass(), db, client_config(sim), SyncOptions(**options))  # type: ignore[arg-type]
 
 
 def running_world(make_simulator, **knobs: object) -> Simulator:  # type: ignore[no-untyped-def]

@@ -21,6 +21,8 @@ the ``artifacts`` table (one row per task and kind):
 
 The task is finalized only when both artifacts reached a final state (stored, absent,
 failed). Presigned query strings never reach the database, logs or messages.
+``archiver verify`` re-hashes stored blobs (verify.py); ``--repair`` fetches the bad ones
+again with :class:`RepairSettler` (repair.py).
 
 Data flows one way: the engine passes in the task the API returned; this module fetches
 the links, writes :mod:`archiver.blobs` and the ``artifacts`` rows.
@@ -38,13 +40,12 @@ from archiver.artifacts.queries import (
     save_artifact,
     tasks_missing_artifacts,
 )
+from archiver.artifacts.repair import RepairSettler, repair_and_report, repair_artifacts
 from archiver.artifacts.settle import ArtifactSync, SettleResult
 from archiver.artifacts.states import FINAL_STATES, KINDS, STATES
 from archiver.artifacts.verify import (
     Check,
     check_blob,
-    repair_and_report,
-    repair_artifacts,
     verify_and_report,
     verify_blobs,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ArtifactSync",
     "Check",
     "Fetched",
+    "RepairSettler",
     "SettleResult",
     "StoredArtifact",
     "artifact_status",

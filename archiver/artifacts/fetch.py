@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +21,7 @@ from archiver.artifacts.states import (
     _clean,
 )
 from archiver.artifacts.zips import list_zip
-from archiver.blobs import CHUNK_BYTES, BlobInfo, BlobStore, blob_key, extension_for
+from archiver.blobs import CHUNK_BYTES, BlobInfo, BlobStore, BlobWriter, blob_key, extension_for
 from archiver.client import (
     RETRY_WAIT_INITIAL_S,
     RETRY_WAIT_MAX_S,
@@ -31,6 +31,7 @@ from archiver.client import (
 )
 from archiver.config import (
     DEFAULT_RETRY_ATTEMPTS,
+    ArtifactConfig,
     format_size,
 )
 from archiver.exceptions import (
@@ -118,22 +119,20 @@ class ArtifactFetcher:
     def __init__(
         self,
         store: BlobStore,
+        config: ArtifactConfig,
         *,
-        max_bytes: int,
-        timeout_s: float,
-        connect_timeout_s: float,
-        max_connections: int,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
-        self.max_bytes = max_bytes
+        self.max_bytes = config.max_bytes
         self.should_stop = should_stop or (lambda: False)
         self.requests = 0
         limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
         )
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
             limits=limits,
             transport=_bulk_transport(limits),
             follow_redirects=False,
@@ -228,15 +227,13 @@ class ArtifactFetcher:
         url: str,
         what: str,
     ) -> Fetched:
-        shown = strip_query(url)
-        length: int | None = None
-        raw_length = response.headers.get("content-length")
-        if raw_length is not None and raw_length.strip().isdigit():
-            length = int(raw_length)
+        label = f"{what} {strip_query(url)}"
         encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-        if length is not None and not encoded and length > self.max_bytes:
+        # Content-Length is the stored size only of a body stored as it came.
+        length = None if encoded else _content_length(response)
+        if length is not None and length > self.max_bytes:
             raise ArtifactRejected(
-                f"{what} {shown} is {format_size(length)} (Content-Length), over the "
+                f"{label} is {format_size(length)} (Content-Length), over the "
                 f"{self._limit_text()} limit; nothing was stored. Raise --max-artifact-size "
                 "and run `archiver verify --repair --retry-failed` to fetch it."
             )
@@ -245,67 +242,111 @@ class ArtifactFetcher:
         store = self.store
         await asyncio.to_thread(store.discard_temporaries, task_id, kind)
         writer = await asyncio.to_thread(store.begin, task_id, kind)
-        committed = False
-        # Writing (and hashing) runs on a thread while the next megabyte arrives: one
-        # write in flight, handed over in CHUNK_BYTES pieces, never one per socket read.
-        writing: asyncio.Future[None] | None = None
-        pieces: list[bytes] = []
-        pending = received = 0
-        loop = asyncio.get_running_loop()
         # An unencoded body is stored as it comes (aiter_raw skips httpx's re-chunking); a
         # host that compresses anyway gets decoded, as before.
         body = response.aiter_bytes() if encoded else response.aiter_raw()
-        try:
-            async for piece in body:
-                received += len(piece)
-                if received > self.max_bytes:
-                    raise ArtifactRejected(
-                        f"{what} {shown} grew past the {self._limit_text()} limit while "
-                        "streaming; the transfer was stopped and nothing was stored. Raise "
-                        "--max-artifact-size and run `archiver verify --repair --retry-failed`."
-                    )
-                if self.should_stop():
-                    raise TransferInterrupted(f"{what} {shown}: the pass is stopping")
-                pieces.append(piece)
-                pending += len(piece)
-                if pending >= CHUNK_BYTES:
-                    if writing is not None:
-                        # Shielded: a cancelled transfer must still see this write end
-                        # (below) before the temporary file is removed.
-                        await asyncio.shield(writing)
-                    chunk, pieces, pending = b"".join(pieces), [], 0
-                    writing = loop.run_in_executor(None, writer.write, chunk)
-            if writing is not None:
-                await asyncio.shield(writing)
-                writing = None
-            if pieces:
-                await asyncio.to_thread(writer.write, b"".join(pieces))
-            if length is not None and not encoded and writer.size != length:
-                raise ArtifactTransferError(
-                    f"{what} {shown}: received {writer.size} of {length} bytes; retried on a "
-                    "later pass."
-                )
-            blob = await asyncio.to_thread(writer.commit, key)
-            committed = True
-        except httpx.TimeoutException as exc:
-            raise ArtifactTransferError(
-                f"{what} {shown}: timed out after {received} bytes ({type(exc).__name__}); "
-                "retried on a later pass."
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ArtifactTransferError(
-                f"{what} {shown}: the transfer broke after {received} bytes "
-                f"({type(exc).__name__}: {_clean(str(exc))}); retried on a later pass."
-            ) from None
-        finally:
-            if not committed:
-                if writing is not None:
-                    # The write in flight must end before the temporary file is removed;
-                    # its own error, if any, is secondary to the one being raised.
-                    await asyncio.gather(writing, return_exceptions=True)
-                await asyncio.to_thread(writer.abort)
+        blob = await self._write(body, writer, key, length, label)
         files: list[dict[str, Any]] | None = None
         listing_error = None
         if kind == "downloads":
             files, listing_error = await asyncio.to_thread(list_zip, store, key)
         return Fetched(blob, content_type, files, listing_error)
+
+    async def _write(
+        self,
+        body: AsyncIterator[bytes],
+        writer: BlobWriter,
+        key: str,
+        length: int | None,
+        label: str,
+    ) -> BlobInfo:
+        """Stream ``body`` into ``writer`` and commit it as ``key`` once it is whole (all
+        ``length`` bytes, when known); the temporary blob is removed on any failure."""
+        spool = _Spool(writer)
+        committed = False
+        try:
+            async for piece in body:
+                spool.received += len(piece)
+                self._check_streaming(spool.received, label)
+                await spool.add(piece)
+            await spool.flush()
+            if length is not None and writer.size != length:
+                raise ArtifactTransferError(
+                    f"{label}: received {writer.size} of {length} bytes; retried on a later pass."
+                )
+            blob = await asyncio.to_thread(writer.commit, key)
+            committed = True
+            return blob
+        except httpx.TimeoutException as exc:
+            raise ArtifactTransferError(
+                f"{label}: timed out after {spool.received} bytes ({type(exc).__name__}); "
+                "retried on a later pass."
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ArtifactTransferError(
+                f"{label}: the transfer broke after {spool.received} bytes "
+                f"({type(exc).__name__}: {_clean(str(exc))}); retried on a later pass."
+            ) from None
+        finally:
+            if not committed:
+                await spool.drain()
+                await asyncio.to_thread(writer.abort)
+
+    def _check_streaming(self, received: int, label: str) -> None:
+        """Stop a transfer that grew past the size limit or whose pass is stopping."""
+        if received > self.max_bytes:
+            raise ArtifactRejected(
+                f"{label} grew past the {self._limit_text()} limit while "
+                "streaming; the transfer was stopped and nothing was stored. Raise "
+                "--max-artifact-size and run `archiver verify --repair --retry-failed`."
+            )
+        if self.should_stop():
+            raise TransferInterrupted(f"{label}: the pass is stopping")
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    """The response's Content-Length, if it gives a readable one."""
+    raw_length = response.headers.get("content-length")
+    if raw_length is not None and raw_length.strip().isdigit():
+        return int(raw_length)
+    return None
+
+
+class _Spool:
+    """Hands a body to a blob writer: writing (and hashing) runs on a thread while the
+    next megabyte arrives, one write in flight, handed over in CHUNK_BYTES pieces, never
+    one per socket read."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self.writer = writer
+        #: Bytes received so far (for the size limit and messages).
+        self.received = 0
+        self._pieces: list[bytes] = []
+        self._pending = 0
+        self._writing: asyncio.Future[None] | None = None
+
+    async def add(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._pending += len(piece)
+        if self._pending >= CHUNK_BYTES:
+            if self._writing is not None:
+                # Shielded: a cancelled transfer must still see this write end (drain)
+                # before the temporary file is removed.
+                await asyncio.shield(self._writing)
+            chunk, self._pieces, self._pending = b"".join(self._pieces), [], 0
+            loop = asyncio.get_running_loop()
+            self._writing = loop.run_in_executor(None, self.writer.write, chunk)
+
+    async def flush(self) -> None:
+        """Write what is left, once the write in flight has ended."""
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
+            self._writing = None
+        if self._pieces:
+            await asyncio.to_thread(self.writer.write, b"".join(self._pieces))
+
+    async def drain(self) -> None:
+        """After a failure: the write in flight must end before the temporary file is
+        removed; its own error, if any, is secondary to the one being raised."""
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)

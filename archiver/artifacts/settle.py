@@ -14,7 +14,9 @@
     too large, not      nothing fetched                                 failed (final)
     http(s)
 
-The task is finalized only when both artifacts are final (stored, absent, failed)."""
+The task is finalized only when both artifacts are final (stored, absent, failed).
+``archiver verify --repair`` fetches artifacts again with :class:`RepairSettler`
+(repair.py), which changes what a failure does, not how an artifact is fetched."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from archiver.artifacts.fetch import ArtifactFetcher
+from archiver.artifacts.fetch import ArtifactFetcher, Fetched
 from archiver.artifacts.queries import ArtifactRow, load_artifacts, save_artifact
 from archiver.artifacts.states import (
     ABSENT,
@@ -41,8 +43,7 @@ from archiver.client import (
 )
 from archiver.config import (
     ARTIFACT_RETRY_BACKOFF_CAP_S,
-    ClientConfig,
-    SyncOptions,
+    ArtifactConfig,
     backoff_after,
     default_blob_url,
     format_duration,
@@ -89,16 +90,31 @@ class _Links:
         self.task = await self.client.get_task(self.task.id, event_t=self.event_t, downloads=True)
 
 
+@dataclass
+class Attempt:
+    """One artifact being fetched in this pass: what its outcome is recorded against."""
+
+    task_id: str
+    kind: str
+    #: The artifact's state before this pass (pending if it has no row yet).
+    current: str
+    #: Fetch attempts over all passes, this one's included.
+    attempts: int
+    result: SettleResult
+
+
 class ArtifactSync:
-    """Brings a terminal task's artifacts to a final state (see the module docstring)."""
+    """Brings a terminal task's artifacts to a final state (see the module docstring).
+
+    ``client`` asks Get Task for fresh links; ``config`` says how artifacts are fetched,
+    retried and given up on."""
 
     def __init__(
         self,
         *,
         run_db: RunDb,
         client: SmoothClient,
-        options: SyncOptions,
-        client_config: ClientConfig,
+        config: ArtifactConfig,
         owner: str | None,
         store: BlobStore | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -106,46 +122,30 @@ class ArtifactSync:
     ) -> None:
         self.run_db = run_db
         self.client = client
-        self.options = options
+        self.config = config
         self.owner = owner
-        self.store = store or BlobStore(options.blob_url or default_blob_url())
+        self.store = store or BlobStore(config.blob_url or default_blob_url())
         self.stats = stats if stats is not None else RunStats()
-        self.fetcher = ArtifactFetcher(
-            self.store,
-            max_bytes=options.max_artifact_bytes,
-            timeout_s=client_config.timeout_s,
-            connect_timeout_s=client_config.connect_timeout_s,
-            max_connections=client_config.max_connections,
-            should_stop=should_stop,
-        )
+        self.fetcher = ArtifactFetcher(self.store, config, should_stop=should_stop)
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
 
     async def settle(
-        self,
-        task: TaskInfo,
-        *,
-        event_t: int = 0,
-        kinds: Sequence[str] = KINDS,
-        repair: bool = False,
+        self, task: TaskInfo, *, event_t: int = 0, kinds: Sequence[str] = KINDS
     ) -> SettleResult:
         """Bring each artifact of a terminal ``task`` (read with downloads=true) as far as
-        it goes now; ``result.final`` says whether all of them reached a final state.
-
-        With ``repair`` (``archiver verify --repair``) the given kinds are fetched again
-        whatever their state; a failure then only updates ``last_error``.
-        """
+        it goes now; ``result.final`` says whether all of them reached a final state."""
         try:
             rows = await self.run_db(load_artifacts, task.id)
             links = _Links(self.client, task, event_t)
             result = SettleResult()
             for kind in kinds:
                 row = rows.get(kind)
-                if row is not None and row.state in FINAL_STATES and not repair:
+                if row is not None and self._done(row):
                     result.states[kind] = row.state
                     continue
-                state = await self._settle_one(links, kind, row, result, repair=repair)
+                state = await self._settle_one(links, kind, row, result)
                 result.states[kind] = state
                 if state not in FINAL_STATES:
                     result.final = False
@@ -154,103 +154,108 @@ class ArtifactSync:
             log.info("task %s: another run took it over; artifacts left to it", task.id)
             return SettleResult(final=False)
 
+    # -- what the settler decides (RepairSettler decides otherwise) ---------------------
+
+    def _done(self, row: ArtifactRow) -> bool:
+        """Whether the artifact of ``row`` is left as it is: it reached a final state."""
+        return row.state in FINAL_STATES
+
+    def _held_back(self, row: ArtifactRow | None, url: str | None) -> bool:
+        """Whether the artifact waits out its back-off after a failed attempt."""
+        return bool(
+            row is not None
+            and row.next_attempt_at is not None
+            and row.next_attempt_at > utcnow()
+            and url
+        )
+
+    # -- one artifact ----------------------------------------------------------------
+
     async def _save(
         self, task_id: str, kind: str, values: dict[str, Any], files: Any = None
     ) -> None:
         await self.run_db(save_artifact, task_id, kind, values, owner=self.owner, files=files)
 
     async def _settle_one(
-        self,
-        links: _Links,
-        kind: str,
-        row: ArtifactRow | None,
-        result: SettleResult,
-        *,
-        repair: bool,
+        self, links: _Links, kind: str, row: ArtifactRow | None, result: SettleResult
     ) -> str:
         task = links.task
-        now = utcnow()
-        attempts = row.attempts if row is not None else 0
-        current = row.state if row is not None else PENDING
-        if (
-            not repair
-            and row is not None
-            and row.next_attempt_at is not None
-            and row.next_attempt_at > now
-            and links.url(kind)
-        ):
+        if self._held_back(row, links.url(kind)):
             return PENDING  # in back-off after a failed attempt
+        attempt = Attempt(
+            task.id,
+            kind,
+            current=row.state if row is not None else PENDING,
+            attempts=row.attempts if row is not None else 0,
+            result=result,
+        )
         refreshes = 0  # fresh links asked for this artifact in this pass
         while True:
             url = links.url(kind)
             if url is None or url == "":
-                return await self._no_link(links.task, kind, row, url, result, repair=repair)
-            attempts += 1
+                return await self._no_link(links.task, kind, row, url, result)
+            attempt.attempts += 1
             try:
                 fetched = await self.fetcher.download(task.id, to_utc(task.created_at), kind, url)
             except ArtifactLinkRefused as exc:
-                if refreshes < self.options.artifact_link_refreshes:
-                    refreshes += 1
-                    try:
-                        await links.refresh()
-                    except AuthError:
-                        raise
-                    except ApiError as api_exc:
-                        message = f"{exc} Asking Get Task for a fresh link failed: {api_exc}"
-                        return await self._transient(
-                            task.id, kind, current, attempts, message, result, repair
-                        )
-                    self.stats.artifact_link_refreshes += 1
-                    continue
-                message = (
-                    f"{exc} Still refused after {refreshes} fresh link(s) from Get Task; "
-                    "retried on a later pass."
-                )
-                return await self._transient(
-                    task.id, kind, current, attempts, message, result, repair
-                )
+                if refreshes >= self.config.link_refreshes:
+                    message = (
+                        f"{exc} Still refused after {refreshes} fresh link(s) from Get Task; "
+                        "retried on a later pass."
+                    )
+                    return await self._transient(attempt, message)
+                refreshes += 1
+                failure = await self._refresh(links, exc)
+                if failure is not None:
+                    return await self._transient(attempt, failure)
+                continue
             except ArtifactRejected as exc:
-                return await self._failed(
-                    task.id, kind, current, attempts, str(exc), result, repair
-                )
+                return await self._failed(attempt, str(exc))
             except ArtifactTransferError as exc:
-                return await self._transient(
-                    task.id, kind, current, attempts, str(exc), result, repair
-                )
+                return await self._transient(attempt, str(exc))
             except TransferInterrupted:
-                return current
-            values: dict[str, Any] = {
-                "state": STORED,
-                "blob_url": fetched.blob.url,
-                "size_bytes": fetched.blob.size,
-                "sha256": fetched.blob.sha256,
-                "content_type": fetched.content_type,
-                "source_url": strip_query(url),
-                "fetched_at": utcnow(),
-                "attempts": attempts,
-                "last_error": fetched.listing_error,
-                "next_attempt_at": None,
-            }
-            if repair and row is not None and row.sha256 and row.sha256 != fetched.blob.sha256:
-                log.warning(
-                    "task %s %s: the API now serves different content (sha256 %s, was %s)",
-                    task.id,
-                    kind,
-                    fetched.blob.sha256,
-                    row.sha256,
-                )
-            await self._save(task.id, kind, values, files=fetched.files)
-            self.stats.artifacts_stored += 1
-            if fetched.blob.rewritten:
-                self.stats.artifact_bytes += fetched.blob.size
-            log.info(
-                "task %s: %s stored (%s) at %s",
-                task.id,
-                kind,
-                format_size(fetched.blob.size),
-                fetched.blob.url,
-            )
-            return STORED
+                return attempt.current
+            return await self._stored(attempt, row, url, fetched)
+
+    async def _refresh(self, links: _Links, refused: ArtifactLinkRefused) -> str | None:
+        """Ask Get Task for fresh links after ``refused``; why that failed, if it did."""
+        try:
+            await links.refresh()
+        except AuthError:
+            raise
+        except ApiError as api_exc:
+            return f"{refused} Asking Get Task for a fresh link failed: {api_exc}"
+        self.stats.artifact_link_refreshes += 1
+        return None
+
+    async def _stored(
+        self, attempt: Attempt, row: ArtifactRow | None, url: str, fetched: Fetched
+    ) -> str:
+        task_id, kind = attempt.task_id, attempt.kind
+        values: dict[str, Any] = {
+            "state": STORED,
+            "blob_url": fetched.blob.url,
+            "size_bytes": fetched.blob.size,
+            "sha256": fetched.blob.sha256,
+            "content_type": fetched.content_type,
+            "source_url": strip_query(url),
+            "fetched_at": utcnow(),
+            "attempts": attempt.attempts,
+            "last_error": fetched.listing_error,
+            "next_attempt_at": None,
+        }
+        await self._save(task_id, kind, values, files=fetched.files)
+        self.stats.artifacts_stored += 1
+        if fetched.blob.rewritten:
+            self.stats.artifact_bytes += fetched.blob.size
+        log.info(
+            "task %s: %s stored (%s) at %s",
+            task_id,
+            kind,
+            format_size(fetched.blob.size),
+            fetched.blob.url,
+        )
+        return STORED
 
     async def _no_link(
         self,
@@ -259,18 +264,8 @@ class ArtifactSync:
         row: ArtifactRow | None,
         url: str | None,
         result: SettleResult,
-        *,
-        repair: bool,
     ) -> str:
         field_name = f"{kind}_url"
-        if repair:
-            message = (
-                f"verify --repair: Get Task gives {field_name}={url!r} for task {task.id!r} "
-                "now, so the blob cannot be fetched again."
-            )
-            await self._save(task.id, kind, {"last_error": message})
-            result.errors[kind] = message
-            return row.state if row is not None else PENDING
         if url == "":
             await self._save(
                 task.id,
@@ -281,7 +276,7 @@ class ArtifactSync:
         now = utcnow()
         since = row.pending_since if row is not None and row.pending_since else now
         waited = (now - since).total_seconds()
-        grace = self.options.artifact_grace_s
+        grace = self.config.grace_s
         if waited >= grace:
             message = (
                 f"{field_name} of task {task.id!r} was still null {format_duration(waited)} "
@@ -301,53 +296,21 @@ class ArtifactSync:
         log.info("task %s: %s not available yet; will ask again", task.id, field_name)
         return PENDING
 
-    async def _keep_for_repair(
-        self,
-        task_id: str,
-        kind: str,
-        current: str,
-        attempts: int,
-        message: str,
-        result: SettleResult,
-    ) -> str:
-        """``verify --repair`` failed to re-fetch: the row keeps its state, notes why."""
-        await self._save(task_id, kind, {"attempts": attempts, "last_error": message})
-        result.errors[kind] = message
-        return current
-
-    async def _transient(
-        self,
-        task_id: str,
-        kind: str,
-        current: str,
-        attempts: int,
-        message: str,
-        result: SettleResult,
-        repair: bool,
-    ) -> str:
-        max_attempts = self.options.artifact_max_attempts
-        if repair:
-            return await self._keep_for_repair(task_id, kind, current, attempts, message, result)
-        if attempts >= max_attempts:
-            return await self._failed(
-                task_id,
-                kind,
-                current,
-                attempts,
-                f"gave up after {attempts} attempts: {message}",
-                result,
-                repair,
-            )
+    async def _transient(self, attempt: Attempt, message: str) -> str:
+        """A failure that may pass: retried on a later pass, up to the attempt limit."""
+        attempts = attempt.attempts
+        if attempts >= self.config.max_attempts:
+            return await self._failed(attempt, f"gave up after {attempts} attempts: {message}")
         # Retried on the next pass; held back only once it failed several passes in a row.
         backoff = backoff_after(
             attempts,
-            first_s=self.options.artifact_retry_backoff_s,
+            first_s=self.config.retry_backoff_s,
             after=ARTIFACT_BACKOFF_AFTER_ATTEMPTS,
             cap_s=ARTIFACT_RETRY_BACKOFF_CAP_S,
         )
         await self._save(
-            task_id,
-            kind,
+            attempt.task_id,
+            attempt.kind,
             {
                 "state": PENDING,
                 "attempts": attempts,
@@ -355,25 +318,20 @@ class ArtifactSync:
                 "next_attempt_at": utcnow() + backoff if backoff is not None else None,
             },
         )
-        result.errors[kind] = message
+        attempt.result.errors[attempt.kind] = message
         return PENDING
 
-    async def _failed(
-        self,
-        task_id: str,
-        kind: str,
-        current: str,
-        attempts: int,
-        message: str,
-        result: SettleResult,
-        repair: bool,
-    ) -> str:
-        if repair:
-            return await self._keep_for_repair(task_id, kind, current, attempts, message, result)
+    async def _failed(self, attempt: Attempt, message: str) -> str:
+        """A failure for good: the artifact is recorded as failed."""
         await self._save(
-            task_id,
-            kind,
-            {"state": FAILED, "attempts": attempts, "last_error": message, "next_attempt_at": None},
+            attempt.task_id,
+            attempt.kind,
+            {
+                "state": FAILED,
+                "attempts": attempt.attempts,
+                "last_error": message,
+                "next_attempt_at": None,
+            },
         )
-        result.errors[kind] = message
+        attempt.result.errors[attempt.kind] = message
         return FAILED

@@ -1,32 +1,15 @@
-"""``archiver verify``: re-hash stored blobs against their rows, and ``--repair`` them."""
+"""``archiver verify``: re-hash stored blobs against their rows (``--repair``: repair.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from archiver.artifacts.queries import StoredArtifact, artifacts_to_verify
-from archiver.artifacts.settle import ArtifactSync
-from archiver.artifacts.states import (
-    FAILED,
-    STORED,
-)
+from archiver.artifacts.states import FAILED
 from archiver.blobs import BlobStore
-from archiver.client import (
-    SmoothClient,
-)
-from archiver.config import (
-    ClientConfig,
-    SyncOptions,
-)
-from archiver.exceptions import (
-    ApiError,
-    ArchiverError,
-    AuthError,
-)
+from archiver.exceptions import ArchiverError
 from archiver.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -75,65 +58,6 @@ def verify_blobs(
     return checks, failed
 
 
-async def repair_artifacts(
-    db: Database,
-    store: BlobStore,
-    client_config: ClientConfig,
-    options: SyncOptions,
-    todo: Sequence[StoredArtifact],
-    *,
-    owner: str,
-) -> dict[tuple[str, str], str | None]:
-    """Fetch the given artifacts again with fresh links; (task, kind) -> error or None."""
-
-    async def run_db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        def work() -> Any:
-            with db.transaction() as conn:
-                return fn(conn, *args, **kwargs)
-
-        return await asyncio.to_thread(work)
-
-    by_task: dict[str, list[StoredArtifact]] = {}
-    for item in todo:
-        by_task.setdefault(item.task_id, []).append(item)
-    outcome: dict[tuple[str, str], str | None] = {}
-    async with SmoothClient(client_config) as client:
-        sync = ArtifactSync(
-            run_db=run_db,
-            client=client,
-            options=options,
-            client_config=client_config,
-            owner=owner,
-            store=store,
-        )
-        try:
-            for task_id, items in by_task.items():
-                kinds = [item.kind for item in items]
-                try:
-                    task = await client.get_task(
-                        task_id, event_t=max(items[0].event_t, 0), downloads=True
-                    )
-                except AuthError:
-                    raise
-                except ApiError as exc:
-                    for kind in kinds:
-                        outcome[(task_id, kind)] = f"Get Task failed: {exc}"
-                    continue
-                result = await sync.settle(
-                    task, event_t=max(items[0].event_t, 0), kinds=kinds, repair=True
-                )
-                for kind in kinds:
-                    if kind in result.errors:
-                        outcome[(task_id, kind)] = result.errors[kind]
-                    elif result.states.get(kind) == STORED:
-                        outcome[(task_id, kind)] = None
-                    else:
-                        outcome[(task_id, kind)] = "another run holds the task; try again later"
-        finally:
-            await sync.aclose()
-    return outcome
-
-
 def verify_and_report(
     db: Database, store: BlobStore, task_ids: Sequence[str] | None, *, echo: Callable[[str], None]
 ) -> tuple[Callable[[bool], list[StoredArtifact]], list[Check]]:
@@ -165,47 +89,3 @@ def verify_and_report(
         return [check.item for check in bad] + (list(failed) if retry_failed else [])
 
     return todo, bad
-
-
-def repair_and_report(
-    db: Database,
-    store: BlobStore,
-    client_config: ClientConfig,
-    options: SyncOptions,
-    todo: Sequence[StoredArtifact],
-    *,
-    echo: Callable[[str], None],
-) -> int:
-    """``archiver verify --repair``: fetch ``todo`` again under the ``verify`` lock; prints
-    one line per artifact and returns how many could not be repaired."""
-    from archiver.store.locks import RunLock
-
-    lock = RunLock(db, "verify")
-    try:
-        lock.acquire()
-        with db.transaction() as conn:
-            claimed = set(lock.claim(conn, sorted({item.task_id for item in todo})))
-        outcome = asyncio.run(
-            repair_artifacts(
-                db,
-                store,
-                client_config,
-                options,
-                [item for item in todo if item.task_id in claimed],
-                owner=lock.owner,
-            )
-        )
-    finally:
-        lock.release()
-    unrepaired = 0
-    for item in todo:
-        error = outcome.get(
-            (item.task_id, item.kind), "another run is working on this task; try again later"
-        )
-        if error is None:
-            echo(f"repaired {item.task_id} {item.kind}")
-        else:
-            unrepaired += 1
-            echo(f"not repaired {item.task_id} {item.kind}: {error}")
-    echo(f"repaired {len(todo) - unrepaired} of {len(todo)}")
-    return unrepaired
