@@ -25,7 +25,6 @@ from sqlalchemy import select, update
 from archiver.blobs import TEMP_DIR, BlobStore, blob_key, extension_for
 from archiver.config import SyncOptions
 from archiver.engine import BackfillPass, SyncPass, run_command
-from archiver.exceptions import StorageError
 from archiver.models import strip_query
 from archiver.simulator import Simulator
 from archiver.stats import RunResult
@@ -588,12 +587,6 @@ def test_verify_reports_missing_and_corrupt_blobs_and_repair_fetches_them(
             assert "X-Amz-Signature" not in (row[column] or "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StorageError,
-    reason="known, left as it was: a failed re-fetch saves last_error without a state, "
-    "which the upsert refuses (NOT NULL artifacts.state) on SQLite and PostgreSQL",
-)
 def test_a_repair_that_fails_keeps_each_row_as_it_was_and_notes_why(
     sqlite_db: Database, make_simulator, tmp_path: Path
 ) -> None:

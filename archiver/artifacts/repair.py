@@ -61,9 +61,10 @@ class RepairSettler(ArtifactSync):
             f"verify --repair: Get Task gives {kind}_url={url!r} for task {task.id!r} "
             "now, so the blob cannot be fetched again."
         )
-        await self._save(task.id, kind, {"last_error": message})
+        state = row.state if row is not None else PENDING
+        await self._save(task.id, kind, {"state": state, "last_error": message})
         result.errors[kind] = message
-        return row.state if row is not None else PENDING
+        return state
 
     async def _transient(self, attempt: Attempt, message: str) -> str:
         return await self._keep(attempt, message)
@@ -74,7 +75,9 @@ class RepairSettler(ArtifactSync):
     async def _keep(self, attempt: Attempt, message: str) -> str:
         """The re-fetch failed: the row keeps its state and notes why."""
         await self._save(
-            attempt.task_id, attempt.kind, {"attempts": attempt.attempts, "last_error": message}
+            attempt.task_id,
+            attempt.kind,
+            {"state": attempt.current, "attempts": attempt.attempts, "last_error": message},
         )
         attempt.result.errors[attempt.kind] = message
         return attempt.current
