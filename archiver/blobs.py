@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from archiver.exceptions import ArchiverError, BlobStoreError, ConfigError
+from archiver.store.artifacts import KINDS
 
 #: Read and write in pieces of this size: nothing is ever held whole in memory.
 CHUNK_BYTES = 1024 * 1024
@@ -108,7 +109,7 @@ def extension_for(content_type: str | None, source_url: str | None = None) -> st
 
 def blob_key(task_id: str, created: datetime | None, kind: str, extension: str) -> str:
     """The key of a task's artifact, relative to the store's root."""
-    if kind not in ("recording", "downloads"):
+    if kind not in KINDS:
         raise ValueError(f"artifact kind {kind!r} is not 'recording' or 'downloads'")
     if not re.fullmatch(r"\.[a-z0-9]{1,8}", extension):
         raise ValueError(f"extension {extension!r} is not a short lower-case extension")

@@ -163,41 +163,55 @@ def _dumps_iterative(value: Any) -> str:
         item = stack.pop()
         if type(item) is _Token:
             out.append(item)
-        elif isinstance(item, str):
-            out.append(_encode_string(item))
-        elif item is None:
-            out.append("null")
-        elif item is True:
-            out.append("true")
-        elif item is False:
-            out.append("false")
-        elif isinstance(item, int):
-            out.append(int.__repr__(item))
-        elif isinstance(item, float):
-            out.append(_float_text(item))
         elif isinstance(item, list | tuple):
-            if not item:
-                out.append("[]")
-                continue
-            stack.append(_CLOSE_LIST)
-            for index in range(len(item) - 1, -1, -1):
-                stack.append(item[index])
-                stack.append(_Token("," if index else "["))
+            _push_array(item, stack, out)
         elif isinstance(item, dict):
-            if not item:
-                out.append("{}")
-                continue
-            stack.append(_CLOSE_DICT)
-            pairs = sorted(item.items())
-            for index in range(len(pairs) - 1, -1, -1):
-                key, member = pairs[index]
-                if not isinstance(key, str):
-                    raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
-                stack.append(member)
-                stack.append(_Token(("," if index else "{") + _encode_string(key) + ":"))
+            _push_object(item, stack, out)
         else:
-            raise TypeError(f"{type(item).__name__} is not a JSON value")
+            out.append(_scalar_text(item))
     return "".join(out)
+
+
+def _scalar_text(item: Any) -> str:
+    if isinstance(item, str):
+        return _encode_string(item)
+    if item is None:
+        return "null"
+    if item is True:
+        return "true"
+    if item is False:
+        return "false"
+    if isinstance(item, int):
+        return int.__repr__(item)
+    if isinstance(item, float):
+        return _float_text(item)
+    raise TypeError(f"{type(item).__name__} is not a JSON value")
+
+
+def _push_array(item: list[Any] | tuple[Any, ...], stack: list[Any], out: list[str]) -> None:
+    """Its members and separators onto the stack, last first (or ``[]`` at once)."""
+    if not item:
+        out.append("[]")
+        return
+    stack.append(_CLOSE_LIST)
+    for index in range(len(item) - 1, -1, -1):
+        stack.append(item[index])
+        stack.append(_Token("," if index else "["))
+
+
+def _push_object(item: dict[Any, Any], stack: list[Any], out: list[str]) -> None:
+    """Its members (sorted by key) onto the stack, last first (or ``{}`` at once)."""
+    if not item:
+        out.append("{}")
+        return
+    stack.append(_CLOSE_DICT)
+    pairs = sorted(item.items())
+    for index in range(len(pairs) - 1, -1, -1):
+        key, member = pairs[index]
+        if not isinstance(key, str):
+            raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+        stack.append(member)
+        stack.append(_Token(("," if index else "{") + _encode_string(key) + ":"))
 
 
 def _float_text(value: float) -> str:

@@ -625,29 +625,34 @@ def mutated(draw: st.DrawFn, body: dict[str, Any]) -> tuple[Any, str]:
         body["id"] = body["id"] + "_other"
         return body, "bad"
     if kind == "hostile_string":
-        spot = draw(st.sampled_from(["output", "device", "event_name", "event_payload", "key"]))
-        text = draw(st.sampled_from(HOSTILE_STRINGS))
-        if spot == "output":
-            body["output"] = text
-        elif spot == "device":
-            body["device"] = text
-        elif spot == "key":
-            body["output"] = {text: [text]}
-        elif events:
-            target = draw(st.sampled_from(events))
-            if spot == "event_name":
-                target["name"] = text
-            else:
-                target["payload"] = {"v": text}
-        # A task is always archived (a device the database cannot hold is replaced, and
-        # kept exactly in payload_raw); an event's name is a text column that refuses lone
-        # surrogates (and NUL on PostgreSQL), with no raw twin.
-        return body, "either" if spot == "event_name" else "good"
+        return _hostile_string(draw, body, events)
     depth = draw(st.sampled_from([100, 300, 900, 5_000, 20_000]))
     raw = json.dumps({"r": body}).encode()
     # Nesting up to MAX_DEPTH (10,000) is archived; deeper bodies are refused as malformed.
     expect = "good" if depth <= MAX_DEPTH else "bad"
     return raw[:-2] + b', "deep": ' + deep_json(depth) + b"}}", expect
+
+
+def _hostile_string(draw: st.DrawFn, body: dict[str, Any], events: list[Any]) -> tuple[Any, str]:
+    """A hostile string in the output, the device, a key or an event."""
+    spot = draw(st.sampled_from(["output", "device", "event_name", "event_payload", "key"]))
+    text = draw(st.sampled_from(HOSTILE_STRINGS))
+    if spot == "output":
+        body["output"] = text
+    elif spot == "device":
+        body["device"] = text
+    elif spot == "key":
+        body["output"] = {text: [text]}
+    elif events:
+        target = draw(st.sampled_from(events))
+        if spot == "event_name":
+            target["name"] = text
+        else:
+            target["payload"] = {"v": text}
+    # A task is always archived (a device the database cannot hold is replaced, and
+    # kept exactly in payload_raw); an event's name is a text column that refuses lone
+    # surrogates (and NUL on PostgreSQL), with no raw twin.
+    return body, "either" if spot == "event_name" else "good"
 
 
 def _accepted(name: str, value: Any) -> bool:

@@ -31,15 +31,6 @@ the links, writes :mod:`archiver.blobs` and the ``artifacts`` rows.
 from __future__ import annotations
 
 from archiver.artifacts.fetch import ArtifactFetcher, Fetched, check_link
-from archiver.artifacts.queries import (
-    ArtifactRow,
-    StoredArtifact,
-    artifact_status,
-    artifacts_to_verify,
-    load_artifacts,
-    save_artifact,
-    tasks_missing_artifacts,
-)
 from archiver.artifacts.repair import RepairSettler, repair_and_report, repair_artifacts
 from archiver.artifacts.settle import ArtifactSync, SettleResult
 from archiver.artifacts.states import FINAL_STATES, KINDS, STATES
@@ -50,6 +41,15 @@ from archiver.artifacts.verify import (
     verify_blobs,
 )
 from archiver.artifacts.zips import list_zip
+from archiver.store.artifacts import (
+    ArtifactRow,
+    StoredArtifact,
+    artifact_status,
+    artifacts_to_verify,
+    load_artifacts,
+    save_artifact,
+    tasks_missing_artifacts,
+)
 
 __all__ = [
     "FINAL_STATES",

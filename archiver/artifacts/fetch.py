@@ -18,7 +18,6 @@ from archiver.artifacts.states import (
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
     REFUSED_STATUSES,
-    _clean,
 )
 from archiver.artifacts.zips import list_zip
 from archiver.blobs import CHUNK_BYTES, BlobInfo, BlobStore, BlobWriter, blob_key, extension_for
@@ -41,6 +40,7 @@ from archiver.exceptions import (
     TransferInterrupted,
 )
 from archiver.models import strip_query
+from archiver.store.artifacts import clean_message
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _failure(exc: httpx.HTTPError) -> str:
         return reason
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})"
-    return f"connection failed ({type(exc).__name__}: {_clean(str(exc))})"
+    return f"connection failed ({type(exc).__name__}: {clean_message(str(exc))})"
 
 
 def _retry_transfer(exc: BaseException) -> bool | float:
@@ -285,7 +285,7 @@ class ArtifactFetcher:
         except httpx.HTTPError as exc:
             raise ArtifactTransferError(
                 f"{label}: the transfer broke after {spool.received} bytes "
-                f"({type(exc).__name__}: {_clean(str(exc))}); retried on a later pass."
+                f"({type(exc).__name__}: {clean_message(str(exc))}); retried on a later pass."
             ) from None
         finally:
             if not committed:

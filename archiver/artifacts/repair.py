@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from archiver.artifacts.fetch import Fetched
-from archiver.artifacts.queries import ArtifactRow, StoredArtifact
 from archiver.artifacts.settle import ArtifactSync, Attempt, SettleResult
 from archiver.artifacts.states import PENDING, STORED
 from archiver.blobs import BlobStore
@@ -21,6 +20,7 @@ from archiver.client import SmoothClient
 from archiver.config import ArtifactConfig, ClientConfig
 from archiver.exceptions import ApiError, AuthError
 from archiver.models import TaskInfo
+from archiver.store.artifacts import ArtifactRow, StoredArtifact
 from archiver.store.database import Database
 
 log = logging.getLogger(__name__)

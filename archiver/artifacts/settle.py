@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archiver.artifacts.fetch import ArtifactFetcher, Fetched
-from archiver.artifacts.queries import ArtifactRow, load_artifacts, save_artifact
 from archiver.artifacts.states import (
     ABSENT,
     ARTIFACT_BACKOFF_AFTER_ATTEMPTS,
@@ -60,6 +59,7 @@ from archiver.exceptions import (
 )
 from archiver.models import TaskInfo, strip_query
 from archiver.stats import RunStats
+from archiver.store.artifacts import ArtifactRow, load_artifacts, save_artifact
 from archiver.timestamps import to_utc, utcnow
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from archiver.artifacts.queries import StoredArtifact, artifacts_to_verify
 from archiver.artifacts.states import FAILED
 from archiver.blobs import BlobStore
 from archiver.exceptions import ArchiverError
+from archiver.store.artifacts import StoredArtifact, artifacts_to_verify
 from archiver.store.database import Database
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from starlette.responses import (
 )
 
 from archiver import metrics as health_metrics
-from archiver.artifacts.states import KINDS
 from archiver.exceptions import ArchiverError
+from archiver.store.artifacts import KINDS
 from archiver.web import blobserve, queries, render
 from archiver.web.guard import BLOB_CSP
 from archiver.web.params import BadRequest, max_age

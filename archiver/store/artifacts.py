@@ -1,5 +1,5 @@
-"""Every query about artifacts: their rows, what is still to do, what ``status`` shows and
-what ``verify`` checks."""
+"""Artifacts as stored: their kinds and states, and every query about them (their rows,
+what is still to do, what ``status`` shows and what ``verify`` checks)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,27 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
 
-from archiver.artifacts.states import (
-    FINAL_STATES,
-    KINDS,
-    PENDING,
-    STATES,
-    STORED,
-    _clean,
-)
 from archiver.exceptions import (
     LeaseLost,
 )
 from archiver.models import TERMINAL_STATUSES
+from archiver.redact import redact
 from archiver.store.engines import dialect_insert
 from archiver.store.schema import artifact_files, artifacts, tasks
 from archiver.timestamps import aware, utcnow
 
 log = logging.getLogger(__name__)
+
+KINDS = ("recording", "downloads")
+PENDING, STORED, ABSENT, FAILED = "pending", "stored", "absent", "failed"
+STATES = (PENDING, STORED, ABSENT, FAILED)
+FINAL_STATES = frozenset({STORED, ABSENT, FAILED})
+MAX_ERROR_CHARS = 2000
+
+
+def clean_message(text: str) -> str:
+    """A message safe to store and show: presigned query strings masked, length capped."""
+    return redact(text, [])[:MAX_ERROR_CHARS]
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def save_artifact(
         if holder != owner:
             raise LeaseLost(task_id)
     if "last_error" in values and values["last_error"] is not None:
-        values = {**values, "last_error": _clean(values["last_error"])}
+        values = {**values, "last_error": clean_message(values["last_error"])}
     row = {"task_id": task_id, "kind": kind, **values}
     stmt = dialect_insert(conn, artifacts).values(row)
     conn.execute(stmt.on_conflict_do_update(index_elements=["task_id", "kind"], set_=values))
