@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -52,6 +53,8 @@ class TaskEvent(NamedTuple):
     id: str | None = None
     timestamp: int | None = None
     extra: dict[str, Any] | None = None
+    #: The names of the masking rules that fired on this event (archiver.masking), if any.
+    masked: tuple[str, ...] | None = None
 
     @property
     def identity(self) -> str:
@@ -123,7 +126,9 @@ def parse_events(value: Any) -> list[TaskEvent] | None:
                 if any(type(k) is not str or has_lone_surrogate(k) for k in extra):
                     break
             # tuple.__new__ skips the named tuple's Python-level __new__ (one call per event).
-            events.append(_new_tuple(TaskEvent, (name, item.get("payload"), id_, timestamp, extra)))
+            events.append(
+                _new_tuple(TaskEvent, (name, item.get("payload"), id_, timestamp, extra, None))
+            )
         else:
             return events
     elif value is None:
@@ -191,6 +196,12 @@ class TaskInfo(BaseModel):
     downloads_url: StrictStr | None = None
     created_at: Int64 | None = None
     events: list[TaskEvent] | None = None
+    #: The names of the masking rules that fired on this payload (archiver.masking).
+    _masked_rules: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def masked_rules(self) -> tuple[str, ...]:
+        return self._masked_rules
 
     @field_validator("events", mode="wrap")
     @classmethod

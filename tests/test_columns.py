@@ -35,6 +35,8 @@ BOOKKEEPING = {
     "terminal_seen_at",
     "seen_active",
     "unknown_status_polls",
+    "erased_at",
+    "events_pruned_at",
 }
 
 

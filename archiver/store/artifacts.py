@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 KINDS = ("recording", "downloads")
 PENDING, STORED, ABSENT, FAILED = "pending", "stored", "absent", "failed"
-STATES = (PENDING, STORED, ABSENT, FAILED)
-FINAL_STATES = frozenset({STORED, ABSENT, FAILED})
+#: Stored once, then removed by ``archiver prune``: final, never fetched again.
+PRUNED = "pruned"
+STATES = (PENDING, STORED, ABSENT, FAILED, PRUNED)
+FINAL_STATES = frozenset({STORED, ABSENT, FAILED, PRUNED})
 MAX_ERROR_CHARS = 2000
 
 
@@ -102,7 +104,8 @@ def save_artifact(
 def _artifacts_to_do(now: datetime) -> Any:
     """Finalized, terminal, not gone tasks whose artifacts are not all in a final state:
     a kind without a row (archived while downloads were off) or a row still pending and
-    not in back-off."""
+    not in back-off. Never an erased task, nor one whose events were pruned (reading it
+    again would store them again)."""
     settled = (
         select(artifacts.c.task_id)
         .where(artifacts.c.state.in_(sorted(FINAL_STATES)))
@@ -116,6 +119,7 @@ def _artifacts_to_do(now: datetime) -> Any:
         select(tasks.c.id)
         .where(tasks.c.finalized_at.is_not(None))
         .where(tasks.c.gone_at.is_(None))
+        .where(tasks.c.erased_at.is_(None), tasks.c.events_pruned_at.is_(None))
         .where(tasks.c.status.in_(sorted(TERMINAL_STATUSES)))
         .where(tasks.c.id.not_in(settled))
         .where(tasks.c.id.not_in(held_back))

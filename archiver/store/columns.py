@@ -71,6 +71,8 @@ TASK_FIELDS: tuple[TaskField, ...] = (
         lambda task: to_utc(task.created_at),
         keep_when_missing=True,
     ),
+    # Not from the API: which masking rules fired on this payload, as a poll last read it.
+    TaskField("masked_rules", Kind.JSON, lambda task: list(task.masked_rules) or None),
 )
 
 
@@ -153,7 +155,8 @@ class EventColumn:
 
 
 #: The columns of ``task_events`` in the order of the rows :func:`insert_events` builds
-#: (events.py); on SQLite those with ``utc_of`` are computed by SQL, not sent.
+#: (events.py); on SQLite those with ``utc_of`` are computed by SQL, not sent, so they
+#: come last.
 EVENT_COLUMNS: tuple[EventColumn, ...] = (
     EventColumn("task_id", Kind.TEXT),
     EventColumn("event_key", Kind.TEXT),
@@ -165,6 +168,7 @@ EVENT_COLUMNS: tuple[EventColumn, ...] = (
     EventColumn("archived_at", Kind.TIME),
     EventColumn("extra", Kind.JSON, latest=True, compared=True),
     EventColumn("extra_raw", Kind.TEXT, latest=True),
+    EventColumn("masked_rules", Kind.JSON, latest=True),
     EventColumn("timestamp_utc", Kind.TIME, utc_of="timestamp"),
 )
 

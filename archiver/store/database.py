@@ -106,6 +106,41 @@ class Database:
             raise wrap_error(exc) from exc
 
     @contextmanager
+    def erasing(self) -> Iterator[Connection]:
+        """A transaction whose deletes and updates leave none of the old bytes behind in
+        the database file: on SQLite with ``secure_delete`` (freed content is overwritten
+        with zeros), then :meth:`checkpoint` clears the WAL. On PostgreSQL a plain
+        transaction: VACUUM reclaims the dead rows (docs/governance.md)."""
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.dbapi_connection if self.dialect == "sqlite" else None
+                if raw is not None:  # a connection setting, set outside the transaction
+                    raw.execute("PRAGMA secure_delete = ON")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if raw is not None:
+                        raw.execute("PRAGMA secure_delete = OFF")
+        except (SQLAlchemyError, *VALUE_ERRORS) as exc:
+            raise wrap_error(exc) from exc
+
+    def checkpoint(self) -> bool:
+        """SQLite: copy the WAL into the database file and truncate it to zero bytes, so no
+        page image of erased rows stays in it (waits up to the busy timeout for readers);
+        returns whether it completed. Nothing to do on PostgreSQL."""
+        if self.dialect != "sqlite":
+            return True
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except SQLAlchemyError as exc:
+            raise wrap_error(exc) from exc
+        return busy == 0
+
+    @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A read-only transaction: one consistent snapshot that never waits for a writer
         (on SQLite it takes no write lock, so it also works on a read-only file)."""

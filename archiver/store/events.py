@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -64,6 +65,7 @@ def insert_events(
                 archived_at,
                 extra,
                 extra_raw,
+                None if ev.masked is None else _rule_names(ev.masked),
             )
             # SQLite computes timestamp_utc from the timestamp itself, in C with the GIL
             # released (~1.7 us per event less on the event loop's GIL); psycopg takes a
@@ -136,6 +138,11 @@ _PG_INSERT_EVENTS = pg_insert_events()
 #: in the insert, but peak RSS grew with the archive's size (100k tasks: 96-102 MB against
 #: 86 MB), which docs/performance.md explains.
 _SQLITE_INSERT_EVENTS = sqlite_insert_events()
+
+
+def _rule_names(names: tuple[str, ...]) -> str:
+    """The masked_rules column's JSON text (an array of rule names)."""
+    return orjson.dumps(list(names)).decode()
 
 
 def sqlite_time(value: datetime) -> str:

@@ -316,6 +316,8 @@ class RunLock:
                 update(tasks)
                 .where(
                     tasks.c.id.in_(chunk),
+                    # An erased task (a tombstone) is never worked on again.
+                    tasks.c.erased_at.is_(None),
                     or_(
                         tasks.c.lease_owner.is_(None),
                         tasks.c.lease_owner == self.owner,

@@ -98,6 +98,10 @@ tasks = Table(
     # it back exactly, else NULL.
     Column("output_raw", Text),
     Column("payload_raw", Text),
+    # Added by migration 0014 (governance): a tombstone, pruned events, masking rules fired.
+    Column("erased_at", UtcDateTime),
+    Column("events_pruned_at", UtcDateTime),
+    Column("masked_rules", Json),
     Index(
         "ix_tasks_active",
         "next_poll_at",
@@ -144,6 +148,8 @@ task_events = Table(
     # Added by migration 0013: the event's fields beyond name, payload, id and timestamp.
     Column("extra", Json),
     Column("extra_raw", Text),
+    # Added by migration 0014: the masking rules that fired on the event.
+    Column("masked_rules", Json),
     UniqueConstraint("task_id", "event_key", name="uq_task_events_task_key"),
 )
 
@@ -214,6 +220,8 @@ artifacts = Table(
     Column("last_error", Text),
     Column("pending_since", UtcDateTime),
     Column("next_attempt_at", UtcDateTime),
+    # Added by migration 0014: when the blob was removed (state "pruned").
+    Column("pruned_at", UtcDateTime),
     Index("ix_artifacts_state", "state"),
 )
 
@@ -228,4 +236,26 @@ artifact_files = Table(
     Column("compressed_bytes", BigInteger),
     Column("modified_at", UtcDateTime),
     Index("ix_artifact_files_task_id", "task_id"),
+)
+
+#: The audit trail of removals (migration 0014): one row per task and removal. It records
+#: who, when, why and what (counts, bytes), never the content nor the matched text.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("task_id", Text, nullable=False),
+    Column("erased_at", UtcDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("command", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("events_removed", Integer, nullable=False, server_default="0"),
+    Column("artifacts_removed", Integer, nullable=False, server_default="0"),
+    Column("bytes_removed", BigInteger, nullable=False, server_default="0"),
+    Column("matching_sha256", Json),
+    Column("rules", Json),
+    Column("blobs_pending", Json),
+    Index("ix_erasures_task_id", "task_id"),
+    Index("ix_erasures_erased_at", "erased_at"),
 )

@@ -95,7 +95,8 @@ def revive_gone(
 ) -> int:
     """Put tasks recorded as gone back among the active ones (all of them when ``task_ids``
     is None); ``not_found`` is where their 404 count restarts. Returns how many."""
-    query = update(tasks).where(tasks.c.gone_at.is_not(None))
+    # A tombstone stays erased, listed or named again or not.
+    query = update(tasks).where(tasks.c.gone_at.is_not(None), tasks.c.erased_at.is_(None))
     if task_ids is not None:
         query = query.where(tasks.c.id.in_(list(task_ids)))
     result = conn.execute(
@@ -270,7 +271,8 @@ def _poll_update(api: columns.TaskColumns) -> Any:
     t = api.table
     return (
         update(t)
-        .where(t.c.id == p("p_id"), t.c.lease_owner == p("p_owner"))
+        # A task erased meanwhile is never filled in again: the save is then a lost lease.
+        .where(t.c.id == p("p_id"), t.c.lease_owner == p("p_owner"), t.c.erased_at.is_(None))
         .values(
             **api.update_assignments("p_"),
             event_count=p("p_event_count", type_=Integer),
