@@ -335,6 +335,43 @@ class BlobStore:
         with self._errors("removing", key), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(key))
 
+    def shred(self, key: str) -> None:
+        """Remove a blob for good (``forget``, ``prune``): on local disk its bytes are
+        overwritten with zeros and synced before the file is unlinked, so the content does
+        not linger in the freed blocks (docs/governance.md names what this cannot reach:
+        copy-on-write file systems, snapshots, SSD wear levelling, backups); an object
+        store deletes the object (a versioned bucket keeps a noncurrent version until its
+        lifecycle rule expires it). A blob already gone is fine."""
+        if not self.local:
+            self.remove(key)
+            return
+        path = self.path(key)
+        with self._errors("removing", key), contextlib.suppress(FileNotFoundError):
+            with open(path, "r+b") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                zeros = bytes(min(CHUNK_BYTES, size))
+                written = 0
+                while written < size:
+                    written += handle.write(zeros[: size - written])
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.unlink(path)
+
+    def shred_temporaries(self, task_id: str) -> int:
+        """Shred every write of a task (both kinds) that an interrupted pass left under
+        ``.tmp`` (``forget``: a partial copy holds content too)."""
+        prefixes = tuple(f"{task_folder(task_id)}.{kind}." for kind in KINDS)
+        with self._errors("cleaning up", TEMP_DIR):
+            try:
+                names = self.fs.ls(self.path(TEMP_DIR), detail=False, refresh=True)
+            except FileNotFoundError:
+                return 0
+        found = [str(n).rsplit("/", 1)[-1] for n in names]
+        doomed = [name for name in found if name.startswith(prefixes)]
+        for name in doomed:
+            self.shred(f"{TEMP_DIR}/{name}")
+        return len(doomed)
+
 
 class BlobWriter:
     """An in-flight write under a temporary name; hashes and counts what it writes."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -678,6 +678,12 @@ def verify(
     )
     store = BlobStore(blob_url or cfg.default_blob_url(), create=repair)
     database = open_database(db, read_only=not repair)
+    _say_erased(database, task_ids)
+    if repair:
+        from archiver.governance import finish_blob_deletions
+
+        if deleted := finish_blob_deletions(database):
+            click.echo(f"deleted {deleted} blob(s) an earlier forget or prune left to delete")
     todo, bad = verify_and_report(database, store, list(task_ids) or None, echo=click.echo)
     if not repair or not todo(retry_failed):
         sys.exit(1 if bad else 0)
@@ -687,6 +693,19 @@ def verify(
         database, store, client, config, todo(retry_failed), echo=click.echo
     )
     sys.exit(1 if unrepaired else 0)
+
+
+def _say_erased(database: Database, task_ids: Sequence[str]) -> None:
+    """Named tasks that are tombstones have nothing to verify or repair: say so."""
+    if not task_ids:
+        return
+    from archiver.governance import shown
+    from archiver.store.erasure import erased_ids
+
+    with database.reading() as conn:
+        erased = erased_ids(conn, list(task_ids))
+    for task_id, when in erased.items():
+        click.echo(f"{shown(task_id)}: erased on {when:%Y-%m-%d %H:%M} UTC, nothing to verify")
 
 
 @cli.group("report", cls=ArchiverGroup)
@@ -859,6 +878,167 @@ def serve(
         max_age=max_age,
         echo=click.echo,
     )
+
+
+# --- governance: forget and prune (docs/governance.md) ----------------------------------
+
+
+def _audit_options(fn: F) -> F:
+    """--reason (required), --actor, --yes: who removes what, and why."""
+    fn = click.option(
+        "--yes",
+        is_flag=True,
+        help="Remove for good. Without it the command is a dry run: it lists what would go "
+        "and changes nothing.",
+    )(fn)
+    fn = click.option(
+        "--actor",
+        metavar="NAME",
+        default=None,
+        help="Who asks, for the audit trail (table erasures) [default: the operating-system user].",
+    )(fn)
+    return click.option(
+        "--reason",
+        required=True,
+        metavar="TEXT",
+        help="Why, for the audit trail (e.g. a ticket number or 'GDPR art. 17 request').",
+    )(fn)
+
+
+@cli.command()
+@click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...")
+@click.option(
+    "--ids-file",
+    type=click.File("r"),
+    metavar="PATH",
+    help="Also the task ids in PATH, one per line ('-' for stdin; # comments).",
+)
+@click.option(
+    "--matching",
+    multiple=True,
+    metavar="TEXT",
+    help="Also every task whose output, payload, events, unknown fields, file names or "
+    "error texts contain TEXT (plain text, any case; repeatable). Only its SHA-256 is kept.",
+)
+@_audit_options
+@click.option(
+    "--wait",
+    "wait_s",
+    type=WAIT,
+    default="2m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long to wait for tasks a running sync or backfill is working on; those still "
+    "busy then are left (exit 1).",
+)
+@database_option
+@logging_options
+def forget(
+    task_ids: tuple[str, ...],
+    ids_file: Any,
+    matching: tuple[str, ...],
+    reason: str,
+    actor: str | None,
+    yes: bool,
+    wait_s: float,
+    db: cfg.DatabaseSettings,
+    logging: cfg.LogSettings,
+) -> None:
+    """Erase tasks: their output, payload, events and blobs, leaving a tombstone.
+
+    The tombstone keeps id, status, created_at, device and credits_used, so credit
+    reports stay equal; sync and backfill never fill it in again. Every erased task gets
+    a row in the erasures table (who, when, why, what was removed). Without --yes this
+    is a dry run.
+
+    \b
+    Example (a data-subject request):
+        archiver forget --matching alice@example.com --reason "DSR-2041"
+        archiver forget --matching alice@example.com --reason "DSR-2041" --yes
+    """
+    from archiver import governance
+
+    logs.setup_logging(verbose=logging.verbose, quiet=logging.quiet, log_format=logging.log_format)
+    ids = list(task_ids) + (read_ids(ids_file) if ids_file is not None else [])
+    governance.check_request(ids, matching, reason)
+    database = open_database(db, read_only=not yes)
+    selection = governance.select_tasks(database, ids, matching)
+    plan = governance.plan_forget(database, selection)
+    for line in governance.describe_plan(plan, matched=selection.matched):
+        click.echo(line)
+    if not yes:
+        click.echo("dry run: nothing was changed; add --yes to erase these tasks.")
+        return
+    audit = governance.Audit(actor or governance.default_actor(), reason, "forget")
+    outcome = governance.forget(database, plan, selection, audit, wait_s=wait_s, echo=click.echo)
+    for line in governance.describe_outcome(outcome, "erased"):
+        click.echo(line)
+    sys.exit(1 if outcome.left or outcome.blobs_failed or not outcome.checkpointed else 0)
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    type=DURATION,
+    required=True,
+    metavar="DURATION",
+    help="Tasks created longer ago than this (e.g. 90d, 12h), by created_at.",
+)
+@click.option(
+    "--only",
+    default="recordings,downloads,events",
+    show_default=True,
+    metavar="PARTS",
+    help="What to remove, comma-separated: recordings, downloads, events, tasks (tasks "
+    "erases whole tasks as `forget` does, tombstones included).",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATUS",
+    help="Only tasks with this status (repeatable), e.g. --status done.",
+)
+@_audit_options
+@database_option
+@logging_options
+def prune(
+    older_than: float,
+    only: str,
+    statuses: tuple[str, ...],
+    reason: str,
+    actor: str | None,
+    yes: bool,
+    db: cfg.DatabaseSettings,
+    logging: cfg.LogSettings,
+) -> None:
+    """Remove what a retention policy no longer allows: recordings, downloads archives,
+    events or whole tasks of finalized tasks created longer ago than --older-than.
+
+    Works in small batches (a sync may run in between), audited in the erasures table.
+    Without --yes this is a dry run.
+
+    \b
+    Example (crontab: keep recordings 30 days, events 180 days):
+        0 3 * * * archiver prune -q --older-than 30d --only recordings --reason retention --yes
+        30 3 * * * archiver prune -q --older-than 180d --only events --reason retention --yes
+    """
+    from archiver import governance
+
+    logs.setup_logging(verbose=logging.verbose, quiet=logging.quiet, log_format=logging.log_format)
+    request = governance.prune_request(older_than, only, statuses, reason)
+    database = open_database(db, read_only=not yes)
+    for line in governance.describe_prune(database, request, older_than):
+        click.echo(line)
+    if not yes:
+        click.echo("dry run: nothing was changed; add --yes to prune.")
+        return
+    audit = governance.Audit(actor or governance.default_actor(), reason, "prune")
+    outcome = governance.prune(database, request, audit, echo=click.echo)
+    for line in governance.describe_outcome(outcome, "pruned"):
+        click.echo(line)
+    sys.exit(1 if outcome.left or outcome.blobs_failed or not outcome.checkpointed else 0)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,6 +81,11 @@ class Health:
     lagging_task_id: str | None
     tasks_in_error_backoff: int
     tasks_waiting_on_artifacts: int
+    #: Governance (docs/governance.md): tombstones, pruned blobs, blob deletions not yet
+    #: confirmed (retried by the next forget, prune or verify --repair).
+    tasks_erased: int = 0
+    artifacts_pruned: int = 0
+    blob_deletions_pending: int = 0
 
     @property
     def last_success_age_s(self) -> float | None:
@@ -132,6 +137,9 @@ def read_health(
         lagging_task_id=facts.lagging_task_id,
         tasks_in_error_backoff=facts.tasks_in_error_backoff,
         tasks_waiting_on_artifacts=facts.tasks_waiting_on_artifacts,
+        tasks_erased=facts.tasks_erased,
+        artifacts_pruned=facts.artifacts_pruned,
+        blob_deletions_pending=facts.blob_deletions_pending,
     )
 
 
@@ -166,6 +174,17 @@ def health_lines(health: Health, max_age: timedelta | None = None) -> list[str]:
         f"waiting on artifacts: {health.tasks_waiting_on_artifacts} tasks",
         f"in error back-off:    {health.tasks_in_error_backoff} tasks",
     ]
+    if health.tasks_erased or health.artifacts_pruned or health.blob_deletions_pending:
+        lines.append(
+            f"removed:      {health.tasks_erased} tasks erased (tombstones), "
+            f"{health.artifacts_pruned} artifacts pruned"
+            + (
+                f"; {health.blob_deletions_pending} blob deletions pending (the next forget, "
+                "prune or verify --repair retries them)"
+                if health.blob_deletions_pending
+                else ""
+            )
+        )
     return lines
 
 
@@ -329,23 +348,39 @@ def build_registry(result: RunResult, health: Health | None) -> CollectorRegistr
         last_success.timestamp() if last_success else 0.0,
     )
     if health is not None:
-        gauge(
-            "archiver_lag_seconds",
-            "Age of the oldest non-finalized task's last poll (0 when none is active).",
-            health.lag_s,
-        )
-        gauge("archiver_tasks_active", "Tasks not finalized yet.", float(health.active_tasks))
-        gauge(
-            "archiver_tasks_in_error_backoff",
-            "Non-finalized tasks whose last poll failed, waiting for their back-off.",
-            float(health.tasks_in_error_backoff),
-        )
-        gauge(
-            "archiver_tasks_waiting_on_artifacts",
-            "Tasks with a recording or downloads archive still pending.",
-            float(health.tasks_waiting_on_artifacts),
-        )
+        _archive_gauges(gauge, health)
     return registry
+
+
+def _archive_gauges(gauge: Callable[[str, str, float], None], health: Health) -> None:
+    """The archive-wide gauges (not of one pass): lag, active tasks, removals."""
+    gauge(
+        "archiver_lag_seconds",
+        "Age of the oldest non-finalized task's last poll (0 when none is active).",
+        health.lag_s,
+    )
+    gauge("archiver_tasks_active", "Tasks not finalized yet.", float(health.active_tasks))
+    gauge(
+        "archiver_tasks_in_error_backoff",
+        "Non-finalized tasks whose last poll failed, waiting for their back-off.",
+        float(health.tasks_in_error_backoff),
+    )
+    gauge(
+        "archiver_tasks_waiting_on_artifacts",
+        "Tasks with a recording or downloads archive still pending.",
+        float(health.tasks_waiting_on_artifacts),
+    )
+    gauge("archiver_tasks_erased", "Tasks erased (tombstones).", float(health.tasks_erased))
+    gauge(
+        "archiver_artifacts_pruned",
+        "Recordings and downloads archives removed by prune.",
+        float(health.artifacts_pruned),
+    )
+    gauge(
+        "archiver_blob_deletions_pending",
+        "Blobs removed from the archive whose deletion is not confirmed yet.",
+        float(health.blob_deletions_pending),
+    )
 
 
 def write_metrics(path: str | Path, result: RunResult, database: Database | None) -> None:

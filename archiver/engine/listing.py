@@ -19,6 +19,7 @@ from archiver.engine.context import PassContext
 from archiver.exceptions import DataRefused
 from archiver.models import TaskInfo
 from archiver.recent import RecentIds
+from archiver.store import erasure
 from archiver.store import state as state_store
 from archiver.store import tasks as tasks_store
 from archiver.timestamps import to_seconds, to_utc, utcnow
@@ -190,6 +191,8 @@ class _Tally:
     new: int = 0
     to_read: int = 0
     unread: int = 0
+    #: Listed tasks that are tombstones (erased): never read again.
+    erased: int = 0
     newest: int | None = None
 
     def add(self, fresh: list[str], new_ids: list[str], todo: list[str]) -> None:
@@ -201,9 +204,10 @@ class _Tally:
         self.unread += sum(1 for task_id in todo if task_id in known_before)
 
     def summary(self, scope: str) -> str:
+        erased = f", {self.erased} erased (tombstones, not read again)" if self.erased else ""
         return (
             f"walked {self.pages} listing page(s) {scope}: {self.listed} task(s) listed, "
-            f"{self.new} new, {self.listed - self.to_read} already archived, "
+            f"{self.new} new, {self.listed - self.to_read} already archived{erased}, "
             f"{self.unread} known but not yet read in full"
         )
 
@@ -287,6 +291,7 @@ class BackfillListing:
         new_ids, tracked = await self.walker.insert_listed(tasks, items)
         self.ctx.stats.tasks_discovered += len(new_ids)
         todo = await self.ctx.run_db(tasks_store.backfill_task_ids, since=None, only=tracked)
+        await self._skip_tombstones(tracked)
         fresh = [task_id for task_id in tracked if task_id not in self.counted]
         self.counted.update(fresh)
         self.tally.add(fresh, new_ids, todo)
@@ -295,6 +300,18 @@ class BackfillListing:
         )
         await self._feed(todo)
         return len(tasks) + len(items) == len(page) + len(skipped)
+
+    async def _skip_tombstones(self, task_ids: list[str]) -> None:
+        """Count (and name, with -vv) the listed tasks that are erased: the API still
+        serves them, the archive never reads or fills them in again."""
+        for task_id in await self.ctx.run_db(erasure.erased_ids, task_ids):
+            if task_id not in self.counted:
+                self.tally.erased += 1
+            log.debug(
+                "task %s was erased (a tombstone): not read again",
+                task_id,
+                extra={"task_id": task_id},
+            )
 
     async def _on_cursor(self, t: int | None) -> None:
         self.state["next_t"] = t

@@ -28,6 +28,7 @@ from archiver.exceptions import ApiError, ApiUrlWrong, DataRefused, LeaseLost, T
 from archiver.models import KeyedEvent, TaskInfo, keyed_events
 from archiver.progress import Progress
 from archiver.stats import RunResult
+from archiver.store import erasure
 from archiver.store import tasks as tasks_store
 from archiver.store.database import Database
 from archiver.store.locks import RunLock
@@ -119,6 +120,7 @@ class SyncEngine:
             # Named tasks are asked about even when recorded as gone; ids the API does not
             # know leave no row behind (_judge_not_found).
             new = await ctx.run_db(tasks_store.insert_task_stub_ids, explicit, utcnow())
+            await self._skip_tombstones(explicit)
             self._new_explicit = set(new)
             ctx.stats.tasks_discovered += len(new)
             await ctx.run_db(tasks_store.revive_gone, explicit, utcnow(), not_found=0)
@@ -138,6 +140,9 @@ class SyncEngine:
                 tasks_store.revive_gone, None, utcnow(), not_found=GONE_AFTER_NOT_FOUND - 1
             )
             log.info("--recheck-gone: asking the API again about %d gone task(s)", revived)
+            erased = await ctx.run_db(erasure.gone_tombstones)
+            if erased:
+                log.info("--recheck-gone: %d erased task(s) (tombstones) stay as they are", erased)
         if not ctx.options.discover:
             return
         try:
@@ -157,6 +162,7 @@ class SyncEngine:
             ctx.stats.tasks_discovered += await ctx.run_db(
                 tasks_store.insert_task_stubs, ids, utcnow()
             )
+            await self._skip_tombstones(ids)
             todo = await ctx.run_db(tasks_store.backfill_task_ids, since=None, only=list(ids))
             await self.poll_all(todo, from_zero=True)
             await self._judge_not_found()
@@ -174,6 +180,16 @@ class SyncEngine:
         if self.artifacts is not None:
             await self._revisit_artifacts()
             await self._judge_not_found()
+
+    async def _skip_tombstones(self, task_ids: Sequence[str]) -> None:
+        """Say (with -v) which named tasks are erased: never read or filled in again."""
+        for task_id, when in (await self.ctx.run_db(erasure.erased_ids, task_ids)).items():
+            log.info(
+                "task %s was erased on %s (a tombstone): not read again",
+                task_id,
+                f"{when:%Y-%m-%d %H:%M}",
+                extra={"task_id": task_id},
+            )
 
     # -- polling ---------------------------------------------------------------------
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+import orjson
+from sqlalchemy import Connection, Text, and_, cast, delete, func, or_, select, tuple_, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from archiver.store.artifacts import PRUNED, STORED
 from archiver.store.schema import artifact_files, artifacts, erasures, task_events, tasks
@@ -216,15 +218,19 @@ def _delete_events(conn: Connection, task_id: str) -> int:
 
 def prune_events(conn: Connection, task_id: str, *, owner: str, now: datetime) -> int:
     """Remove a leased finalized task's event rows; the task keeps its row, its
-    ``event_count`` and its credits, and says when its events were pruned."""
-    marked = conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.lease_owner == owner, tasks.c.erased_at.is_(None))
-        .values(events_pruned_at=now, lease_owner=None, lease_until=None)
+    ``event_count`` and its credits, and says when its events were pruned (only when it
+    had some). Returns how many rows went (0 when the task is not leased by ``owner``)."""
+    leased = conn.scalar(
+        select(func.count()).where(
+            tasks.c.id == task_id, tasks.c.lease_owner == owner, tasks.c.erased_at.is_(None)
+        )
     )
-    if marked.rowcount != 1:
+    if not leased:
         return 0
-    return _delete_events(conn, task_id)
+    deleted = _delete_events(conn, task_id)
+    if deleted:
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(events_pruned_at=now))
+    return deleted
 
 
 def prune_artifact(conn: Connection, task_id: str, kind: str, *, now: datetime) -> Removed:
@@ -262,18 +268,162 @@ def erased_ids(conn: Connection, task_ids: Sequence[str]) -> dict[str, datetime]
     return found
 
 
-def governance_counts(conn: Connection) -> dict[str, Any]:
-    """For ``status``, health and metrics: erased tasks, tasks whose events were pruned,
-    pruned artifacts, and blob deletions not yet confirmed."""
-    erased = conn.scalar(select(func.count()).where(tasks.c.erased_at.is_not(None))) or 0
-    pruned_events = (
-        conn.scalar(select(func.count()).where(tasks.c.events_pruned_at.is_not(None))) or 0
+def gone_tombstones(conn: Connection) -> int:
+    """Erased tasks that were recorded as gone (``--recheck-gone`` leaves them)."""
+    query = select(func.count()).where(tasks.c.erased_at.is_not(None), tasks.c.gone_at.is_not(None))
+    return int(conn.scalar(query) or 0)
+
+
+# --- finding tasks by their content (forget --matching) -------------------------------------
+
+#: Where a task's content can be: every column that holds text from the API or quotes it.
+_TASK_TEXT = ("output", "payload", "output_raw", "payload_raw", "last_error")
+_EVENT_TEXT = ("payload", "extra", "payload_raw", "extra_raw")
+_ARTIFACT_TEXT = ("source_url", "last_error")
+
+
+def tasks_matching(conn: Connection, needle: str) -> set[str]:
+    """The not-yet-erased tasks whose stored content contains ``needle``, a plain
+    substring compared without regard to case: the output, the stored payload (and so
+    every unknown field), every event's payload and unknown fields, their raw JSON
+    companions, error texts, artifact links and the names of files in a stored zip.
+
+    Letters compare after lower-casing: ASCII ones everywhere; others by Python's
+    ``str.lower`` on SQLite (a function registered on the connection) and by a
+    case-insensitive character class on PostgreSQL, so the database's locale does not
+    matter. JSON text escapes some characters (``"``, ``\\``, controls): both the text
+    and its escaped form are looked for.
+    """
+    forms = {needle, orjson.dumps(needle).decode()[1:-1]}
+    found: set[str] = set()
+    sources = (
+        (tasks, tasks.c.id, _TASK_TEXT),
+        (task_events, task_events.c.task_id, _EVENT_TEXT),
+        (artifacts, artifacts.c.task_id, _ARTIFACT_TEXT),
+        (artifact_files, artifact_files.c.task_id, ("name",)),
     )
-    pruned = conn.scalar(select(func.count()).where(artifacts.c.state == PRUNED)) or 0
-    pending = sum(len(urls) for _, urls in pending_blob_deletions(conn))
-    return {
-        "tasks_erased": int(erased),
-        "tasks_events_pruned": int(pruned_events),
-        "artifacts_pruned": int(pruned),
-        "blob_deletions_pending": pending,
-    }
+    for table, task_id, names in sources:
+        condition = or_(*(_contains(conn, table.c[name], form) for name in names for form in forms))
+        found.update(conn.scalars(select(task_id).where(condition).distinct()))
+    if not found:
+        return found
+    return set(found) - set(erased_ids(conn, sorted(found)))
+
+
+def _contains(conn: Connection, column: Any, needle: str) -> ColumnElement[bool]:
+    text = cast(column, Text)
+    if needle.isascii():
+        return (
+            func.instr(func.lower(text), needle.lower()) > 0
+            if _sqlite(conn)
+            else (func.strpos(func.lower(text), needle.lower()) > 0)
+        )
+    if _sqlite(conn):
+        _register_lower(conn)
+        return func.instr(func.archiver_lower(text), needle.lower()) > 0
+    return text.op("~")(_case_insensitive_pattern(needle))
+
+
+def _sqlite(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def _register_lower(conn: Connection) -> None:
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.create_function("archiver_lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: Any) -> str | None:
+    if value is None:
+        return None
+    return (value if isinstance(value, str) else str(value)).lower()
+
+
+def _case_insensitive_pattern(needle: str) -> str:
+    """A PostgreSQL regular expression matching ``needle`` literally, each letter in any
+    case (a bracket of its case forms), whatever the database's locale."""
+    parts = []
+    for char in needle:
+        forms = sorted({form for form in (char, char.lower(), char.upper()) if len(form) == 1})
+        if len(forms) > 1:
+            parts.append("[" + "".join(_bracket_escape(form) for form in forms) + "]")
+        else:
+            parts.append(char if char.isalnum() else "\\" + char)
+    return "".join(parts)
+
+
+def _bracket_escape(char: str) -> str:
+    return "\\" + char if char in "\\]^-[" else char
+
+
+# --- retention (prune) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneScope:
+    """Which tasks ``prune`` looks at: finalized, not erased, created before ``cutoff``
+    (a task without a creation time has no age and is never pruned), with one of
+    ``statuses`` if any are given."""
+
+    cutoff: datetime
+    statuses: Sequence[str] = ()
+
+    def condition(self) -> ColumnElement[bool]:
+        conditions = [
+            tasks.c.erased_at.is_(None),
+            tasks.c.finalized_at.is_not(None),
+            tasks.c.created_at_utc < self.cutoff,
+        ]
+        if self.statuses:
+            conditions.append(tasks.c.status.in_(list(self.statuses)))
+        return and_(*conditions)
+
+
+def prune_batch(
+    conn: Connection, scope: PruneScope, *, after: tuple[datetime, str] | None, limit: int
+) -> list[tuple[datetime, str]]:
+    """The next ``limit`` tasks in scope, oldest first, after ``after`` (keyset over the
+    ``(created_at_utc, id)`` index: every batch costs the same)."""
+    key = tuple_(tasks.c.created_at_utc, tasks.c.id)
+    query = select(tasks.c.created_at_utc, tasks.c.id).where(scope.condition())
+    if after is not None:
+        query = query.where(key > tuple_(*after))
+    query = query.order_by(tasks.c.created_at_utc, tasks.c.id).limit(limit)
+    return [(row.created_at_utc, row.id) for row in conn.execute(query)]
+
+
+def unfinalized_before(conn: Connection, scope: PruneScope) -> int:
+    """Tasks older than the cutoff that are still polled: never pruned (a poll would store
+    their events again); said so in prune's report."""
+    conditions = [
+        tasks.c.erased_at.is_(None),
+        tasks.c.finalized_at.is_(None),
+        tasks.c.created_at_utc < scope.cutoff,
+    ]
+    if scope.statuses:
+        conditions.append(tasks.c.status.in_(list(scope.statuses)))
+    return int(conn.scalar(select(func.count()).where(*conditions)) or 0)
+
+
+def prune_totals(conn: Connection, scope: PruneScope, parts: Sequence[str]) -> dict[str, int]:
+    """What ``prune`` would remove, in totals: tasks in scope, and per part its rows or
+    blobs and bytes (the dry run's report)."""
+    in_scope = select(tasks.c.id).where(scope.condition())
+    totals = {"tasks": int(conn.scalar(select(func.count()).select_from(in_scope.subquery())) or 0)}
+    if "events" in parts or "tasks" in parts:
+        not_pruned = select(tasks.c.id).where(scope.condition(), tasks.c.events_pruned_at.is_(None))
+        totals["events"] = int(
+            conn.scalar(select(func.count()).where(task_events.c.task_id.in_(not_pruned))) or 0
+        )
+    kinds = [kind for part, kind in ARTIFACT_PARTS.items() if part in parts or "tasks" in parts]
+    if kinds:
+        row = conn.execute(
+            select(func.count(), func.coalesce(func.sum(artifacts.c.size_bytes), 0)).where(
+                artifacts.c.task_id.in_(in_scope),
+                artifacts.c.state == STORED,
+                artifacts.c.kind.in_(kinds),
+            )
+        ).one()
+        totals["artifacts"], totals["bytes"] = int(row[0]), int(row[1])
+    return totals

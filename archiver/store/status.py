@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, distinct, func, select
 
 from archiver.stats import STORED_COUNTERS, SUCCESS_OUTCOMES
-from archiver.store.schema import artifacts, sync_runs, task_events, tasks
+from archiver.store.artifacts import PRUNED
+from archiver.store.schema import artifacts, erasures, sync_runs, task_events, tasks
 from archiver.store.state import unlisted_groups
 from archiver.timestamps import aware
 
@@ -89,6 +90,9 @@ class HealthFacts:
     oldest_polled_at: datetime | None
     tasks_in_error_backoff: int
     tasks_waiting_on_artifacts: int
+    tasks_erased: int
+    artifacts_pruned: int
+    blob_deletions_pending: int
 
 
 def health_facts(conn: Connection) -> HealthFacts:
@@ -115,7 +119,20 @@ def health_facts(conn: Connection) -> HealthFacts:
         oldest_polled_at=aware(oldest.polled) if oldest is not None else None,
         tasks_in_error_backoff=conn.scalar(backoff) or 0,
         tasks_waiting_on_artifacts=conn.scalar(waiting) or 0,
+        **removed_counts(conn),
     )
+
+
+def removed_counts(conn: Connection) -> dict[str, int]:
+    """Tombstones, pruned artifacts and blob deletions not yet confirmed."""
+    pending = select(erasures.c.blobs_pending).where(erasures.c.blobs_pending.is_not(None))
+    return {
+        "tasks_erased": conn.scalar(select(func.count()).where(tasks.c.erased_at.is_not(None)))
+        or 0,
+        "artifacts_pruned": conn.scalar(select(func.count()).where(artifacts.c.state == PRUNED))
+        or 0,
+        "blob_deletions_pending": sum(len(urls or ()) for urls in conn.scalars(pending)),
+    }
 
 
 def task_overview(conn: Connection) -> tuple[Sequence[Any], int]:

@@ -23,7 +23,14 @@ from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, fu
 from archiver.models import TERMINAL_STATUSES
 from archiver.report import usd
 from archiver.stats import STORED_COUNTERS, RunResult, RunStats
-from archiver.store.schema import artifact_files, artifacts, sync_runs, task_events, tasks
+from archiver.store.schema import (
+    artifact_files,
+    artifacts,
+    erasures,
+    sync_runs,
+    task_events,
+    tasks,
+)
 from archiver.timestamps import aware
 
 PAGE_SIZE = 50
@@ -259,6 +266,7 @@ class Artifact:
     last_error: str | None
     pending_since: datetime | None
     next_attempt_at: datetime | None
+    pruned_at: datetime | None = None
 
 
 @dataclass
@@ -269,6 +277,8 @@ class TaskDetail:
     events_total: int
     artifacts: dict[str, Artifact]
     files: list[Any] = field(default_factory=list)
+    #: The task's rows in ``erasures`` (forget, prune, mask), newest first.
+    removals: list[Any] = field(default_factory=list)
 
 
 def task_detail(
@@ -308,6 +318,7 @@ def task_detail(
             size_bytes=a.size_bytes,
             sha256=a.sha256,
             fetched_at=aware(a.fetched_at),
+            pruned_at=aware(a.pruned_at),
             attempts=a.attempts,
             last_error=a.last_error,
             pending_since=aware(a.pending_since),
@@ -321,7 +332,14 @@ def task_detail(
         .order_by(artifact_files.c.name)
     ).all()
     summary = summaries(conn, [task_id])
-    return TaskDetail(row, summary[0] if summary else None, events, total, found, list(files))
+    removals = conn.execute(
+        select(erasures.c.erased_at, erasures.c.actor, erasures.c.reason, erasures.c.scope)
+        .where(erasures.c.task_id == task_id)
+        .order_by(erasures.c.erased_at.desc(), erasures.c.id.desc())
+    ).all()
+    return TaskDetail(
+        row, summary[0] if summary else None, events, total, found, list(files), list(removals)
+    )
 
 
 @dataclass(frozen=True)
