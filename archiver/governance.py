@@ -39,6 +39,10 @@ BATCH = 200
 LEASE_RETRY_S = 0.5
 #: Batches of ``prune`` between two WAL checkpoints (SQLite), which bound the WAL's size.
 CHECKPOINT_EVERY = 25
+#: SQLite: the pause after each batch. SQLite's busy handler lets a waiting writer (a
+#: sync) retry only every few tens of milliseconds and is not fair, so without a pause the
+#: next batch takes the write lock first and a sync waits for the whole prune.
+SQLITE_YIELD_S = 0.1
 
 
 def default_actor() -> str:
@@ -196,6 +200,7 @@ def _forget_batches(
                         erasure.record_erasure(conn, task_id, removed, row_audit, now=now),
                     )
                 )
+        _yield_to_writers(db)
         for task_id, removed, audit_id in done:
             _shred(db, audit_id, removed.blobs, outcome, task_id=task_id)
             outcome.add(removed)
@@ -204,6 +209,12 @@ def _forget_batches(
                 f"({removed.bytes} bytes)"
             )
     return busy
+
+
+def _yield_to_writers(db: Database) -> None:
+    """Let a waiting writer in between two batches (see :data:`SQLITE_YIELD_S`)."""
+    if db.dialect == "sqlite":
+        time.sleep(SQLITE_YIELD_S)
 
 
 def _with_matches(audit: Audit, digests: list[str]) -> Audit:
@@ -290,6 +301,7 @@ def prune(db: Database, request: PruneRequest, audit: Audit, *, echo: Echo) -> O
                 break
             after = batch[-1]
             _prune_batch(db, lock, [task_id for _, task_id in batch], request, audit, outcome)
+            _yield_to_writers(db)
             batches += 1
             if batches % CHECKPOINT_EVERY == 0:
                 db.checkpoint()
