@@ -28,6 +28,7 @@ import click
 from archiver import config as cfg
 from archiver import logs
 from archiver.exceptions import ArchiverError, ConfigError
+from archiver.web import DEFAULT_HOST, DEFAULT_MAX_AGE, DEFAULT_PORT
 
 if TYPE_CHECKING:  # pragma: no cover
     from archiver.stats import RunResult
@@ -92,6 +93,48 @@ RATE = _Parsed("rate", lambda v, o: cfg.parse_rate(v, option=o))
 DAY = _Parsed("date", lambda v, o: cfg.parse_day(v, option=o))
 SINCE = _Parsed("date", lambda v, o: cfg.parse_since(v, option=o))
 CREATED_AT = _Parsed("created_at", lambda v, o: cfg.parse_created_at(v, option=o))
+
+
+def duration_text(seconds: float) -> str:
+    """A default duration as a flag takes it and the docs write it: ``0``, ``90s``,
+    ``10m``, ``1h``, ``2d`` (the largest unit that divides it)."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}" if not seconds else f"{seconds:g}s"
+
+
+# --- --help in sections: options grouped by purpose, in this order ----------------------
+
+#: (title, parameter names) of the sections of ``sync --help`` and ``backfill --help``;
+#: anything else (``--help``) comes last.
+OPTION_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Which tasks", ("task_ids", "no_discover", "recheck_gone", "since", "ids_file")),
+    ("Archive and API", ("database_url", "api_url")),
+    ("Pace", ("concurrency", "rate_limit", "max_runtime", "wait_lock")),
+    ("When a finished task is final", ("confirm_after", "fresh_within")),
+    ("Recordings and downloads", ("downloads", "blob_url", "artifact_grace", "max_artifact_size")),
+    ("Output", ("quiet", "verbose", "log_format", "metrics_file")),
+)
+
+
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its options in the sections of
+    :data:`OPTION_SECTIONS` (click has no option groups of its own)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records: dict[str, list[tuple[str, str]]] = {}
+        where = {name: title for title, names in OPTION_SECTIONS for name in names}
+        order = {name: i for i, name in enumerate(where)}
+        params = sorted(self.get_params(ctx), key=lambda p: order.get(p.name or "", len(order)))
+        for param in params:
+            record = param.get_help_record(ctx)
+            if record is not None:
+                records.setdefault(where.get(param.name or "", "Help"), []).append(record)
+        for title in [*(title for title, _ in OPTION_SECTIONS), "Help"]:
+            if title in records:
+                with formatter.section(title):
+                    formatter.write_dl(records[title])
 
 
 # --- shared option groups: each hands its command ONE value object ---------------------
@@ -201,7 +244,8 @@ api_options = _option_group(
     click.option(
         "--wait-lock",
         type=WAIT,
-        default=cfg.DEFAULT_WAIT_LOCK_S,
+        default=duration_text(cfg.DEFAULT_WAIT_LOCK_S),
+        show_default=True,
         metavar="DURATION",
         help="Wait this long (seconds, or 30s, 5m) for another run of the same command "
         "instead of exiting 75.",
@@ -211,9 +255,10 @@ api_options = _option_group(
         envvar=cfg.ENV_RATE_LIMIT,
         type=RATE,
         default=None,
+        show_default="no limit",
         metavar="PER_SECOND",
         help="At most this many API requests per second, shared by all concurrent "
-        f"requests [env {cfg.ENV_RATE_LIMIT}; default: no limit].",
+        f"requests [env {cfg.ENV_RATE_LIMIT}].",
     ),
     click.option(
         "--concurrency",
@@ -243,7 +288,7 @@ settle_options = _option_group(
         "--fresh-within",
         envvar=cfg.ENV_FRESH_WITHIN,
         type=WAIT,
-        default=cfg.format_duration(cfg.DEFAULT_FRESH_WITHIN_S).replace(" ", ""),
+        default=duration_text(cfg.DEFAULT_FRESH_WITHIN_S),
         show_default=True,
         metavar="DURATION",
         help="A terminal task created within this long, or seen running by the archiver, "
@@ -261,7 +306,7 @@ artifact_options = _option_group(
         "--downloads/--no-downloads",
         envvar=cfg.ENV_DOWNLOADS,
         default=cfg.DEFAULT_DOWNLOADS,
-        show_default=True,
+        show_default="on" if cfg.DEFAULT_DOWNLOADS else "off",
         help="Copy each finished task's recording and downloads archive into blob storage "
         "(the task is finalized once both are stored or settled) "
         f"[env {cfg.ENV_DOWNLOADS}].",
@@ -274,7 +319,7 @@ artifact_options = _option_group(
         "--artifact-grace",
         envvar=cfg.ENV_ARTIFACT_GRACE,
         type=WAIT,
-        default=cfg.format_duration(cfg.DEFAULT_ARTIFACT_GRACE_S).replace(" ", ""),
+        default=duration_text(cfg.DEFAULT_ARTIFACT_GRACE_S),
         show_default=True,
         metavar="DURATION",
         help="How long a finished task's recording_url/downloads_url may stay null before "
@@ -350,7 +395,7 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(cls=SectionedCommand)
 @api_options
 @database_option
 @click.option(
@@ -430,7 +475,7 @@ def read_ids(lines: Iterable[str]) -> list[str]:
     return ids
 
 
-@cli.command()
+@cli.command(cls=SectionedCommand)
 @api_options
 @database_option
 @click.option(
@@ -511,7 +556,10 @@ def db_upgrade(db: cfg.DatabaseSettings) -> None:
     before = database.revision()
     migrations.upgrade(database.engine)
     after = migrations.current_revision(database.engine)
-    click.echo(f"{database.display_url()}: {before or '(empty)'} -> {after}")
+    if before == after:
+        click.echo(f"{database.display_url()}: already at the newest revision {after}")
+    else:
+        click.echo(f"{database.display_url()}: {before or '(empty)'} -> {after}")
 
 
 @db_group.command("current")
@@ -684,7 +732,9 @@ def verify(
 
         if deleted := finish_blob_deletions(database):
             click.echo(f"deleted {deleted} blob(s) an earlier forget or prune left to delete")
-    todo, bad = verify_and_report(database, store, list(task_ids) or None, echo=click.echo)
+    todo, bad = verify_and_report(
+        database, store, list(task_ids) or None, echo=click.echo, repairing=repair
+    )
     if not repair or not todo(retry_failed):
         sys.exit(1 if bad else 0)
     assert client is not None
@@ -804,7 +854,7 @@ def report_top(
     database = open_database(db, read_only=True)
     with database.reading() as conn:
         tasks = reports.top_tasks(conn, limit=limit, since=since, until=until, status=status)
-    click.echo(reports.render_top(tasks, fmt), nl=False)
+    click.echo(reports.render_top(tasks, fmt, since=since, until=until), nl=False)
 
 
 @cli.command()
@@ -825,7 +875,21 @@ def report_top(
     show_default=True,
     help="Tasks in the simulated account.",
 )
-def demo(folder: Path | None, n_tasks: int) -> None:
+@click.option(
+    "--serve",
+    "then_serve",
+    is_flag=True,
+    help="Then open the web view on the demo archive (as `archiver serve`) and print its "
+    "URL; Ctrl-C ends it.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="With --serve: the port on 127.0.0.1 to listen on (0 picks a free one).",
+)
+def demo(folder: Path | None, n_tasks: int, then_serve: bool, port: int) -> None:
     """Archive a simulated Smooth account into a fresh local archive (no API key needed).
 
     The demo reads none of the ARCHIVER_* variables nor CIRCLEMIND_API_KEY: it always
@@ -834,10 +898,23 @@ def demo(folder: Path | None, n_tasks: int) -> None:
     \b
     Example:
         archiver demo --tasks 20
+        archiver demo --serve          # then open the URL it prints
     """
     from archiver.demo import run_demo
 
-    run_demo(folder, n_tasks=n_tasks, echo=click.echo)
+    database_url = run_demo(folder, n_tasks=n_tasks, echo=click.echo)
+    if then_serve:
+        from archiver.web import serve as run_server
+
+        click.echo("")
+        run_server(
+            database_url=database_url,
+            blob_url=None,
+            host=DEFAULT_HOST,
+            port=port,
+            max_age=DEFAULT_MAX_AGE,
+            echo=click.echo,
+        )
 
 
 @cli.command()
@@ -846,11 +923,17 @@ def demo(folder: Path | None, n_tasks: int) -> None:
     "Read blobs under this root instead of the one recorded in artifacts.blob_url "
     f"(for blobs copied elsewhere) [env {cfg.ENV_BLOB_URL}; default: where recorded]."
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8377, show_default=True)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to listen on (0 picks a free one, printed on start).",
+)
 @click.option(
     "--max-age",
-    default="1h",
+    default=DEFAULT_MAX_AGE,
     show_default=True,
     metavar="DURATION",
     help="/healthz answers 503 when the last successful pass ended longer ago than this.",

@@ -385,9 +385,12 @@ class SmoothClient:
                 self.reached = True
                 status = response.status_code
                 if status in (401, 403):
+                    # Said without the request's context: the key is the problem,
+                    # whichever request met it.
                     raise AuthError(
-                        f"{context}: the API rejected the key (HTTP {status}); check "
-                        "CIRCLEMIND_API_KEY.",
+                        f"the Smooth API at {self.config.api_url} rejected the key (HTTP "
+                        f"{status}): CIRCLEMIND_API_KEY is wrong, revoked or for another "
+                        "account; set it to a valid key.",
                         status_code=status,
                     )
                 if status == 404 and task_id is not None:

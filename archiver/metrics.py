@@ -32,6 +32,7 @@ from sqlalchemy import Connection
 
 from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
+from archiver.report import one_line
 from archiver.stats import OUTCOMES, RunResult, counter_fields
 from archiver.store.status import health_facts
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 COMMANDS = ("sync", "backfill")
+#: How much of a run's message a line of ``archiver status`` shows.
+RUN_MESSAGE_CHARS = 100
 #: ``archiver status --max-age``: the last successful pass is older than that (or none).
 EXIT_STALE = 3
 
@@ -244,6 +247,8 @@ def read_status(
         f"  {run['started_at']}  {run['command']:<8} {run['outcome']:<11} "
         f"polled {run['tasks_polled']}, events +{run['events_inserted']}, "
         f"errors {run['errors']}"
+        # What went wrong, named on the line (the whole message is in sync_runs).
+        + (f": {one_line(run['message'], RUN_MESSAGE_CHARS)}" if run["message"] else "")
         for run in report["last_runs"]
     ]
     return Status(report, lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from archiver.exceptions import ConfigError
+from archiver.jsonvalues import escape_surrogates, loads_json, storage_json
 from archiver.store import reports as views
 
 BY_CHOICES = ("day", "week", "month")
@@ -36,6 +38,8 @@ DEFAULT_TOP_LIMIT = 10
 BAR_WIDTH = 24
 OUTPUT_PREVIEW_CHARS = 40
 NO_DATE = "(no date)"
+#: C0 and C1 control characters (ESC starts a terminal's escape sequences).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 NONE_LABEL = "-"
 
 
@@ -165,6 +169,8 @@ class TopTask:
     duration_s: float | None
     events: int
     output_text: str | None
+    #: The output on one line, whatever its JSON type (``output_text`` is text outputs').
+    output_preview: str = ""
 
     @property
     def usd(self) -> Decimal | None:
@@ -200,9 +206,19 @@ def top_tasks(
             duration_s=None if row.duration_s is None else float(row.duration_s),
             events=int(row.events or 0),
             output_text=row.output_text,
+            output_preview=output_preview(row.output, row.output_raw),
         )
         for row in views.top_rows(conn, limit=limit, since=since, until=until, status=status)
     ]
+
+
+def output_preview(output: Any, output_raw: str | None) -> str:
+    """A task's output as sent, on one line: a string as its text, any other JSON value
+    compact (``{"title":"...","price":12.5}``); empty when there is none."""
+    value = output if output_raw is None else loads_json(output_raw)
+    if value is None:
+        return ""
+    return one_line(escape_surrogates(value) if isinstance(value, str) else storage_json(value))
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -265,9 +281,24 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[s
 
 
 def _range_text(since: date | None, until: date | None) -> str:
+    """The days a report covers, in words: ``all dates``, ``since 2027-01-01``,
+    ``until 2027-01-31`` or ``2027-01-01 to 2027-01-31``."""
     if since is None and until is None:
         return "all dates"
-    return f"{since.isoformat() if since else '...'} to {until.isoformat() if until else '...'}"
+    if until is None:
+        return f"since {since}"
+    if since is None:
+        return f"until {until}"
+    return f"{since} to {until}"
+
+
+def _top_title(count: int, since: date | None, until: date | None) -> str:
+    days = "" if since is None and until is None else f" created {_range_text(since, until)}"
+    if count == 0:
+        return f"No tasks with credits{days or ' yet'}"
+    if count == 1:
+        return f"The most expensive task{days}"
+    return f"The {count} most expensive tasks{days}"
 
 
 def render_credits(report: CreditsReport, fmt: str, *, unicode: bool | None = None) -> str:
@@ -362,15 +393,25 @@ def _top_dict(task: TopTask) -> dict[str, Any]:
     }
 
 
-def _one_line(text: str | None, limit: int = OUTPUT_PREVIEW_CHARS) -> str:
+def one_line(text: str | None, limit: int = OUTPUT_PREVIEW_CHARS) -> str:
+    """``text`` on one line (whitespace runs as one space, control characters as their
+    escapes, so archived text cannot drive a terminal), cut to ``limit`` characters."""
     if not text:
         return ""
-    flat = " ".join(text.split())
+    flat = _CONTROL.sub(lambda m: repr(m.group())[1:-1], " ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def render_top(tasks: list[TopTask], fmt: str, *, unicode: bool | None = None) -> str:
-    """The most expensive tasks as ``table``, ``csv`` or ``json`` text."""
+def render_top(
+    tasks: list[TopTask],
+    fmt: str,
+    *,
+    unicode: bool | None = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> str:
+    """The most expensive tasks as ``table``, ``csv`` or ``json`` text (the table's title
+    names the days ``since``/``until``)."""
     check_choice(fmt, FORMATS, "--format")
     dicts = [_top_dict(task) for task in tasks]
     if fmt == "json":
@@ -400,7 +441,7 @@ def render_top(tasks: list[TopTask], fmt: str, *, unicode: bool | None = None) -
             _money(task.usd),
             "" if task.duration_s is None else f"{task.duration_s:,.0f}s",
             _int(task.events),
-            _one_line(task.output_text).replace("…", ellipsis),
+            one_line(task.output_preview).replace("…", ellipsis),
             bar(task.credits_used or 0, top, width=12, unicode=unicode),
         ]
         for task in tasks
@@ -411,5 +452,5 @@ def render_top(tasks: list[TopTask], fmt: str, *, unicode: bool | None = None) -
     if not tasks:
         lines = [*lines[:2], "(no tasks)", *lines[2:]]
     lines.insert(len(lines) - 1, lines[1])
-    title = f"The {len(tasks)} most expensive task{'s' if len(tasks) != 1 else ''}"
+    title = _top_title(len(tasks), since, until)
     return "\n".join([title, "", *lines, "", "1 credit = US$0.01"]) + "\n"

@@ -75,6 +75,8 @@ class RunResult:
     outcome: str = "ok"
     exit_code: int = EXIT_OK
     message: str | None = None
+    #: What failed the pass as a whole, in a few words (``API key rejected``), if it did.
+    failure: str | None = None
     errors: list[str] = field(default_factory=list)
     started_at: datetime = field(default_factory=utcnow)
     finished_at: datetime | None = None
@@ -93,6 +95,8 @@ class RunResult:
             f"{self.command} {self.outcome}: discovered {s.tasks_discovered}, "
             f"polled {s.tasks_polled}, finalized {s.tasks_finalized}, "
             f"events inserted {s.events_inserted}, artifacts stored {s.artifacts_stored}, "
-            f"gone {s.tasks_gone}, errors {s.errors}, requests {s.requests}, "
+            f"gone {s.tasks_gone}, errors {s.errors}"
+            + (f" ({self.failure})" if self.failure else "")
+            + f", requests {s.requests}, "
             f"duration {self.duration_s:.1f}s"
         )

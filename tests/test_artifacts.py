@@ -565,6 +565,9 @@ def test_verify_reports_missing_and_corrupt_blobs_and_repair_fetches_them(
     assert bad.returncode == 1
     assert "1 missing, 1 corrupt" in bad.stdout
     assert "missing  " in bad.stdout and "corrupt  " in bad.stdout
+    # Its last line says what fixes them; a clean run has nothing to fix.
+    assert "`archiver verify --repair`" in bad.stdout.strip().splitlines()[-1]
+    assert "--repair" not in ok.stdout
     fixed = run_archiver("verify", "--repair", env=env)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "repaired 2 of 2" in fixed.stdout

@@ -315,3 +315,171 @@ def test_verify_declares_the_shared_options_with_its_own_help() -> None:
         assert same == {key: value for key, value in sync[name].items() if key != "help"}
     assert str(verify["max_artifact_size"]["help"]).startswith("With --repair:")
     assert str(verify["api_url"]["help"]).startswith("With --repair:")
+
+
+# --- issue 24: the demo, a failed pass, help and small words -------------------------
+
+
+def test_demo_archives_recordings_and_zips_over_several_days(tmp_path: Path) -> None:
+    """`archiver demo` archives with downloads on (playable WebM recordings, zips with
+    members), its tasks span several days, and each task not final says why."""
+    from sqlalchemy import func, select
+
+    from archiver.store.schema import artifact_files, artifacts, tasks
+
+    done = run_archiver("demo", "--dir", str(tmp_path / "demo"))
+    assert done.returncode == 0, done.stderr
+    db = Database(f"sqlite:///{tmp_path}/demo/demo.db", read_only=True)
+    with db.reading() as conn:
+        recordings = conn.execute(
+            select(artifacts.c.content_type, artifacts.c.blob_url).where(
+                artifacts.c.kind == "recording", artifacts.c.state == "stored"
+            )
+        ).all()
+        zips = conn.scalar(
+            select(func.count()).where(
+                artifacts.c.kind == "downloads", artifacts.c.state == "stored"
+            )
+        )
+        members = conn.scalar(select(func.count()).select_from(artifact_files))
+        days = {str(day)[:10] for day in conn.scalars(select(tasks.c.created_at_utc))}
+        open_ids = set(conn.scalars(select(tasks.c.id).where(tasks.c.finalized_at.is_(None))))
+    db.dispose()
+    assert len(recordings) >= 6 and {ctype for ctype, _ in recordings} == {"video/webm"}
+    first = Path(recordings[0][1].removeprefix("file://"))
+    assert first.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # an EBML (WebM) header
+    assert zips and members and members >= zips
+    assert len(days) >= 5
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("tsk_")}
+    assert len(rows) == 12
+    for task_id, line in rows.items():
+        if task_id in open_ids:
+            assert re.search(r"no: [a-z]", line), line
+        else:
+            assert line.endswith(" yes"), line
+    assert open_ids and "Not final yet:" in done.stdout
+
+
+def test_demo_next_steps_run_as_printed_without_the_venv_on_path(tmp_path: Path) -> None:
+    """From a venv that is not activated (the README's first command), the demo's printed
+    commands name this `archiver` by its path, and they run as printed."""
+    import shlex
+
+    bare = {"PATH": "/usr/bin:/bin"}
+    done = run_archiver("demo", "--tasks", "3", "--dir", str(tmp_path / "demo"), env=bare)
+    assert done.returncode == 0, done.stderr
+    steps = dict(
+        line.split(None, 1) for line in done.stdout.splitlines() if line.startswith(("Br", "Re"))
+    )
+    browse, report = shlex.split(steps["Browse:"]), shlex.split(steps["Report:"])
+    assert browse[0] == ARCHIVER_BIN and report[0] == ARCHIVER_BIN
+    ran = subprocess.run(report, capture_output=True, text=True, env=bare, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert "Credits by day" in ran.stdout
+    helped = subprocess.run([*browse, "--help"], capture_output=True, text=True, env=bare)
+    assert helped.returncode == 0 and "Browse the archive" in helped.stdout
+
+
+def test_demo_serve_prints_its_url_and_ctrl_c_ends_it_quietly(tmp_path: Path) -> None:
+    """`archiver demo --serve` serves the new archive at the URL it prints; Ctrl-C
+    (SIGINT) stops it with exit 0 and no traceback."""
+    import httpx
+
+    proc = start_archiver(
+        "demo",
+        "--tasks",
+        "3",
+        "--dir",
+        str(tmp_path / "demo"),
+        "--serve",
+        "--port",
+        "0",
+        env={},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            found = re.search(r"\(read-only\) at (http://127\.0\.0\.1:\d+/)", line)
+            url = found.group(1) if found else None
+            assert line or proc.poll() is None
+        assert url is not None
+        page = httpx.get(url + "tasks", timeout=10)
+        assert page.status_code == 200 and 'data-count="3"' in page.text
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Aborted" not in err + out
+
+
+@pytest.mark.parametrize(
+    ("how", "name", "code"),
+    [("key", "API key rejected", 2), ("url", "API unreachable", 1)],
+)
+def test_a_pass_that_fails_counts_and_names_its_failure(
+    make_simulator, tmp_path: Path, how: str, name: str, code: int
+) -> None:
+    """A pass failed by a rejected key or an unreachable API reports `errors 1 (name)` in
+    its summary, keeps errors=1 in sync_runs and `status`, and the key's message carries
+    no request detail."""
+    from sqlalchemy import select
+
+    from archiver.store.schema import sync_runs
+
+    sim = make_simulator(tasks=2, api_key="sk-the-right-one-1234")
+    url = f"sqlite:///{tmp_path}/a.db"
+    env = env_for(sim, url)
+    if how == "url":
+        env["ARCHIVER_API_URL"] = "http://127.0.0.1:1/api/v1"
+    done = run_archiver("sync", env=env)
+    assert done.returncode == code, done.stderr
+    assert f"errors 1 ({name})" in done.stderr
+    assert "List Tasks (" not in done.stderr and "t=None" not in done.stderr
+    if how == "key":
+        assert "rejected the key (HTTP 401)" in done.stderr
+    db = Database(url, read_only=True)
+    with db.reading() as conn:
+        (row,) = conn.execute(select(sync_runs.c.errors, sync_runs.c.outcome)).all()
+    db.dispose()
+    assert tuple(row) == (1, "failed")
+    status = run_archiver("status", env={"ARCHIVER_DATABASE_URL": url})
+    (line,) = [x for x in status.stdout.splitlines() if " failed " in x]
+    assert "errors 1: " in line
+
+
+def test_sync_help_groups_options_by_purpose() -> None:
+    """`sync --help` lists its options in sections by purpose, each flag in its place."""
+    done = run_archiver("sync", "--help")
+    assert done.returncode == 0
+    titles = re.findall(r"^([A-Z][A-Za-z ]+):$", done.stdout, flags=re.M)
+    assert titles == [
+        "Which tasks",
+        "Archive and API",
+        "Pace",
+        "When a finished task is final",
+        "Recordings and downloads",
+        "Output",
+        "Help",
+    ]
+    sections = re.split(r"^[A-Z][A-Za-z ]+:$", done.stdout, flags=re.M)[1:]
+    placed = {title: section for title, section in zip(titles, sections, strict=True)}
+    assert "--task ID" in placed["Which tasks"] and "--wait-lock" in placed["Pace"]
+    assert "--downloads" in placed["Recordings and downloads"] and "-q, --quiet" in placed["Output"]
+
+
+def test_db_upgrade_says_when_the_archive_is_already_current(tmp_path: Path) -> None:
+    """`db upgrade` names the step it took, and on a current archive says it already is."""
+    url = f"sqlite:///{tmp_path}/a.db"
+    first = run_archiver("db", "upgrade", "--database-url", url)
+    again = run_archiver("db", "upgrade", "--database-url", url)
+    assert first.returncode == again.returncode == 0
+    assert f"(empty) -> {head_revision()}" in first.stdout
+    assert f"already at the newest revision {head_revision()}" in again.stdout
+    assert "->" not in again.stdout

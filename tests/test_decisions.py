@@ -21,6 +21,7 @@ from archiver.engine.decisions import (
     PollSave,
     TaskCursor,
     error_backoff,
+    failure_name,
     first_read,
     judge_not_found,
     needs_sweep,
@@ -33,6 +34,13 @@ from archiver.engine.decisions import (
     usable_watermark,
     watermark_after_walk,
     with_artifacts,
+)
+from archiver.exceptions import (
+    ApiUnreachable,
+    ApiUrlWrong,
+    ArchiverError,
+    AuthError,
+    StorageError,
 )
 from archiver.models import TaskEvent, TaskInfo, keyed_events
 from archiver.stats import RunStats
@@ -338,3 +346,30 @@ def test_the_outcome_of_a_pass(
         api_url="http://x",
     )
     assert (got[:2] if got else None) == outcome
+
+
+@pytest.mark.parametrize(
+    ("fatal", "outcome"),
+    [
+        (AuthError("the Smooth API at http://x rejected the key (HTTP 401)"), ("failed", 2)),
+        (ApiUrlWrong("List Tasks answered HTTP 404"), ("failed", 2)),
+        (ApiUnreachable("cannot connect"), ("failed", 1)),
+        (StorageError("disk full"), ("failed", 1)),
+    ],
+)
+def test_an_error_that_ends_a_pass_fails_it_and_is_named(
+    fatal: ArchiverError, outcome: tuple[str, int]
+) -> None:
+    """A pass ended by an error (key, URL, network, storage) is failed with that error's
+    exit code and message, and the failure has a short name for the summary line."""
+    got = pass_outcome(
+        RunStats(requests=1, errors=1),
+        [str(fatal)],
+        successes=1,
+        stop_signal=signal.SIGTERM,
+        listing_error="also this",
+        api_url="http://x",
+        fatal=fatal,
+    )
+    assert got is not None and got[:2] == outcome and got.message == str(fatal)
+    assert got.failure == failure_name(fatal) != "pass error"

@@ -430,3 +430,98 @@ def test_sqlite_to_postgres_recipe_copies_everything(
 def test_readme_links_the_docs(doc: Path) -> None:
     """The README points analysts and operators to their page."""
     assert f"docs/{doc.name}" in README.read_text()
+
+
+# --- every flag's default, written the same in --help and in docs/operations.md --------
+
+
+def _cells(row: str) -> list[str]:
+    """The cells of a Markdown table row (``\\|`` inside a cell is not a border)."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
+
+
+def _flag_tables(section: str) -> dict[str, str]:
+    """flag -> its default cell, from the tables of ``section`` whose second column is
+    "default"."""
+    found: dict[str, str] = {}
+    for table_text in re.findall(r"((?:^\|.*\n)+)", section, flags=re.M):
+        rows = table_text.strip().splitlines()
+        if len(rows) < 3 or _cells(rows[0])[:2] != ["flag", "default"]:
+            continue
+        for row in rows[2:]:
+            cells = _cells(row)
+            for flag in re.findall(r"`(--[a-z][a-z-]*)", cells[0]):
+                found.setdefault(flag, cells[1])
+    return found
+
+
+def documented_defaults(path: str) -> dict[str, str]:
+    """flag -> default as docs/operations.md writes it for command ``path`` (backfill's
+    shared flags from sync's table; "see above" from the environment variables' table)."""
+    text = OPERATIONS.read_text()
+    sections = {s.split("\n", 1)[0]: s for s in text.split("\n### ")[1:]}
+    env_table = _cells_by_flag(sections["Environment variables"])
+    mine: dict[str, str] = {}
+    for own in (path, "archiver sync" if path == "archiver backfill" else path):
+        for heading, section in sections.items():
+            if f"`{own}`" in heading:
+                for flag, default in _flag_tables(section).items():
+                    mine.setdefault(flag, default)
+    return {
+        flag: env_table.get(flag, default) if default == "see above" else default
+        for flag, default in mine.items()
+    }
+
+
+def _cells_by_flag(section: str) -> dict[str, str]:
+    """flag -> default in the environment variables' table (variable | flag | default)."""
+    found = {}
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            cells = _cells(row)
+            for flag in re.findall(r"`(--[a-z][a-z-]*)", cells[1]):
+                found[flag] = cells[2]
+    return found
+
+
+def plain_default(text: str) -> str:
+    """A default as written, without Markdown code marks or click's parentheses."""
+    return text.replace("`", "").strip().removeprefix("(").removesuffix(")")
+
+
+def help_default(command: click.Command, param: click.Option, path: str) -> str | None:
+    """The default `--help` writes for ``param`` (its ``[default: ...]``), or None."""
+    ctx = click.Context(command, info_name=path)
+    record = param.get_help_record(ctx)
+    assert record is not None
+    found = re.search(r"\[default: (.*?)(?:; [^;\]]*)?\]", " ".join(record[1].split()))
+    return None if found is None else plain_default(found.group(1))
+
+
+def test_every_flag_default_is_written_the_same_in_help_and_docs() -> None:
+    """Each flag with a default shows it in --help, and docs/operations.md writes that
+    same default in the command's flag table (e.g. `1h`, never `60min` in one place)."""
+    problems = []
+    for path, command in _commands(cli):
+        documented = documented_defaults(path)
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            if not (param.help or "").strip():
+                problems.append(f"{path} {flag}: no help text")
+            shown = help_default(command, param, path)
+            default = param.get_default(click.Context(command), call=False)
+            # click 8.3 marks "no default" with its own sentinel (UNSET).
+            unset = default is getattr(click.core, "UNSET", None)
+            valued = not unset and default not in (None, False, (), []) and not param.count
+            if shown is None:
+                if valued:
+                    problems.append(f"{path} {flag}: --help does not show its default")
+                continue
+            written = documented.get(flag)
+            if written is None:
+                problems.append(f"{path} {flag}: no default in docs/operations.md")
+            elif plain_default(written) != shown:
+                problems.append(f"{path} {flag}: --help says {shown!r}, the docs {written!r}")
+    assert not problems, "\n".join(problems)

@@ -204,3 +204,27 @@ def call(db: Database, fn: Any, **kwargs: Any) -> Any:
     """Run one report function on its own connection."""
     with db.engine.connect() as conn:
         return fn(conn, **kwargs)
+
+
+def test_top_previews_every_output_and_titles_read_naturally(seeded: Database) -> None:
+    """`report top` shows a one-line preview of every output, JSON ones included; an
+    empty result and a range with one end are titled in words."""
+    env = {"ARCHIVER_DATABASE_URL": seeded.url}
+    limit = str(len(task_rows(seeded)))
+    done = run_archiver("report", "top", "--limit", limit, env=env)
+    assert done.returncode == 0, done.stderr
+    with_output = {
+        r.id: r.output for r in task_rows(seeded) if r.output is not None and r.credits_used
+    }
+    assert any(not isinstance(v, str) for v in with_output.values())
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()[4:-4] if line.strip()}
+    for task_id, output in with_output.items():
+        compact = json.dumps(output, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        preview = " ".join((output if isinstance(output, str) else compact).split())[:30]
+        assert preview in lines[task_id], task_id
+    empty = run_archiver("report", "top", "--since", "2027-01-01", env=env)
+    assert empty.stdout.splitlines()[0] == "No tasks with credits created since 2027-01-01"
+    one = run_archiver("report", "top", "--limit", "1", "--until", "2030-01-01", env=env)
+    assert one.stdout.splitlines()[0] == "The most expensive task created until 2030-01-01"
+    since = run_archiver("report", "credits", "--since", "2025-01-01", env=env)
+    assert since.stdout.splitlines()[0].startswith("Credits by day, since 2025-01-01 (")

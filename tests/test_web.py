@@ -5,11 +5,14 @@ token, escaping and headers, and that the archive is only ever read. Both databa
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+from datetime import date
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,11 +23,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 
+from archiver.config import SyncOptions
+from archiver.engine import SyncPass, run_command
 from archiver.exceptions import ConfigError
+from archiver.report import CreditsReport, CreditsRow
 from archiver.store.database import Database
-from archiver.store.schema import tasks
+from archiver.store.schema import sync_runs, tasks
 from archiver.web import is_loopback, open_archive, serve_token
-from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, run_archiver
+from archiver.web.chart import MAX_BAR_WIDTH, costs_chart
+from tests.conftest import ARCHIVER_BIN, TEST_API_KEY, client_config, run_archiver
 from tests.webseed import (
     DOWNLOADS_TASK,
     HOSTILE,
@@ -468,7 +475,9 @@ def test_demo_ends_with_the_serve_command_that_opens_it(tmp_path: Path) -> None:
     done = run_archiver("demo", "--tasks", "3", "--dir", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
-    assert last == f"Browse:  archiver serve --database-url {url}"
+    # The command as this shell finds it: "archiver" on PATH, else its full path.
+    command = "archiver" if shutil.which("archiver") == ARCHIVER_BIN else ARCHIVER_BIN
+    assert last == f"Browse:  {command} serve --database-url {url}"
     open_archive(last.split("--database-url ", 1)[1]).dispose()
 
 
@@ -569,3 +578,112 @@ def test_loopback_server_rejects_foreign_host_names(archive: Database) -> None:
         rebound = httpx.get(server.url + "tasks", headers={"Host": "evil.example:8377"})
     assert ok.status_code == 200
     assert rebound.status_code == 421
+
+
+# --- issue 24: filters that are wrong, the health table, the timeline, the chart -------
+
+
+def selected(html: str, name: str) -> str:
+    """The option selected in the form's <select name=...>, '' for none."""
+    menu = re.search(rf'<select name="{name}">(.*?)</select>', html, re.S)
+    assert menu is not None
+    chosen = re.search(r'<option value="([^"]*)" selected>', menu.group(1))
+    return chosen.group(1) if chosen else ""
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"from": "2025-13-01", "status": "failed"}, "'from' is not a filter"),
+        ({"since": "2025-13-01", "status": "failed"}, "'2025-13-01'"),
+        ({"sort": "cheapest", "status": "failed"}, "'cheapest'"),
+    ],
+)
+def test_a_wrong_filter_is_shown_with_400_and_the_others_still_apply(
+    archive: Database, params: dict[str, str], named: str
+) -> None:
+    """An unknown or invalid filter answers 400 with the list page itself: the error on it,
+    the other filters kept in the form and applied to the rows."""
+    with archive.reading() as conn:
+        failed = set(conn.scalars(select(tasks.c.id).where(tasks.c.status == "failed")))
+    with serving(archive.url) as server:
+        answer = httpx.get(server.url + "tasks", params=params)
+        costs = httpx.get(server.url + "costs", params={"group": "status", "from": "x"})
+    assert answer.status_code == 400
+    errors = re.search(r'id="filter-errors"(.*?)</div>', answer.text, re.S)
+    assert errors is not None and named in unescape(errors.group(1))
+    assert selected(answer.text, "status") == "failed"
+    assert set(list_ids(answer.text)) == failed
+    assert costs.status_code == 400 and 'id="filter-errors"' in costs.text
+    assert selected(costs.text, "group") == "status"
+
+
+def test_health_lists_the_last_runs_once_as_a_table_in_utc(archive: Database) -> None:
+    """The Health page shows the runs in one table (times as '... UTC', the run's length),
+    not again as status text lines."""
+    with archive.reading() as conn:
+        runs = conn.execute(select(sync_runs.c.started_at)).all()
+    with serving(archive.url) as server:
+        html = httpx.get(server.url + "health").text
+    lines = re.search(r'id="health-lines">(.*?)</pre>', html, re.S)
+    assert lines is not None and "last runs" not in lines.group(1) and "tasks:" in lines.group(1)
+    rows = table(html, "runs")
+    assert len(rows) == len(runs)
+    for row in rows:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row[0]), row
+        assert re.fullmatch(r"\d+\.\d s", row[1]), row
+
+
+def test_timeline_rows_say_what_happened(database: Database, make_simulator: Any) -> None:
+    """A collapsed timeline row previews the event: an action's name and input, a
+    response's code, else the payload, on one line."""
+    sim = make_simulator(tasks=3, events_per_task=12, seed=5)
+    sim.finish_all()
+    assert run_command(SyncPass(), database, client_config(sim), SyncOptions()).exit_code == 0
+    seen = 0
+    with serving(database.url) as server:
+        for task_id, entry in sim.truth().items():
+            html = httpx.get(server.url + "task", params={"id": task_id}).text
+            previews = [unescape(p) for p in re.findall(r'class="preview">(.*?)</span>', html)]
+            assert len(previews) == len(entry["events"])
+            for event in entry["events"]:
+                payload = event["payload"]
+                if "name" in payload:
+                    wanted = payload["name"]
+                elif "code" in payload:
+                    wanted = f"code {payload['code']}"
+                else:
+                    wanted = next(iter(payload))
+                assert any(p.startswith(wanted) or wanted in p for p in previews), wanted
+                seen += 1
+    assert seen == 36 and all("\n" not in p for p in previews)
+
+
+def test_costs_chart_ticks_are_round_and_labelled(archive: Database) -> None:
+    """The y axis of the costs chart is labelled with its unit and ticks at round numbers
+    (1, 2 or 5 x 10^k) from 0 past the tallest bar."""
+    with serving(archive.url) as server:
+        html = httpx.get(server.url + "costs", params={"group": "status"}).text
+    assert re.search(r'id="chart-unit">credits<', html)
+    ticks = [int(t.replace(",", "")) for t in re.findall(r'class="tick">([\d,]+)<', html)]
+    steps = {b - a for a, b in itertools.pairwise(ticks)}
+    assert ticks[0] == 0 and len(steps) == 1
+    (step,) = steps
+    assert int(str(step)[0]) in (1, 2, 5) and set(str(step)[1:]) <= {"0"}
+    per_period: dict[str, int] = {}
+    for period, _status, _tasks, credits, _usd in table(html, "costs-table"):
+        per_period[period] = per_period.get(period, 0) + int(credits.replace(",", ""))
+    assert ticks[-1] - step < max(per_period.values()) <= ticks[-1]
+
+
+def test_a_one_day_costs_chart_draws_a_bar_with_round_ticks() -> None:
+    """An archive of one day draws one centred bar of a bar's width (not a block across
+    the chart), under an axis of round ticks reaching past it."""
+    day = CreditsReport("day", (), None, None, [CreditsRow(date(2026, 1, 5), (), 3, 737)])
+    chart = costs_chart(day)
+    (bar,) = chart.bars
+    assert bar.width <= MAX_BAR_WIDTH
+    middle = chart.left + (chart.width - chart.left - 10) / 2
+    assert abs(bar.x + bar.width / 2 - middle) < 1
+    assert [label for _, label in chart.ticks] == ["0", "200", "400", "600", "800"]
+    assert chart.unit == "credits"

@@ -22,7 +22,8 @@ import pytest
 from sqlalchemy import func, select
 
 from archiver.store.database import Database
-from archiver.store.schema import tasks
+from archiver.store.schema import artifacts, tasks
+from tests.conftest import TEST_API_KEY, run_archiver
 from tests.test_web import TOKEN, start_serve, stop
 from tests.webseed import (
     DOWNLOADS_TASK,
@@ -266,3 +267,112 @@ def test_token_enforced_in_the_browser(archive: Database, browser: Any) -> None:
         trusted.close()
     finally:
         stop(proc)
+
+
+# --- issue 24: the demo's archive in the browser, on a phone and a laptop ----------------
+
+SCREENS = {"phone": {"width": 390, "height": 844}, "laptop": {"width": 1280, "height": 800}}
+#: The archive `archiver demo` built (module-wide: one demo run for these tests).
+DemoArchive = tuple[str, list[str]]
+
+
+@pytest.fixture(scope="module")
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> DemoArchive:
+    """`archiver demo` run as a user runs it: (its database URL, its tasks with a stored
+    recording)."""
+    folder = tmp_path_factory.mktemp("demo") / "archive"
+    done = run_archiver("demo", "--dir", str(folder))
+    assert done.returncode == 0, done.stderr
+    url = f"sqlite:///{folder / 'demo.db'}"
+    db = Database(url, read_only=True)
+    with db.reading() as conn:
+        recorded = sorted(
+            conn.scalars(
+                select(artifacts.c.task_id).where(
+                    artifacts.c.kind == "recording", artifacts.c.state == "stored"
+                )
+            )
+        )
+    db.dispose()
+    return url, recorded
+
+
+def test_demo_recordings_play(demo_archive: DemoArchive, browser: Any) -> None:
+    """A task page of the demo's archive plays its recording: readyState >= 2, duration > 0."""
+    url, recorded = demo_archive
+    assert recorded, "the demo stored no recording"
+    context = browser.new_context(viewport=SCREENS["laptop"])
+    watched = Watched(context)
+    with serving(url) as server:
+        watched.goto(server.url + f"task?id={recorded[0]}")
+        watched.page.wait_for_function(
+            "document.getElementById('recording').readyState >= 2", timeout=10_000
+        )
+        duration = watched.page.evaluate("document.getElementById('recording').duration")
+        assert watched.page.locator("#recording-fallback").is_hidden()
+    context.close()
+    assert 0 < duration < 60
+    assert watched.problems == []
+
+
+#: Text ranges of these elements that take more than one line on the page (JS).
+WRAPPED = """(selector) => [...document.querySelectorAll(selector)].filter((el) => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+    return tops.size > 1;
+}).map((el) => el.textContent)"""
+
+
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_every_page_keeps_to_the_screen_width(
+    demo_archive: DemoArchive, browser: Any, screen: str
+) -> None:
+    """At 390x844 and 1280x800 no page scrolls sideways (wide tables scroll in their own
+    box), task ids and times stay on one line, and the timeline's names line up."""
+    url, recorded = demo_archive
+    context = browser.new_context(viewport=SCREENS[screen])
+    watched = Watched(context)
+    page = watched.page
+    with serving(url) as server:
+        for path in ("tasks", f"task?id={recorded[0]}", "costs?group=status", "health"):
+            watched.goto(server.url + path)
+            width, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+            assert width <= inner, f"{path} is {width} px wide at {inner} px"
+            assert page.evaluate(WRAPPED, "td.id a, td.when") == [], path
+        watched.goto(server.url + f"task?id={recorded[0]}")
+        names = page.locator("#timeline .name")
+        lefts = {round(names.nth(i).bounding_box()["x"]) for i in range(names.count())}
+        assert names.count() > 2 and len(lefts) == 1, lefts
+    context.close()
+    assert watched.problems == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_recording_the_browser_cannot_play_shows_a_download_link(
+    database: Database, make_simulator: Any, browser: Any, tmp_path: Path
+) -> None:
+    """A stored recording Chromium cannot play (the simulator's video-like bytes) is
+    replaced by a visible note whose link downloads it, instead of a black player."""
+    sim = make_simulator(tasks=4, events_per_task=2, seed=24, recording_rate=1.0)
+    sim.finish_all()
+    env = {
+        "CIRCLEMIND_API_KEY": TEST_API_KEY,
+        "ARCHIVER_API_URL": sim.base_url,
+        "ARCHIVER_DATABASE_URL": database.url,
+    }
+    done = run_archiver("sync", "--downloads", "--blob-url", str(tmp_path / "blobs"), env=env)
+    assert done.returncode == 0, done.stderr
+    task_id = sorted(sim.truth())[0]
+    context = browser.new_context(viewport=SCREENS["laptop"])
+    watched = Watched(context)
+    with serving(database.url) as server:
+        watched.goto(server.url + f"task?id={task_id}")
+        fallback = watched.page.locator("#recording-fallback")
+        fallback.wait_for(state="visible", timeout=10_000)
+        assert watched.page.locator("#recording").is_hidden()
+        with watched.page.expect_download() as download:
+            fallback.locator("a").click()
+        saved = download.value.path()
+        assert Path(saved).read_bytes() == sim.file_bytes(task_id, "recording.mp4")
+    context.close()

@@ -59,9 +59,15 @@ def verify_blobs(
 
 
 def verify_and_report(
-    db: Database, store: BlobStore, task_ids: Sequence[str] | None, *, echo: Callable[[str], None]
+    db: Database,
+    store: BlobStore,
+    task_ids: Sequence[str] | None,
+    *,
+    echo: Callable[[str], None],
+    repairing: bool = False,
 ) -> tuple[Callable[[bool], list[StoredArtifact]], list[Check]]:
-    """``archiver verify``: check the blobs and print one line per problem and a summary.
+    """``archiver verify``: check the blobs and print one line per problem and a summary,
+    which names ``--repair`` when there is something it could fix (and it is not on).
 
     Returns (what --repair would fetch, given --retry-failed or not; the bad checks).
     """
@@ -81,6 +87,11 @@ def verify_and_report(
             f"; {len(failed)} artifact(s) recorded as failed are not checked "
             "(see artifacts.last_error; --repair --retry-failed retries them)"
             if failed
+            else ""
+        )
+        + (
+            "; `archiver verify --repair` fetches them again (needs CIRCLEMIND_API_KEY)"
+            if bad and not repairing
             else ""
         )
     )

@@ -13,9 +13,17 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from archiver.config import MAX_PAGE_SIZE, SyncOptions, backoff_after
+from archiver.exceptions import (
+    ApiUnreachable,
+    ApiUrlWrong,
+    ArchiverError,
+    AuthError,
+    CircuitOpen,
+    StorageError,
+)
 from archiver.models import KNOWN_STATUSES, KeyedEvent, TaskInfo
 from archiver.stats import EXIT_INTERRUPTED, EXIT_TASK_ERRORS, RunStats
 from archiver.timestamps import aware, seconds_in_unit_of, to_seconds, to_utc
@@ -328,6 +336,35 @@ def watermark_after_walk(
 # --- the pass ------------------------------------------------------------------------------
 
 
+#: What ended a pass, in the few words its summary line names it with (``errors 1 (...)``);
+#: the first class that matches.
+FAILURE_NAMES: tuple[tuple[type[ArchiverError], str], ...] = (
+    (AuthError, "API key rejected"),
+    (ApiUrlWrong, "API URL wrong"),
+    (ApiUnreachable, "API unreachable"),
+    (CircuitOpen, "API failing"),
+    (StorageError, "storage error"),
+)
+
+
+class Verdict(NamedTuple):
+    """How a pass ended: its outcome, exit code, message and (when it failed as a
+    whole) the failure's short name."""
+
+    outcome: str
+    exit_code: int
+    message: str
+    failure: str | None = None
+
+
+def failure_name(error: ArchiverError) -> str:
+    """The short name of an error that ended a pass."""
+    for kind, name in FAILURE_NAMES:
+        if isinstance(error, kind):
+            return name
+    return "pass error"
+
+
 def pass_outcome(
     stats: RunStats,
     errors: Sequence[str],
@@ -336,32 +373,38 @@ def pass_outcome(
     stop_signal: int | None,
     listing_error: str | None,
     api_url: str,
-) -> tuple[str, int, str] | None:
-    """The outcome, exit code and message of a pass that raised no error, or None when
-    it stays "ok": the rules, in order."""
+    fatal: ArchiverError | None = None,
+) -> Verdict | None:
+    """The outcome, exit code and message of a pass, or None when it stays "ok": the
+    rules, in order. ``fatal`` is the error that ended the pass, if one did (the key, the
+    URL, the network, the database); the caller counts it among the pass's errors."""
+    if fatal is not None:
+        return Verdict("failed", fatal.exit_code, str(fatal), failure_name(fatal))
     if stats.requests and not successes and stop_signal is None:
         # Not one well-formed answer: the pass did not archive anything, whatever the
         # reason (each failure is logged); health must not look green.
-        return (
+        return Verdict(
             "failed",
             EXIT_TASK_ERRORS,
             f"no request to the Smooth API at {api_url} succeeded in this "
             f"pass ({stats.requests} sent); see the errors above",
+            "no API answer",
         )
     if listing_error is not None and stop_signal is None:
-        return (
+        return Verdict(
             "failed",
             EXIT_TASK_ERRORS,
             f"the listing failed, so new tasks may be missing: {listing_error}",
+            "listing failed",
         )
     if stop_signal is not None:
-        return (
+        return Verdict(
             "interrupted",
             EXIT_INTERRUPTED.get(stop_signal, 1),
             f"stopped by signal {signal.Signals(stop_signal).name}",
         )
     if stats.errors:
-        return (
+        return Verdict(
             "partial",
             EXIT_TASK_ERRORS,
             f"{stats.errors} error(s), the first: {errors[0]}"[:2000]

@@ -167,12 +167,15 @@ async def _run_async(
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
+        fatal: ArchiverError | None = None
         try:
             await work.run(engine)
         except ArchiverError as exc:
-            result.outcome = "failed"
-            result.message = str(exc)
-            result.exit_code = exc.exit_code
+            fatal = exc
+            # The failure that ended the pass is one of its errors, counted and kept
+            # like a task's (the summary, sync_runs, status and health show it).
+            result.stats.errors += 1
+            result.errors.append(str(exc))
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -181,8 +184,6 @@ async def _run_async(
                 await engine.artifacts.aclose()
             engine.close()
             engine.progress.close()
-        if result.outcome == "failed":
-            return
         verdict = decisions.pass_outcome(
             result.stats,
             result.errors,
@@ -190,6 +191,7 @@ async def _run_async(
             stop_signal=engine.stop_signal,
             listing_error=engine.listing_error,
             api_url=client_config.api_url,
+            fatal=fatal,
         )
         if verdict is not None:
-            result.outcome, result.exit_code, result.message = verdict
+            result.outcome, result.exit_code, result.message, result.failure = verdict

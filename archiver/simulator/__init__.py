@@ -79,9 +79,11 @@ available (404 otherwise); ``X-Amz-Expires`` is not enforced. File requests coun
 under ``stats["file_bytes"]``) only.
 
 Artifact-host knobs (all off by default): ``recording_bytes`` (a recording of that size,
-generated on the fly so even 2 GiB is never held in memory), ``recording_content_type`` /
-``downloads_content_type``, ``hostile_zip_task_ids`` (member names ``../../etc/passwd``,
-``/etc/shadow``, ``C:/...``), ``corrupt_zip_task_ids`` (the zip's end is cut off),
+generated on the fly so even 2 GiB is never held in memory), ``playable_recordings`` (every
+recording is the packaged 4-second WebM, ``video/webm``, which browsers play),
+``recording_content_type`` / ``downloads_content_type``, ``hostile_zip_task_ids`` (member
+names ``../../etc/passwd``, ``/etc/shadow``, ``C:/...``), ``corrupt_zip_task_ids`` (the
+zip's end is cut off),
 ``recording_url_override`` (e.g. a ``file://`` link), ``link_ttl_s`` (links carry
 ``X-Amz-Date`` and expire that many sim-seconds later: 403), ``single_use_links`` (each
 issued link works once: 403 after), ``file_transfer_s`` (the sim clock advances per file

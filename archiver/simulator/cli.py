@@ -306,6 +306,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="size of every recording, generated on the fly (default: 2-32 KB each)",
     )
+    g.add_argument(
+        "--playable-recordings",
+        action="store_true",
+        help="every recording is a real 4-second WebM (video/webm) a browser plays, as in "
+        "`archiver demo`; default: video-like bytes of 2-32 KB",
+    )
     g.add_argument("--file-chunk-bytes", type=_POSITIVE, default=64 * 1024, help="bytes per write")
     g.add_argument(
         "--file-chunk-delay-s",
@@ -394,6 +400,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Simula
         fault_seed=args.fault_seed,
         latency_spike_ms=args.latency_spike_ms,
         recording_bytes=args.recording_bytes,
+        playable_recordings=args.playable_recordings,
         file_chunk_bytes=args.file_chunk_bytes,
         file_chunk_delay_s=args.file_chunk_delay_s,
         file_errors=args.file_errors,

@@ -90,6 +90,9 @@ class SimulatorConfig:
     # -- artifact serving (GET /files/...); the defaults keep the plain behaviour above
     recording_bytes: int | None = None  # recording size; None = small (2-32 KB); streamed
     recording_content_type: str = "video/mp4"
+    # Every recording is the packaged WebM (4 s, VP8, video/webm), which browsers play:
+    # the demo's and a walk-through's web view show a working player.
+    playable_recordings: bool = False
     downloads_content_type: str = "application/zip"
     hostile_zip_task_ids: frozenset[str] = frozenset()  # zips with ../, /abs, C:\ names
     corrupt_zip_task_ids: frozenset[str] = frozenset()  # downloads.zip is a truncated zip

@@ -11,10 +11,19 @@ import io
 import random
 import zipfile
 from collections.abc import Iterator
+from functools import cache
+from importlib import resources
 
 from archiver.simulator.scenario import Task, words
 
-__all__ = ["big_recording", "downloads_zip", "hostile_zip", "recording_bytes"]
+__all__ = [
+    "PLAYABLE_CONTENT_TYPE",
+    "big_recording",
+    "downloads_zip",
+    "hostile_zip",
+    "playable_recording",
+    "recording_bytes",
+]
 
 _FTYP = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 
@@ -29,6 +38,18 @@ def recording_bytes(seed: int, t: Task) -> bytes:
         block = hashlib.sha256(block).digest()
         chunks.append(block)
     return b"".join(chunks)[:size]
+
+
+#: The packaged recording's type (``playable_recordings``).
+PLAYABLE_CONTENT_TYPE = "video/webm"
+
+
+@cache
+def playable_recording() -> bytes:
+    """A real, playable recording: 4 s of VP8 in WebM (17 KB, with its duration and seek
+    index), recorded by Chromium; shipped as package data, found through importlib so it
+    works from an installed wheel."""
+    return (resources.files("archiver.simulator") / "data" / "recording.webm").read_bytes()
 
 
 def big_recording(seed: int, t: Task, size: int, chunk_bytes: int) -> Iterator[bytes]:

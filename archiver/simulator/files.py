@@ -122,7 +122,9 @@ class ArtifactHost:
         with self._lock:
             data = self._cache.get(key)
         if data is None:
-            if is_rec:
+            if is_rec and cfg.playable_recordings:
+                data = content.playable_recording()
+            elif is_rec:
                 data = content.recording_bytes(cfg.seed, t)
             elif t.id in cfg.corrupt_zip_task_ids:
                 data = content.downloads_zip(cfg.seed, t)[:-30]  # the end of the directory
@@ -183,6 +185,8 @@ class ArtifactHost:
             return
         size, chunks = self.body(t, is_rec)
         ctype = cfg.recording_content_type if is_rec else cfg.downloads_content_type
+        if is_rec and cfg.playable_recordings:
+            ctype = content.PLAYABLE_CONTENT_TYPE
         sim.count(f"file_served:{key}")
         if fault == "truncate":
             sim.count("file_fault", "file_fault:truncate")

@@ -21,6 +21,8 @@ from sqlalchemy import (
     table,
 )
 
+from archiver.store.schema import tasks
+
 #: The views, as lightweight SQLAlchemy selectables (not part of schema's
 #: metadata: they are created by migration 0003, not by create_all or autogenerate).
 credits_by_day = table(
@@ -84,7 +86,8 @@ def known_statuses(conn: Connection) -> list[str]:
 def top_rows(
     conn: Connection, *, limit: int, since: date | None, until: date | None, status: str | None
 ) -> Sequence[Any]:
-    """The ``limit`` most expensive tasks of ``task_summary`` (credits, then id)."""
+    """The ``limit`` most expensive tasks of ``task_summary`` (credits, then id), with
+    each task's output as sent (``output``, ``output_raw``) for a preview of any JSON."""
     view = task_summary
     query = (
         select(
@@ -96,7 +99,10 @@ def top_rows(
             view.c.duration_s,
             view.c.events,
             view.c.output_text,
+            tasks.c.output,
+            tasks.c.output_raw,
         )
+        .select_from(view.join(tasks, tasks.c.id == view.c.task_id))
         .where(view.c.credits_used.is_not(None))
         .order_by(view.c.credits_used.desc(), view.c.task_id)
         .limit(limit)

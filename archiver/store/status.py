@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, distinct, func, select
+from sqlalchemy import Connection, and_, distinct, func, select
 
 from archiver.stats import STORED_COUNTERS, SUCCESS_OUTCOMES
 from archiver.store.artifacts import PRUNED
@@ -136,16 +136,28 @@ def removed_counts(conn: Connection) -> dict[str, int]:
 
 
 def task_overview(conn: Connection) -> tuple[Sequence[Any], int]:
-    """Every task, newest first (id, status, device, credits, events, finalized), and the
-    number of events stored: the demo's table."""
+    """Every task, newest first (id, status, device, creation time, credits, events,
+    finalized, error count, artifact states), and the number of events stored: the demo's
+    table."""
+    rec, dl = artifacts.alias("rec"), artifacts.alias("dl")
     rows = conn.execute(
         select(
             tasks.c.id,
             tasks.c.status,
             tasks.c.device,
+            tasks.c.created_at_utc,
             tasks.c.credits_used,
             tasks.c.event_count,
             tasks.c.finalized_at.is_not(None).label("finalized"),
-        ).order_by(tasks.c.created_at.desc())
+            tasks.c.error_count,
+            rec.c.state.label("recording"),
+            dl.c.state.label("downloads"),
+        )
+        .select_from(
+            tasks.outerjoin(
+                rec, and_(rec.c.task_id == tasks.c.id, rec.c.kind == "recording")
+            ).outerjoin(dl, and_(dl.c.task_id == tasks.c.id, dl.c.kind == "downloads"))
+        )
+        .order_by(tasks.c.created_at.desc())
     ).all()
     return rows, conn.scalar(select(func.count()).select_from(task_events)) or 0

@@ -178,7 +178,12 @@ def serve(
         if token:
             echo(f"  every request needs the token in {ENV_SERVE_TOKEN} (HTTP Basic password)")
         echo("  press Ctrl-C to stop")
-        _server(app).run(sockets=[sock])
+        try:
+            _server(app).run(sockets=[sock])
+        except KeyboardInterrupt:
+            # uvicorn shuts down on Ctrl-C, then raises it again: the stop asked for,
+            # not an error to report.
+            echo("archiver serve: stopped")
     finally:
         database.dispose()
 

@@ -21,6 +21,12 @@ STATUS_COLORS = {
 }
 #: Horizontal room one period label needs on the chart, in SVG units.
 LABEL_WIDTH = 72
+#: Widest bar, in SVG units: a chart of one or two periods draws bars, not blocks.
+MAX_BAR_WIDTH = 56
+#: What the y axis counts.
+UNIT = "credits"
+#: About this many steps up the y axis.
+TICK_STEPS = 5
 
 
 @dataclass
@@ -41,6 +47,26 @@ class Chart:
     legend: list[tuple[str, str]]
     ticks: list[tuple[float, str]]
     labels: list[tuple[float, str]]
+    #: Where the plot starts (the y axis), and what it counts.
+    left: int = 60
+    unit: str = UNIT
+
+
+def tick_step(top: float, steps: int = TICK_STEPS) -> int:
+    """A round step (1, 2 or 5 x 10^k, at least 1 credit) that reaches ``top`` in about
+    ``steps`` steps."""
+    rough = max(top / steps, 1.0)
+    power = 10 ** math.floor(math.log10(rough))
+    for multiple in (1, 2, 5, 10):
+        if multiple * power >= rough:
+            return int(multiple * power)
+    raise AssertionError("unreachable: 10 x power >= rough")  # pragma: no cover
+
+
+def axis_ticks(total: int) -> list[int]:
+    """The y axis's ticks: 0, then round steps up to the first at or above ``total``."""
+    step = tick_step(total)
+    return [step * k for k in range(max(math.ceil(total / step), 1) + 1)]
 
 
 def costs_chart(report: reports.CreditsReport, width: int = 900, height: int = 260) -> Chart:
@@ -57,10 +83,12 @@ def costs_chart(report: reports.CreditsReport, width: int = 900, height: int = 2
     totals: dict[Any, int] = {}
     for row in report.rows:
         totals[row.period] = totals.get(row.period, 0) + row.credits_used
-    top = max(totals.values(), default=0) or 1
-    left, bottom, top_pad = 60, 30, 10
+    marks = axis_ticks(max(totals.values(), default=0))
+    top = marks[-1]
+    left, bottom, top_pad = 60, 30, 22
     plot_w, plot_h = width - left - 10, height - bottom - top_pad
     slot = plot_w / max(len(periods), 1)
+    bar_w = max(min(slot * 0.8, MAX_BAR_WIDTH), 1.0)
     bars: list[Bar] = []
     stacked: dict[Any, int] = {}
     for row in report.rows:
@@ -73,9 +101,9 @@ def costs_chart(report: reports.CreditsReport, width: int = 900, height: int = 2
         group = " / ".join(g or reports.NONE_LABEL for g in row.groups)
         bars.append(
             Bar(
-                x=left + i * slot + slot * 0.1,
+                x=left + i * slot + (slot - bar_w) / 2,
                 y=y,
-                width=max(slot * 0.8, 1.0),
+                width=bar_w,
                 height=h,
                 color=colors[row.groups],
                 title=f"{name} {group}: {row.credits_used:,} credits, US${row.usd:,.2f}".replace(
@@ -83,9 +111,7 @@ def costs_chart(report: reports.CreditsReport, width: int = 900, height: int = 2
                 ),
             )
         )
-    ticks = [
-        (top_pad + plot_h - plot_h * f, f"{round(top * f):,}") for f in (0.0, 0.25, 0.5, 0.75, 1.0)
-    ]
+    ticks = [(top_pad + plot_h - plot_h * mark / top, f"{mark:,}") for mark in marks]
     step = max(1, math.ceil(LABEL_WIDTH / slot))
     labels = [
         (left + i * slot + slot / 2, reports.period_label(p, report.by) or reports.NO_DATE)
@@ -97,4 +123,4 @@ def costs_chart(report: reports.CreditsReport, width: int = 900, height: int = 2
         for key in series
         if report.group_by
     ]
-    return Chart(width, height, bars, legend, ticks, labels)
+    return Chart(width, height, bars, legend, ticks, labels, left=left)

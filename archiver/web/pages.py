@@ -5,7 +5,9 @@ functions: Starlette runs them in its thread pool, where blocking database reads
 from __future__ import annotations
 
 import binascii
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -26,20 +28,50 @@ from archiver.web.params import (
 from archiver.web.site import site_of
 
 #: One event of the task page's timeline, formatted: offset, name, seek position (empty
-#: when the recording cannot seek there), time, payload, other fields.
-EventRow = tuple[str, str, str, str, str, str]
+#: when the recording cannot seek there), time, payload, other fields, one-line preview.
+EventRow = tuple[str, str, str, str, str, str, str]
+T = TypeVar("T")
+#: The query parameters each filtered page understands; any other is a mistake to show.
+TASK_LIST_PARAMS = ("status", "device", "since", "until", "q", "sort", "after")
+COSTS_PARAMS = ("by", "group", "since", "until")
 
 
-def _task_filter(params: QueryParams) -> queries.TaskFilter:
+class Problems(list[str]):
+    """What was wrong with a page's filters: each is shown on the page (status 400),
+    which still applies the filters that were right."""
+
+    def take(self, parse: Callable[[], T], default: T) -> T:
+        """``parse()``, or ``default`` with its BadRequest noted."""
+        try:
+            return parse()
+        except BadRequest as exc:
+            self.append(str(exc))
+            return default
+
+    def unknown(self, params: QueryParams, known: tuple[str, ...]) -> None:
+        for name in dict.fromkeys(params.keys()):
+            if name not in known:
+                self.append(
+                    f"{name!r} is not a filter of this page: it takes {', '.join(known)} "
+                    "(the form's From and To are since and until)."
+                )
+
+    @property
+    def status_code(self) -> int:
+        return 400 if self else 200
+
+
+def _task_filter(params: QueryParams, problems: Problems) -> queries.TaskFilter:
     flt = queries.TaskFilter(
         status=params.get("status") or None,
         device=params.get("device") or None,
-        since=day(params.get("since"), "since"),
-        until=day(params.get("until"), "until"),
+        since=problems.take(lambda: day(params.get("since"), "since"), None),
+        until=problems.take(lambda: day(params.get("until"), "until"), None),
         text=params.get("q") or None,
     )
     if flt.since and flt.until and flt.until < flt.since:
-        raise BadRequest("until is before since: the range is inclusive at both ends.")
+        problems.append("until is before since: the range is inclusive at both ends.")
+        flt = queries.TaskFilter(flt.status, flt.device, flt.since, None, flt.text)
     return flt
 
 
@@ -57,9 +89,13 @@ def _cursor(after: str | None, sort: str) -> tuple[Any, str] | None:
 def task_list(request: Request) -> Response:
     site = site_of(request)
     params = request.query_params
-    sort = choice(params.get("sort"), tuple(queries.SORTS), "sort", "created")
-    flt = _task_filter(params)
-    cursor = _cursor(params.get("after"), sort)
+    problems = Problems()
+    problems.unknown(params, TASK_LIST_PARAMS)
+    sort = problems.take(
+        lambda: choice(params.get("sort"), tuple(queries.SORTS), "sort", "created"), "created"
+    )
+    flt = _task_filter(params, problems)
+    cursor = problems.take(lambda: _cursor(params.get("after"), sort), None)
     with site.database.reading() as conn:
         result = queries.task_page(
             conn, flt, sort=sort, cursor=cursor, limit=site.settings.page_size
@@ -76,11 +112,13 @@ def task_list(request: Request) -> Response:
     return site.page(
         request,
         "tasks.html",
+        problems.status_code,
         title="Tasks",
         page=result,
         form=form,
         menus=options,
         first_page=cursor is None,
+        problems=problems,
     )
 
 
@@ -98,6 +136,7 @@ def _event_rows(detail: queries.TaskDetail) -> list[EventRow]:
             render.utc(ev.timestamp_utc),
             render.payload_view(ev),
             render.extra_view(ev),
+            render.event_preview(ev),
         )
         for ev in detail.events
     ]
@@ -137,10 +176,17 @@ def task(request: Request) -> Response:
 def costs(request: Request) -> Response:
     site = site_of(request)
     params = request.query_params
-    by = choice(params.get("by"), reports.BY_CHOICES, "by", "day")
-    group = choice(params.get("group"), ("", *reports.GROUP_CHOICES), "group", "")
-    since = day(params.get("since"), "since")
-    until = day(params.get("until"), "until")
+    problems = Problems()
+    problems.unknown(params, COSTS_PARAMS)
+    by = problems.take(lambda: choice(params.get("by"), reports.BY_CHOICES, "by", "day"), "day")
+    group = problems.take(
+        lambda: choice(params.get("group"), ("", *reports.GROUP_CHOICES), "group", ""), ""
+    )
+    since = problems.take(lambda: day(params.get("since"), "since"), None)
+    until = problems.take(lambda: day(params.get("until"), "until"), None)
+    if since and until and until < since:
+        problems.append("until is before since: the range is inclusive at both ends.")
+        until = None
     with config_errors_are_bad_requests(), site.database.reading() as conn:
         result = reports.credits_report(
             conn, since=since, until=until, by=by, group_by=(group,) if group else ()
@@ -148,6 +194,7 @@ def costs(request: Request) -> Response:
     return site.page(
         request,
         "costs.html",
+        problems.status_code,
         title="Costs",
         report=result,
         chart=costs_chart(result),
@@ -155,19 +202,39 @@ def costs(request: Request) -> Response:
         form={"by": by, "group": group, "since": isoday(since), "until": isoday(until)},
         by_choices=reports.BY_CHOICES,
         group_choices=reports.GROUP_CHOICES,
+        problems=problems,
     )
+
+
+def _run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``status``'s last runs for the table: times as datetimes, and each run's length."""
+    rows = []
+    for run in runs:
+        started = _when(run["started_at"])
+        finished = _when(run["finished_at"])
+        length = (finished - started).total_seconds() if started and finished else None
+        rows.append({**run, "started_at": started, "duration_s": length})
+    return rows
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def health(request: Request) -> Response:
     site = site_of(request)
     found = health_metrics.read_status(site.database, max_age=max_age(request))
+    # The last runs are the table below, once: the text stops where they begin.
+    lines = found.lines
+    if "last runs:" in lines:
+        lines = lines[: lines.index("last runs:")]
     return site.page(
         request,
         "health.html",
         title="Health",
-        lines=found.lines,
+        lines=lines,
         stale=found.stale,
-        status=found.report,
+        runs=_run_rows(found.report["last_runs"]),
     )
 
 

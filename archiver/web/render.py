@@ -14,6 +14,7 @@ import orjson
 from archiver.config import format_size
 from archiver.jsonvalues import escape_surrogates, loads_json, storage_json
 from archiver.logs import redact
+from archiver.report import one_line
 
 
 def pretty_json(value: Any) -> str:
@@ -57,6 +58,35 @@ def extra_view(event: Any) -> str:
     """An event's other fields as sent, pretty-printed JSON; empty when it had none."""
     value = _as_sent(event.extra, event.extra_raw)
     return "" if value is None else pretty_json(value)
+
+
+#: Characters of an event's one-line preview on the collapsed timeline.
+PREVIEW_CHARS = 90
+
+
+def event_preview(event: Any) -> str:
+    """What happened, in one line, for the collapsed timeline: an action's ``name`` and
+    its input, a response's ``code`` and its output, else the payload itself."""
+    value = _as_sent(event.payload, getattr(event, "payload_raw", None))
+    if not isinstance(value, dict):
+        return "" if value is None else one_line(_compact(value), PREVIEW_CHARS)
+    parts = []
+    if isinstance(value.get("name"), str):
+        parts.append(value["name"])
+    if isinstance(value.get("code"), int | str) and not isinstance(value.get("code"), bool):
+        parts.append(f"code {value['code']}")
+    if not parts:
+        return one_line(_compact(value), PREVIEW_CHARS)
+    rest = {k: v for k, v in value.items() if k not in ("name", "code")}
+    detail = rest.get("input", rest.get("output", rest)) if len(rest) == 1 else rest
+    if detail not in ({}, None, ""):
+        parts.append(_compact(detail))
+    return one_line(" · ".join(parts), PREVIEW_CHARS)
+
+
+def _compact(value: Any) -> str:
+    """A string as its text, anything else as one line of JSON."""
+    return escape_surrogates(value) if isinstance(value, str) else storage_json(value)
 
 
 def offset_label(offset_s: float | None) -> str:
