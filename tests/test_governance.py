@@ -458,3 +458,35 @@ def test_the_cli_help_of_forget_and_prune_has_an_example() -> None:
     for command in ("forget", "prune"):
         done = subprocess.run([ARCHIVER_BIN, command, "--help"], capture_output=True, text=True)
         assert done.returncode == 0 and "Example" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "needle",
+    ['élodie "THE" MÜLLER', "Élodie", "müller\\n", 'ÉLODIE "the"'],
+)
+def test_matching_ignores_case_beyond_ascii_and_finds_text_json_escapes(
+    database: Database, make_simulator: Any, needle: str
+) -> None:
+    """--matching finds non-ASCII text in any case and text that JSON stores escaped
+    (quotes, backslashes), on SQLite and PostgreSQL alike, and nothing else."""
+    from archiver.store.erasure import tasks_matching
+
+    raw = (
+        json.dumps({"name": 'Élodie "the" Müller\\n'}),
+        json.dumps({"name": "someone else"}),
+        json.dumps({"name": "nobody"}),
+        json.dumps({"name": "no one"}),
+    )
+    sim = make_simulator(tasks=8, events_per_task=2, seed=5, raw_json_values=raw)
+    sim.finish_all()
+    assert run_command(SyncPass(), database, client_config(sim), SyncOptions()).exit_code == 0
+    truth = sim.truth()
+    holders = {
+        task_id
+        for task_id, entry in truth.items()
+        if "Müller" in json.dumps(entry, ensure_ascii=False)
+    }
+    assert holders and len(holders) < len(truth)
+    with database.reading() as conn:
+        assert tasks_matching(conn, needle) == holders
+        assert tasks_matching(conn, needle + "-not-there") == set()
