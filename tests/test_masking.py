@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
 import uuid
 from collections import Counter
@@ -22,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from archiver import logs
 from archiver.config import ApiKey, ClientConfig, SyncOptions
 from archiver.engine import SyncPass, run_command
 from archiver.exceptions import ConfigError
@@ -30,9 +33,10 @@ from archiver.masking import Masker, archive, load_masker
 from archiver.models import TaskEvent, TaskInfo
 from archiver.stats import RunResult
 from archiver.store.database import Database
-from archiver.store.schema import artifacts, erasures, task_events, tasks
+from archiver.store.schema import artifacts, erasures, sync_runs, task_events, tasks
 from tests.conftest import archived, canonical, client_config
 from tests.test_hostile import FakeApi, Reply, expected_rows
+from tests.test_logs import restore_logging  # noqa: F401 (a fixture)
 from tests.test_secrets import dump_database
 
 #: The rules file of issue 21, exactly as written there.
@@ -180,6 +184,9 @@ def test_the_secrets_set_masks_keys_tokens_jwts_cards_and_password_inputs(
         "sk-test-3f9c1e7a5b2d4c6e8f0a": "[masked:api_keys]",
         "AKIAIOSFODNN7EXAMPLE and ghp_" + "a" * 36: "[masked:api_keys] and [masked:api_keys]",
         "Authorization: Bearer abc.def-ghi_jkl~mno": "Authorization: [masked:bearer_tokens]",
+        "authorization: basic dXNlcjpwYXNz, a basic understanding": (
+            "[masked:bearer_tokens], a basic understanding"
+        ),
         f"token={jwt}": "token=[masked:jwts]",
         "card 4111 1111 1111 1111, exp 12/29": "card [masked:card_numbers], exp 12/29",
         "amex 378282246310005.": "amex [masked:card_numbers].",
@@ -402,8 +409,10 @@ def test_mask_apply_rewrites_the_archive_rekeys_events_and_audits(
     assert [s for s in secrets if s in dump] == [secrets[0], secrets[8]]  # t_html's error
     assert stored_events(database) == masked_truth(truth["t_masked"])
     with database.transaction() as conn:
+        messages = " ".join(conn.scalars(select(sync_runs.c.message)).all())
         audits = conn.execute(select(erasures)).all()
         count = conn.scalar(select(tasks.c.event_count).where(tasks.c.id == "t_masked"))
+    assert outcome.runs == 1 and "[masked:marker]" in messages
     assert [
         (a.task_id, a.command, a.scope, a.actor, a.reason, a.events_removed) for a in audits
     ] == [("t_masked", "mask", "mask", "dpo", "DSR-7", 7)]
@@ -412,3 +421,61 @@ def test_mask_apply_rewrites_the_archive_rekeys_events_and_audits(
     assert stored_events(database) == masked_truth(truth["t_masked"])
     with database.transaction() as conn:
         assert conn.scalar(select(tasks.c.event_count).where(tasks.c.id == "t_masked")) == count
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_log_and_error_lines_are_masked_at_every_level_from_every_logger(
+    log_format: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With rules installed, a marker in a message, its arguments, an extra field, a
+    traceback or a fatal error line is written masked, whatever the logger and level; the
+    hash key is redacted like the API key."""
+    monkeypatch.setenv("ARCHIVER_MASK_KEY", "mask-key-" + uuid.uuid4().hex)
+    masker = load_masker(rules_file(tmp_path))
+    assert masker is not None
+    logs.setup_logging(verbose=2, log_format=log_format)
+    logs.install_masking(masker.text)
+    marks = [marker() for _ in range(5)]
+    logging.getLogger("stamina").debug("body %s", marks[0])
+    logging.getLogger("archiver.engine").error("failed", extra={"task_id": marks[1]})
+    try:
+        raise ValueError(f"boom {marks[2]}")
+    except ValueError:
+        logging.getLogger("psycopg").exception("at %s", email())
+    logging.getLogger("archiver").info("key %s", os.environ["ARCHIVER_MASK_KEY"])
+    logs.fatal(f"stopped at {marks[3]}")
+    err = capsys.readouterr().err
+    assert not [m for m in marks if m in err] and "@example.org" not in err
+    assert os.environ["ARCHIVER_MASK_KEY"] not in err
+    # Text lines do not show task_id; JSON lines do.
+    assert err.count("[masked:marker]") == (4 if log_format == "json" else 3)
+    assert "[masked:emails]" in err
+
+
+def masking_docs() -> list[Path]:
+    """Where the masking rules are documented (docs/governance_masking.md until it is
+    folded into docs/governance.md), and docs/operations.md."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    found = [
+        path
+        for path in (docs / "governance_masking.md", docs / "governance.md")
+        if path.exists() and "## Masking" in path.read_text()
+    ]
+    return [*found, docs / "operations.md"]
+
+
+def test_every_documented_rules_file_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ```toml example of the masking docs is a valid rules file."""
+    monkeypatch.setenv("ARCHIVER_MASK_KEY", "doc-example-key-0123456789")
+    blocks = [
+        block
+        for doc in masking_docs()
+        for block in re.findall(r"^```toml\n(.*?)^```$", doc.read_text(), flags=re.M | re.S)
+    ]
+    assert len(blocks) >= 3
+    for block in blocks:
+        assert load_masker(rules_file(tmp_path, block)) is not None, block

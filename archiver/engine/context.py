@@ -89,5 +89,5 @@ class PassContext:
 
     def listing_failed(self, message: str) -> None:
         """The listing failed: new tasks may be missing, so the pass is failed."""
-        self.listing_error = message
+        self.listing_error = message = self.masked(message)
         self.task_failed(None, message)

@@ -100,6 +100,8 @@ class MaskOutcome:
     tasks: int = 0
     events: int = 0
     artifacts: int = 0
+    #: ``sync_runs`` messages masked (not per task: no erasures row).
+    runs: int = 0
     #: Tasks another run kept working on through every round: left as they are.
     left: list[str] = field(default_factory=list)
     checkpointed: bool = True
@@ -233,7 +235,22 @@ def dry_run(db: Database, masker: Masker, echo: Callable[[str], None]) -> MaskOu
                     outcome.add(change)
                     echo(change.describe(masker))
             after = rows[-1].id
+        outcome.runs = mask_run_messages(conn, masker, write=False)
     return outcome
+
+
+def mask_run_messages(conn: Connection, masker: Masker, *, write: bool) -> int:
+    """Mask the messages of finished runs (``sync_runs``); returns how many change."""
+    changed, after = 0, None
+    while rows := store.run_messages(conn, after, BATCH_TASKS):
+        for row in rows:
+            message = masker.text(row.message)
+            if message is not row.message:
+                changed += 1
+                if write:
+                    store.update_run_message(conn, row.id, message)
+        after = rows[-1].id
+    return changed
 
 
 def apply(
@@ -264,6 +281,8 @@ def apply(
             time.sleep(LEASE_WAIT_S)
             left = _apply_batch(db, lock, masker, left, (actor, reason), outcome, echo)
         outcome.left = left
+        with db.erasing() as conn:
+            outcome.runs = mask_run_messages(conn, masker, write=True)
     finally:
         lock.release()
     outcome.checkpointed = db.checkpoint()
@@ -330,7 +349,7 @@ def describe_rules(masker: Masker) -> list[str]:
 def summary(outcome: MaskOutcome, *, dry_run: bool) -> str:
     counts = (
         f"{outcome.tasks} task(s), {outcome.events} event row(s), "
-        f"{outcome.artifacts} task(s) with artifact rows"
+        f"{outcome.artifacts} task(s) with artifact rows, {outcome.runs} run message(s)"
     )
     if dry_run:
         return f"dry run: the rules would change {counts}; nothing was changed (add --yes)."

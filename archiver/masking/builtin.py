@@ -8,8 +8,7 @@
   (``xoxb-``...), Google (``AIza...``).
 * ``smooth_api_key``: the archiver's own key (``CIRCLEMIND_API_KEY``), by its exact value,
   whatever its shape (only when that variable is set).
-* ``bearer_tokens``: ``Bearer <token>`` and ``Basic <credentials>`` as an Authorization
-  header writes them.
+* ``bearer_tokens``: ``Bearer <token>``, and ``Authorization: Basic <credentials>``.
 * ``jwts``: JSON Web Tokens (``eyJ...`` header, payload and signature).
 * ``card_numbers``: 13 to 19 digits, optionally grouped by spaces or dashes, that pass the
   Luhn checksum.
@@ -39,7 +38,12 @@ _API_KEYS = (
     r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"
     r"|\bAIza[0-9A-Za-z_-]{35}"
 )
-_BEARER = r"(?i:\b(?:bearer\s+[A-Za-z0-9._~+/-]{16,}=*|basic\s+[A-Za-z0-9+/]{12,}={0,2}))"
+#: ``Bearer <token>`` anywhere; Basic credentials only after ``Authorization:`` (else
+#: "basic understanding" would match).
+_BEARER = (
+    r"(?i:\bbearer\s+[A-Za-z0-9._~+/-]{16,}=*"
+    r"|\bauthorization:\s*basic\s+[A-Za-z0-9+/]{8,}={0,2})"
+)
 _JWT = r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
 #: 4-4-4-4 (up to 19 digits), Amex's 4-6-5, or 13-19 digits in a row; never part of a
 #: longer run of digits. The optional tail is lazy, so "4111 1111 1111 1111 12" is tried as

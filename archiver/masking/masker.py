@@ -266,21 +266,31 @@ def _split_tokens(text: str) -> list[tuple[str, bool]]:
 
 def _hit(value: Any, search: Search) -> bool:
     """Whether ``search`` finds something in any string or key inside ``value`` (the
-    common case, nothing, costs one search per string)."""
+    common case, nothing, costs one search per string: this runs for every event)."""
     stack = [value]
+    push, pop = stack.append, stack.pop
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if search(item) is not None:
-                return True
-        elif isinstance(item, dict):
-            for key in item:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            for key, member in item.items():
                 if search(key) is not None:
                     return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
+                push(member)
+        elif kind is list:
             stack.extend(item)
+        elif kind is str:
+            if search(item) is not None:
+                return True
+        elif isinstance(item, str | dict | list):  # a subclass: the general way
+            push(_plain(item))
     return False
+
+
+def _plain(item: str | dict[str, Any] | list[Any]) -> Any:
+    if isinstance(item, str):
+        return str(item)
+    return dict(item) if isinstance(item, dict) else list(item)
 
 
 def _rewrite(value: Any, mask: Callable[[str], str]) -> Any:

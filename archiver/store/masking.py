@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, bindparam, select, update
 
 from archiver.jsonvalues import loads_json
 from archiver.models import event_key
-from archiver.store.schema import artifacts, task_events, tasks
+from archiver.store.schema import artifacts, sync_runs, task_events, tasks
 
 
 def exact(typed: Any, raw: str | None) -> Any:
@@ -139,3 +139,22 @@ def _free_key(conn: Connection, task_id: str, identity: str, taken: set[str]) ->
                 taken.add(key)
                 return key
         start += 64
+
+
+def run_messages(conn: Connection, after: int | None, limit: int) -> list[Row[Any]]:
+    """The next ``limit`` finished runs with a message (why a pass failed, which may quote
+    what the API sent), by id after ``after``."""
+    c = sync_runs.c
+    query = (
+        select(c.id, c.message)
+        .where(c.message.is_not(None), c.outcome != "running")
+        .order_by(c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(c.id > after)
+    return list(conn.execute(query))
+
+
+def update_run_message(conn: Connection, run_row: int, message: str) -> None:
+    conn.execute(update(sync_runs).where(sync_runs.c.id == run_row).values(message=message))
