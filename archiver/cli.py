@@ -545,6 +545,7 @@ def backfill(
 )
 @click.option("--reason", metavar="TEXT", help="Why (required with --apply; audited).")
 @click.option("--actor", metavar="NAME", help="Who, for the audit trail [default: the OS user].")
+@logging_options
 def mask(
     masking: cfg.MaskSettings,
     db: cfg.DatabaseSettings,
@@ -552,6 +553,7 @@ def mask(
     yes: bool,
     reason: str | None,
     actor: str | None,
+    logging: cfg.LogSettings,
 ) -> None:
     """Check a masking rules file, or apply its rules to what is already archived.
 
@@ -579,7 +581,7 @@ def mask(
             f"no rules given: pass --mask-rules PATH or set {cfg.ENV_MASK_RULES} to a TOML "
             "rules file (docs/governance.md)."
         )
-    logs.setup_logging()
+    logs.setup_logging(verbose=logging.verbose, quiet=logging.quiet, log_format=logging.log_format)
     masker = _load_masker(masking)
     if masker is None:
         if apply_rules:

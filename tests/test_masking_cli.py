@@ -1,6 +1,6 @@
 """Masking with the real ``archiver`` command: a bad rules file or a hash rule without a key
 exits 2 before any request; after ``sync -vv --mask-rules`` and after ``mask --apply
---yes`` no unmasked marker is in the SQLite file, its WAL or the logs."""
+--yes -vv`` no unmasked marker is in the SQLite file, its WAL or the logs."""
 
 from __future__ import annotations
 
@@ -138,11 +138,12 @@ def test_mask_apply_dry_run_changes_nothing_and_yes_leaves_no_marker_on_disk(
         assert dry.returncode == 0, dry.stderr
         assert "dry run" in dry.stdout and "nothing was changed" in dry.stdout
         assert hashlib.sha256(archive_files(db)).digest() == hashlib.sha256(before).digest()
-        done = run_archiver(*args, "--yes", "--actor", "dpo", env=env)
+        done = run_archiver(*args, "--yes", "--actor", "dpo", "-vv", env=env)
         assert done.returncode == 0, done.stderr
         after = archive_files(db)
     leaked = [s for s in secrets if s.encode() in after or s in done.stdout + done.stderr]
     assert not leaked, leaked
+    assert "DEBUG" in done.stderr  # -vv did log at debug level
     changed = [line for line in done.stdout.splitlines() if line.startswith("tsk_")]
     assert changed and len(changed) == len(
         [line for line in dry.stdout.splitlines() if line.startswith("tsk_")]

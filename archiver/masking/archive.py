@@ -15,6 +15,7 @@ content stays in it.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ from archiver.store.database import Database
 from archiver.store.erasure import Audit, Removed, record_erasure
 from archiver.store.locks import RunLock
 from archiver.timestamps import utcnow
+
+log = logging.getLogger(__name__)
 
 #: Tasks per transaction, and event rows read at a time: what bounds memory.
 BATCH_TASKS = 200
@@ -302,6 +305,7 @@ def _apply_batch(
     transaction; returns the ids another run holds."""
     with db.transaction() as conn:
         claimed = lock.claim(conn, ids)
+    log.debug("mask --apply: %d of %d task(s) of this batch leased", len(claimed), len(ids))
     got = set(claimed)
     changes: list[TaskChange] = []
     with db.erasing() as conn:
