@@ -314,6 +314,8 @@ def _load_masker(masking: cfg.MaskSettings) -> Masker | None:
     masker = load_masker(masking.rules_path)
     if masker is not None:
         logs.install_masking(masker.text)
+    else:
+        logs.log.warning("mask rules %s hold no rules: nothing is masked", masking.rules_path)
     return masker
 
 
@@ -589,8 +591,7 @@ def mask(
                 f"mask rules {masking.rules_path}: no rules, so nothing to apply; add "
                 '[[rule]] tables or use = ["secrets"].'
             )
-        click.echo(f"mask rules {masking.rules_path}: no rules; nothing is masked.")
-        return
+        return  # the warning said so
     if not apply_rules:
         for line in archive.describe_rules(masker):
             click.echo(line)

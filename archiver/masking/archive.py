@@ -333,13 +333,14 @@ def _apply_batch(
 
 
 def describe_rules(masker: Masker) -> list[str]:
-    """One line per rule: its name, what it matches, where, and how it replaces. A
-    built-in rule's pattern is not shown (``smooth_api_key``'s is the API key itself)."""
+    """One line per rule: its name, what it matches, where, and how it replaces. Patterns
+    are not shown: one may spell out the very secret it masks (``smooth_api_key``'s is the
+    API key itself)."""
     lines = []
     for rule in masker.rules:
         what = ["built-in"] if rule.origin.startswith("builtin:") else []
         if rule.pattern is not None and not what:
-            what.append(f"pattern {shown(repr(rule.pattern.pattern))}")
+            what.append("a pattern")
         if rule.path is not None:
             what.append(f"path {shown(repr(rule.path))}")
         where = rule.where + (f", event {rule.event!r}" if rule.event is not None else "")
