@@ -479,3 +479,29 @@ def test_every_documented_rules_file_loads(tmp_path: Path, monkeypatch: pytest.M
     assert len(blocks) >= 3
     for block in blocks:
         assert load_masker(rules_file(tmp_path, block)) is not None, block
+
+
+def test_mask_apply_keeps_a_row_whose_masked_key_is_taken_as_a_repeat(
+    database: Database, tmp_path: Path
+) -> None:
+    """An unmasked event whose masked content equals a row already stored under the rules
+    is kept as the next repeat (never dropped, never a unique-key failure)."""
+    from archiver.models import event_key
+
+    masker = load_masker(rules_file(tmp_path))
+    assert masker is not None
+    first, second = email(), email()
+    task = {"id": "t1", "status": "running", "created_at": 1_764_000_000}
+    api = FakeApi(listing=Reply({"r": [task]}))
+    api.tasks["t1"] = Reply({"r": {**task, "events": [ev("note", 7, f"to {first}")]}})
+    run(database, api, None)  # stored as sent
+    api.tasks["t1"] = Reply({"r": {**task, "events": [ev("note", 7, f"to {second}")]}})
+    run(database, api, masker)  # stored masked: the key the first one's masked form has
+    outcome = archive.apply(database, masker, actor="a", reason="r", echo=lambda _: None)
+    assert outcome.tasks == 1 and outcome.events == 1
+    identity = TaskEvent("note", "to [masked:emails]", None, 7).identity
+    with database.transaction() as conn:
+        rows = conn.execute(select(task_events.c.event_key, task_events.c.payload)).all()
+    assert sorted(rows) == sorted(
+        [(identity, "to [masked:emails]"), (event_key(identity, 1), "to [masked:emails]")]
+    )
