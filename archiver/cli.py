@@ -31,6 +31,7 @@ from archiver.exceptions import ArchiverError, ConfigError
 from archiver.web import DEFAULT_HOST, DEFAULT_MAX_AGE, DEFAULT_PORT
 
 if TYPE_CHECKING:  # pragma: no cover
+    from archiver.masking import Masker
     from archiver.stats import RunResult
     from archiver.store.database import Database
 
@@ -333,6 +334,36 @@ artifact_options = _option_group(
 )
 
 
+#: ``masking: MaskSettings``: --mask-rules (archiver.masking, docs/governance.md).
+mask_options = _option_group(
+    "masking",
+    cfg.MaskSettings.from_cli,
+    click.option(
+        "--mask-rules",
+        envvar=cfg.ENV_MASK_RULES,
+        default=None,
+        metavar="PATH",
+        help="Replace what these rules match (a TOML file) before anything is stored, "
+        f"logged or counted [env {cfg.ENV_MASK_RULES}; default: nothing is masked].",
+    ),
+)
+
+
+def _load_masker(masking: cfg.MaskSettings) -> Masker | None:
+    """``--mask-rules``: the rules read and checked (a bad file exits 2 before any
+    request); from here on every log and error line is masked too."""
+    if masking.rules_path is None:
+        return None
+    from archiver.masking import load_masker
+
+    masker = load_masker(masking.rules_path)
+    if masker is not None:
+        logs.install_masking(masker.text)
+    else:
+        logs.log.warning("mask rules %s hold no rules: nothing is masked", masking.rules_path)
+    return masker
+
+
 def _check_blob_store(artifacts: cfg.ArtifactSettings) -> None:
     """With --downloads, the blob store is opened once here so a bad --blob-url fails
     before any work (exit 2)."""
@@ -421,6 +452,7 @@ def cli() -> None:
 )
 @settle_options
 @artifact_options
+@mask_options
 @metrics_option
 @logging_options
 def sync(
@@ -432,6 +464,7 @@ def sync(
     max_runtime: float | None,
     settle: cfg.SettleSettings,
     artifacts: cfg.ArtifactSettings,
+    masking: cfg.MaskSettings,
     metrics: cfg.MetricsSettings,
     logging: cfg.LogSettings,
 ) -> None:
@@ -445,6 +478,7 @@ def sync(
     from archiver.progress import SYNC_PROGRESS_MIN_TASKS, make_progress
 
     metrics_path, client = _pass_setup(logging, metrics, api)
+    masker = _load_masker(masking)
     _check_blob_store(artifacts)
     options = cfg.SyncOptions.from_cli(
         api,
@@ -460,7 +494,13 @@ def sync(
         "sync", enabled=not logging.quiet and len(task_ids) != 1, min_total=SYNC_PROGRESS_MIN_TASKS
     )
     result = run_command(
-        SyncPass(), database, client, options, wait_lock_s=api.wait_lock_s, progress=progress
+        SyncPass(),
+        database,
+        client,
+        options,
+        wait_lock_s=api.wait_lock_s,
+        progress=progress,
+        masker=masker,
     )
     _finish(result, database, metrics_path)
 
@@ -489,6 +529,7 @@ def read_ids(lines: Iterable[str]) -> list[str]:
 )
 @settle_options
 @artifact_options
+@mask_options
 @metrics_option
 @logging_options
 def backfill(
@@ -498,6 +539,7 @@ def backfill(
     ids_file: Any,
     settle: cfg.SettleSettings,
     artifacts: cfg.ArtifactSettings,
+    masking: cfg.MaskSettings,
     metrics: cfg.MetricsSettings,
     logging: cfg.LogSettings,
 ) -> None:
@@ -515,6 +557,7 @@ def backfill(
     from archiver.progress import make_progress
 
     metrics_path, client = _pass_setup(logging, metrics, api)
+    masker = _load_masker(masking)
     ids = read_ids(ids_file) if ids_file is not None else None
     _check_blob_store(artifacts)
     options = cfg.SyncOptions.from_cli(api, settle, artifacts)
@@ -526,8 +569,94 @@ def backfill(
         options,
         wait_lock_s=api.wait_lock_s,
         progress=make_progress("backfill", enabled=not logging.quiet),
+        masker=masker,
     )
     _finish(result, database, metrics_path)
+
+
+@cli.command("mask")
+@mask_options
+@database_option
+@click.option(
+    "--apply",
+    "apply_rules",
+    is_flag=True,
+    help="Apply the rules to what is already archived: a dry run that lists each task "
+    "that would change, unless --yes is given too.",
+)
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="With --apply: rewrite the archive (secure delete on SQLite), one erasures row "
+    "per task changed.",
+)
+@click.option("--reason", metavar="TEXT", help="Why (required with --apply; audited).")
+@click.option("--actor", metavar="NAME", help="Who, for the audit trail [default: the OS user].")
+@logging_options
+def mask(
+    masking: cfg.MaskSettings,
+    db: cfg.DatabaseSettings,
+    apply_rules: bool,
+    yes: bool,
+    reason: str | None,
+    actor: str | None,
+    logging: cfg.LogSettings,
+) -> None:
+    """Check a masking rules file, or apply its rules to what is already archived.
+
+    Without --apply it reads and checks the rules file and lists its rules (the archive is
+    not opened). With --apply it lists each task the rules would change, changing nothing;
+    with --apply --yes it rewrites them, audited in the erasures table.
+
+    \b
+    Example:
+        archiver mask --mask-rules rules.toml
+        archiver mask --mask-rules rules.toml --apply --reason "DPO-1234"
+        archiver mask --mask-rules rules.toml --apply --yes --reason "DPO-1234"
+    """
+    from archiver.masking import archive
+
+    if yes and not apply_rules:
+        raise ConfigError("--yes only works together with --apply.")
+    if apply_rules and not (reason or "").strip():
+        raise ConfigError(
+            "--apply needs --reason TEXT: why the archive is rewritten (e.g. a ticket "
+            "number), recorded in the erasures audit table."
+        )
+    if masking.rules_path is None:
+        raise ConfigError(
+            f"no rules given: pass --mask-rules PATH or set {cfg.ENV_MASK_RULES} to a TOML "
+            "rules file (docs/governance.md)."
+        )
+    logs.setup_logging(verbose=logging.verbose, quiet=logging.quiet, log_format=logging.log_format)
+    masker = _load_masker(masking)
+    if masker is None:
+        if apply_rules:
+            raise ConfigError(
+                f"mask rules {masking.rules_path}: no rules, so nothing to apply; add "
+                '[[rule]] tables or use = ["secrets"].'
+            )
+        return  # the warning said so
+    if not apply_rules:
+        for line in archive.describe_rules(masker):
+            click.echo(line)
+        return
+    assert reason is not None
+    if not yes:
+        outcome = archive.dry_run(open_database(db, read_only=True), masker, click.echo)
+        click.echo(archive.summary(outcome, dry_run=True))
+        return
+    outcome = archive.apply(
+        open_database(db),
+        masker,
+        actor=actor or archive.default_actor(),
+        reason=reason.strip(),
+        echo=click.echo,
+    )
+    click.echo(archive.summary(outcome, dry_run=False))
+    for problem in archive.problems(outcome):
+        click.echo(f"archiver: {problem}", err=True)
+    sys.exit(1 if archive.problems(outcome) else 0)
 
 
 @cli.group("db", cls=ArchiverGroup)

@@ -7,7 +7,8 @@ or a log record can never show it.
 Three kinds of value object:
 
 * ``*Settings`` (:class:`ApiSettings`, :class:`SettleSettings`, :class:`ArtifactSettings`,
-  :class:`LogSettings`, :class:`MetricsSettings`, :class:`DatabaseSettings`): what one
+  :class:`LogSettings`, :class:`MetricsSettings`, :class:`DatabaseSettings`,
+  :class:`MaskSettings`): what one
   shared option group of the CLI says, built by its ``from_cli`` from the raw option
   values. Building one never fails: values are checked where they are used, in the order
   the commands always checked them.
@@ -82,6 +83,10 @@ ENV_HOME = "ARCHIVER_HOME"
 ENV_RATE_LIMIT = "ARCHIVER_RATE_LIMIT"
 ENV_LOG_FORMAT = "ARCHIVER_LOG_FORMAT"
 ENV_METRICS_FILE = "ARCHIVER_METRICS_FILE"
+#: ``--mask-rules``: the masking rules file (archiver.masking); unset, nothing is masked.
+ENV_MASK_RULES = "ARCHIVER_MASK_RULES"
+#: The key of ``replace = "hash"`` rules (HMAC-SHA256); never on a command line.
+ENV_MASK_KEY = "ARCHIVER_MASK_KEY"
 #: ``--wait-lock``: by default a run exits 75 at once when another run holds the lock.
 DEFAULT_WAIT_LOCK_S = 0.0
 
@@ -277,6 +282,18 @@ class MetricsSettings:
     @classmethod
     def from_cli(cls, *, metrics_file: str | None) -> MetricsSettings:
         return cls(file=metrics_file or None)
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """``--mask-rules``: the rules file whose rules mask what the API sends before it is
+    stored (read and checked by :func:`archiver.masking.load_masker`), or None."""
+
+    rules_path: str | None = None
+
+    @classmethod
+    def from_cli(cls, *, mask_rules: str | None) -> MaskSettings:
+        return cls(rules_path=mask_rules or None)
 
 
 @dataclass(frozen=True)

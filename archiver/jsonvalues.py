@@ -328,19 +328,31 @@ def replace_bad_text(value: Any, dialect: str) -> Any:
     """A copy of ``value`` with each character ``dialect``'s typed column cannot hold
     replaced by U+FFFD, in strings and keys (keys made equal keep the last member)."""
     fix = _column(dialect).bad_text
+    return map_strings(value, lambda text: fix.sub(REPLACEMENT, text))
+
+
+def map_strings(
+    value: Any,
+    text: Callable[[str], str],
+    keys: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Any:
+    """A copy of ``value`` with ``text`` applied to every string, each object rebuilt by
+    ``keys`` (by default ``text`` applied to each key, keys made equal keeping the last
+    member), without recursion: any depth is fine."""
+    rekey = keys or (lambda obj: {text(key): member for key, member in obj.items()})
     root: list[Any] = [value]
     stack: list[tuple[Any, Any]] = [(root, 0)]
     while stack:
         container, slot = stack.pop()
         item = container[slot]
         if isinstance(item, str):
-            container[slot] = fix.sub(REPLACEMENT, item)
+            container[slot] = text(item)
         elif isinstance(item, list):
             copy = list(item)
             container[slot] = copy
             stack.extend((copy, index) for index in range(len(copy)))
         elif isinstance(item, dict):
-            copied = {fix.sub(REPLACEMENT, key): member for key, member in item.items()}
+            copied = rekey(item)
             container[slot] = copied
             stack.extend((copied, key) for key in copied)
     return root[0]

@@ -27,10 +27,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from archiver.config import ENV_API_KEY
+from archiver.config import ENV_API_KEY, ENV_MASK_KEY
 from archiver.redact import redact, redact_value
 from archiver.stats import RunResult
 
@@ -52,6 +53,8 @@ log = logging.getLogger("archiver")
 
 _run_id: str | None = None
 _format: str | None = None  # the active format once setup_logging ran
+#: ``--mask-rules``: what every log line and error line goes through (install_masking).
+_mask: Callable[[str], str] | None = None
 
 
 def set_run_id(run_id: str | None) -> None:
@@ -89,6 +92,42 @@ class RedactingFilter(logging.Filter):
             if value is not None:
                 setattr(record, name, redact_value(value, self.secrets))
         return True
+
+
+class MaskingFilter(logging.Filter):
+    """``--mask-rules``: applies the masking rules to messages, tracebacks and string-valued
+    extra fields of every record, whatever logger made it: a log line never holds what a
+    rule masks, at any level."""
+
+    def __init__(self, mask: Callable[[str], str]) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self.mask(message)
+        if masked is not message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
+        for name in ("task_id", *_JSON_EXTRAS):
+            value = getattr(record, name, None)
+            if isinstance(value, str):
+                setattr(record, name, self.mask(value))
+        return True
+
+
+def install_masking(mask: Callable[[str], str]) -> None:
+    """Mask every record the handlers of :func:`setup_logging` write, and every error
+    line of :func:`fatal`, with ``mask`` (the rules of ``--mask-rules``)."""
+    global _mask
+    _mask = mask
+    for handler in logging.getLogger().handlers:
+        handler.filters.insert(0, MaskingFilter(mask))
 
 
 class ContextFilter(logging.Filter):
@@ -179,11 +218,13 @@ def setup_logging(
 ) -> None:
     """Log to stderr in ``log_format``; -v adds per-request lines, -q keeps warnings and
     the summary only. The API key in the environment is always among the secrets."""
-    global _format
+    global _format, _mask
+    _mask = None  # until install_masking
     handler = _Handler(sys.stderr)
     handler.setFormatter(make_formatter(log_format))
     handler.addFilter(ContextFilter())
-    handler.addFilter(RedactingFilter([*(secrets or []), os.environ.get(ENV_API_KEY, "")]))
+    own = [os.environ.get(ENV_API_KEY, ""), os.environ.get(ENV_MASK_KEY, "")]
+    handler.addFilter(RedactingFilter([*(secrets or []), *own]))
     if quiet:
         handler.addFilter(QuietFilter())
     root = logging.getLogger()
@@ -235,6 +276,8 @@ def log_summary(result: RunResult) -> None:
 def fatal(message: str) -> None:
     """An error that ends the command: a JSON line in json format, else
     ``archiver: error: ...`` on stderr (also before logging is set up)."""
+    if _mask is not None:
+        message = _mask(message)
     if _format == "json":
         log.error("%s", message)
         return

@@ -176,9 +176,14 @@ def keyed_events(events: Sequence[TaskEvent] | None) -> list[KeyedEvent]:
             continue
         n = seen.get(identity, 0)
         seen[identity] = n + 1
-        key = identity if n == 0 else _sha256(f"{identity}#{n}")
-        keyed.append((key, event))
+        keyed.append((event_key(identity, n), event))
     return keyed
+
+
+def event_key(identity: str, n: int) -> str:
+    """The storage key of the ``n``-th copy (from 0) of an event without an id whose
+    identity is ``identity`` (see :func:`keyed_events`)."""
+    return identity if n == 0 else _sha256(f"{identity}#{n}")
 
 
 class TaskInfo(BaseModel):
@@ -199,9 +204,19 @@ class TaskInfo(BaseModel):
     #: The names of the masking rules that fired on this payload (archiver.masking).
     _masked_rules: tuple[str, ...] = PrivateAttr(default=())
 
+    #: The artifact links as the API sent them, where masking rewrote the link fields: the
+    #: artifact fetcher needs the presigned URLs, the columns get the masked ones.
+    _links: dict[str, str | None] | None = PrivateAttr(default=None)
+
     @property
     def masked_rules(self) -> tuple[str, ...]:
         return self._masked_rules
+
+    def artifact_link(self, kind: str) -> str | None:
+        """The link to fetch ``kind`` (recording or downloads) from, as the API sent it."""
+        if self._links is not None:
+            return self._links[kind]
+        return self.recording_url if kind == "recording" else self.downloads_url
 
     @field_validator("events", mode="wrap")
     @classmethod

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver.artifacts.fetch import ArtifactFetcher, Fetched
 from archiver.artifacts.states import (
@@ -62,6 +62,9 @@ from archiver.stats import RunStats
 from archiver.store.artifacts import ArtifactRow, load_artifacts, save_artifact
 from archiver.timestamps import to_utc, utcnow
 
+if TYPE_CHECKING:
+    from archiver.masking import Masker
+
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +87,7 @@ class _Links:
         self.event_t = event_t
 
     def url(self, kind: str) -> str | None:
-        return self.task.recording_url if kind == "recording" else self.task.downloads_url
+        return self.task.artifact_link(kind)
 
     async def refresh(self) -> None:
         self.task = await self.client.get_task(self.task.id, event_t=self.event_t, downloads=True)
@@ -119,8 +122,12 @@ class ArtifactSync:
         store: BlobStore | None = None,
         should_stop: Callable[[], bool] | None = None,
         stats: RunStats | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.run_db = run_db
+        #: ``--mask-rules``: the stored source URL and error texts are masked (the fetcher
+        #: still gets the links as sent: TaskInfo.artifact_link).
+        self.masker = masker
         self.client = client
         self.config = config
         self.owner = owner
@@ -174,6 +181,10 @@ class ArtifactSync:
     async def _save(
         self, task_id: str, kind: str, values: dict[str, Any], files: Any = None
     ) -> None:
+        if self.masker is not None:
+            for name in ("source_url", "last_error"):
+                if values.get(name):
+                    values[name] = self.masker.text(values[name])
         await self.run_db(save_artifact, task_id, kind, values, owner=self.owner, files=files)
 
     async def _settle_one(

@@ -12,13 +12,16 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from archiver.config import SyncOptions
 from archiver.progress import NullProgress, Progress
 from archiver.stats import RunResult
 from archiver.store.database import Database
 from archiver.store.locks import RunLock
+
+if TYPE_CHECKING:
+    from archiver.masking import Masker
 
 log = logging.getLogger("archiver.engine")
 T = TypeVar("T")
@@ -35,6 +38,7 @@ class PassContext:
         result: RunResult,
         *,
         progress: Progress | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.db = db
         self.lock = lock
@@ -42,6 +46,9 @@ class PassContext:
         self.result = result
         self.stats = result.stats
         self.progress = progress or NullProgress()
+        #: ``--mask-rules``: applied to every payload the API sends and every error text,
+        #: before anything is stored, keyed, logged or counted (None: no rules, no cost).
+        self.masker = masker
         #: Every transaction of the pass but the writer's second lane runs on this thread.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-db")
         #: ``time.monotonic()`` after which no new work starts (--max-runtime), or None.
@@ -69,13 +76,18 @@ class PassContext:
             return True
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def masked(self, message: str) -> str:
+        """An error text as it may be stored and logged: it can quote what the API sent."""
+        return message if self.masker is None else self.masker.text(message)
+
     def task_failed(self, task_id: str | None, message: str) -> None:
         """Count and log a task-level error of the pass (``task_id`` None: the listing's)."""
+        message = self.masked(message)
         self.stats.errors += 1
         self.result.errors.append(message)
         log.error("task %s failed: %s", task_id or "(listing)", message, extra={"task_id": task_id})
 
     def listing_failed(self, message: str) -> None:
         """The listing failed: new tasks may be missing, so the pass is failed."""
-        self.listing_error = message
+        self.listing_error = message = self.masked(message)
         self.task_failed(None, message)

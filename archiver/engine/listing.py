@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +59,10 @@ class ListingWalker:
         t, size = start_t, page_size
         while not self.ctx.should_stop():
             page = await self.client.list_tasks(before=t, limit=size)
+            if self.ctx.masker is not None:  # before anything is inserted or logged
+                masker = self.ctx.masker
+                page.tasks = [masker.task(task, events=False) for task in page.tasks]
+                page.skipped = [replace(i, message=masker.text(i.message)) for i in page.skipped]
             self._log_skipped(page.skipped)
             if not await on_page(page.tasks, page.skipped) or page.size < size:
                 return True

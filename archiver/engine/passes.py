@@ -38,6 +38,7 @@ from archiver.timestamps import utcnow
 
 if TYPE_CHECKING:
     from archiver.artifacts import ArtifactSync
+    from archiver.masking import Masker
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ class SyncEngine:
         result: RunResult,
         *,
         progress: Progress | None = None,
+        masker: Masker | None = None,
     ) -> None:
-        self.ctx = ctx = PassContext(db, lock, options, result, progress=progress)
+        self.ctx = ctx = PassContext(db, lock, options, result, progress=progress, masker=masker)
         self.client = client
         client.retry_deadline = ctx.deadline
         #: The writer's first lane shares the database thread; further lanes get their own.
@@ -83,6 +85,7 @@ class SyncEngine:
                 owner=lock.owner,
                 should_stop=lambda: ctx.stop_signal is not None,
                 stats=ctx.stats,
+                masker=masker,
             )
 
     # The pass's state, as the command runner reads and sets it.
@@ -235,14 +238,19 @@ class SyncEngine:
             return None
         downloads = self.artifacts is not None  # links are asked for on full reads only
         try:
-            task = await self.client.get_task(
-                task_id, event_t=event_t, downloads=downloads and event_t == 0
+            task = self._masked(
+                await self.client.get_task(
+                    task_id, event_t=event_t, downloads=downloads and event_t == 0
+                )
             )
-            # Keys are numbered per response (repeats of an event without an id).
+            # Keys are numbered per response (repeats of an event without an id), on the
+            # masked content: a re-read is keyed as it was stored.
             events = keyed_events(task.events)
             full_read = event_t == 0
             if decisions.needs_sweep(task, full_read=full_read):
-                sweep = await self.client.get_task(task_id, event_t=0, downloads=downloads)
+                sweep = self._masked(
+                    await self.client.get_task(task_id, event_t=0, downloads=downloads)
+                )
                 events += keyed_events(sweep.events)
                 task, full_read = sweep, True
         except TaskNotFound as exc:
@@ -255,6 +263,11 @@ class SyncEngine:
             await self._save_error(task_id, str(exc), cursor.error_count)
             return None
         return await self._plan(task, cursor, events, full_read=full_read)
+
+    def _masked(self, task: TaskInfo) -> TaskInfo:
+        """What the API sent, masked (``--mask-rules``) before anything else sees it."""
+        masker = self.ctx.masker
+        return task if masker is None else masker.task(task)
 
     async def _plan(
         self, task: TaskInfo, cursor: TaskCursor, events: list[KeyedEvent], *, full_read: bool
@@ -305,6 +318,7 @@ class SyncEngine:
         return outcome.final
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:
+        message = self.ctx.masked(message)
         await self.ctx.run_db(
             tasks_store.record_task_error,
             task_id,
@@ -345,6 +359,7 @@ class SyncEngine:
         for task_id, message in plan.errors:
             ctx.task_failed(task_id, message)
         for task_id, message in plan.count:
+            message = ctx.masked(message)
             gone = await ctx.run_db(
                 tasks_store.record_not_found,
                 task_id,

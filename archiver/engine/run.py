@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import httpx
 
@@ -29,6 +29,9 @@ from archiver.store import runs as runs_store
 from archiver.store.database import Database
 from archiver.store.locks import RunLock
 from archiver.timestamps import utcnow
+
+if TYPE_CHECKING:
+    from archiver.masking import Masker
 
 log = logging.getLogger("archiver.engine")
 
@@ -74,11 +77,13 @@ def run_command(
     wait_lock_s: float = 0.0,
     progress: Progress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    masker: Masker | None = None,
 ) -> RunResult:
     """Run ``work`` (a ``sync`` or ``backfill`` pass) under its command's lock, recording
     the run in ``sync_runs``.
 
-    ``transport`` replaces the HTTP transport (tests feed hostile payloads through it).
+    ``transport`` replaces the HTTP transport (tests feed hostile payloads through it);
+    ``masker`` masks what the API sends before anything is stored (``--mask-rules``).
     """
     command = work.command
     lock = RunLock(db, command)
@@ -97,7 +102,7 @@ def run_command(
             )
 
         def new_engine(client: SmoothClient) -> SyncEngine:
-            return SyncEngine(db, client, lock, options, result, progress=progress)
+            return SyncEngine(db, client, lock, options, result, progress=progress, masker=masker)
 
         with _collector_tuned():
             asyncio.run(_run_async(work, client_config, new_engine, transport))
@@ -110,6 +115,8 @@ def run_command(
         raise
     finally:
         result.finished_at = utcnow()
+        if masker is not None and result.message:  # the error that ended it may quote content
+            result.message = masker.text(result.message)
         try:
             with db.transaction() as conn:
                 runs_store.finish_run(

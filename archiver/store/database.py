@@ -114,14 +114,18 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 raw = conn.connection.dbapi_connection if self.dialect == "sqlite" else None
-                if raw is not None:  # a connection setting, set outside the transaction
+                # A connection setting, set outside the transaction and restored after
+                # (a SQLite may be built with secure delete on by default).
+                before = 0
+                if raw is not None:
+                    before = int(raw.execute("PRAGMA secure_delete").fetchone()[0])
                     raw.execute("PRAGMA secure_delete = ON")
                 try:
                     with conn.begin():
                         yield conn
                 finally:
                     if raw is not None:
-                        raw.execute("PRAGMA secure_delete = OFF")
+                        raw.execute(f"PRAGMA secure_delete = {before}")
         except (SQLAlchemyError, *VALUE_ERRORS) as exc:
             raise wrap_error(exc) from exc
 
