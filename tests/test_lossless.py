@@ -442,7 +442,8 @@ def test_sync_archives_hostile_json_exactly_like_ground_truth(
         top = run_archiver(
             "report", "top", "--limit", "50", env={"ARCHIVER_DATABASE_URL": database_url}
         )
-        assert "lone \ufffd surrogate" in top.stdout
+        # The output as sent, on one line: the lone surrogate shown as its escape.
+        assert "lone \\ud83d surrogate" in top.stdout
     finally:
         db.dispose()
 
