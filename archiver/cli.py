@@ -836,8 +836,20 @@ def demo(folder: Path | None, n_tasks: int) -> None:
     metavar="DURATION",
     help="/healthz answers 503 when the last successful pass ended longer ago than this.",
 )
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests addressed to this host name (repeatable); other names get 421.",
+)
 def serve(
-    db: cfg.DatabaseSettings, blob_url: str | None, host: str, port: int, max_age: str
+    db: cfg.DatabaseSettings,
+    blob_url: str | None,
+    host: str,
+    port: int,
+    max_age: str,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Browse the archive in a web browser: tasks, events, recordings, costs, health.
 
@@ -858,6 +870,7 @@ def serve(
         port=port,
         max_age=max_age,
         echo=click.echo,
+        allowed_hosts=allowed_hosts,
     )
 
 

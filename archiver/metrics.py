@@ -47,9 +47,20 @@ COMMANDS = ("sync", "backfill")
 EXIT_STALE = 3
 
 
+#: The longest max age: far beyond any use, and within what dates can be reckoned with.
+MAX_DURATION = timedelta(days=36_500)
+
+
 def parse_duration(value: str, *, option: str = "--max-age") -> timedelta:
-    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta; ConfigError otherwise."""
-    return timedelta(seconds=parse_seconds(value, option=option, positive=True))
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta up to
+    :data:`MAX_DURATION`; ConfigError otherwise."""
+    seconds = parse_seconds(value, option=option, positive=True)
+    if seconds > MAX_DURATION.total_seconds():
+        raise ConfigError(
+            f"{option} {value!r} is longer than {MAX_DURATION.days:,} days: use a shorter "
+            "duration, e.g. 1h or 2d."
+        )
+    return timedelta(seconds=seconds)
 
 
 def format_age(seconds: float) -> str:

@@ -7,40 +7,33 @@ from __future__ import annotations
 import binascii
 from typing import Any
 
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
 from archiver import metrics as health_metrics
 from archiver import report as reports
-from archiver.web import queries, render
+from archiver.web import params, queries, render
 from archiver.web.chart import costs_chart
-from archiver.web.params import (
-    BadRequest,
-    choice,
-    config_errors_are_bad_requests,
-    day,
-    isoday,
-    max_age,
-)
+from archiver.web.params import BadRequest, config_errors_are_bad_requests, isoday
 from archiver.web.site import site_of
-
-#: One event of the task page's timeline, formatted: offset, name, seek position (empty
-#: when the recording cannot seek there), time, payload, other fields.
-EventRow = tuple[str, str, str, str, str, str]
+from archiver.web.timeline import Timeline
 
 
-def _task_filter(params: QueryParams) -> queries.TaskFilter:
+def _task_filter(request: Request) -> queries.TaskFilter:
     flt = queries.TaskFilter(
-        status=params.get("status") or None,
-        device=params.get("device") or None,
-        since=day(params.get("since"), "since"),
-        until=day(params.get("until"), "until"),
-        text=params.get("q") or None,
+        status=params.text(request, "status"),
+        device=params.text(request, "device"),
+        since=params.day(request, "since"),
+        until=params.day(request, "until"),
+        text=params.text(request, "q"),
     )
     if flt.since and flt.until and flt.until < flt.since:
         raise BadRequest("until is before since: the range is inclusive at both ends.")
     return flt
+
+
+#: What a page link that is not one of this view's raises while it is read back.
+_NOT_A_LINK = (ValueError, TypeError, RecursionError, binascii.Error)
 
 
 def _cursor(after: str | None, sort: str) -> tuple[Any, str] | None:
@@ -48,18 +41,30 @@ def _cursor(after: str | None, sort: str) -> tuple[Any, str] | None:
         return None
     try:
         return queries.decode_cursor(after, sort)
-    except (ValueError, TypeError, binascii.Error):
+    except _NOT_A_LINK:
         raise BadRequest(
             "after is not a page link of this list: start again from the first page."
         ) from None
 
 
+def _events_after(request: Request) -> tuple[Any, int] | None:
+    token = params.text(request, "events_after")
+    if not token:
+        return None
+    try:
+        return queries.decode_event_cursor(token)
+    except _NOT_A_LINK:
+        raise BadRequest(
+            "events_after is not a page link of this task's events: start again from its "
+            "first events."
+        ) from None
+
+
 def task_list(request: Request) -> Response:
     site = site_of(request)
-    params = request.query_params
-    sort = choice(params.get("sort"), tuple(queries.SORTS), "sort", "created")
-    flt = _task_filter(params)
-    cursor = _cursor(params.get("after"), sort)
+    sort = params.choice(request, "sort", tuple(queries.SORTS), "created")
+    flt = _task_filter(request)
+    cursor = _cursor(params.text(request, "after"), sort)
     with site.database.reading() as conn:
         result = queries.task_page(
             conn, flt, sort=sort, cursor=cursor, limit=site.settings.page_size
@@ -84,30 +89,12 @@ def task_list(request: Request) -> Response:
     )
 
 
-def _event_rows(detail: queries.TaskDetail) -> list[EventRow]:
-    """Everything per event formatted here, once: the template only places strings."""
-    recording = detail.artifacts.get("recording")
-    seekable = recording is not None and recording.state == "stored"
-    return [
-        (
-            render.offset_label(ev.offset_s),
-            ev.name,
-            f"{ev.offset_s:.3f}"
-            if seekable and ev.offset_s is not None and ev.offset_s >= 0
-            else "",
-            render.utc(ev.timestamp_utc),
-            render.payload_view(ev),
-            render.extra_view(ev),
-        )
-        for ev in detail.events
-    ]
-
-
 def task(request: Request) -> Response:
     site = site_of(request)
-    task_id = request.query_params.get("id")
+    task_id = params.text(request, "id")
     if not task_id:
         raise BadRequest("id is missing: open a task from the task list.")
+    after = _events_after(request)
     with site.database.reading() as conn:
         detail = queries.task_detail(conn, task_id)
     if detail is None:
@@ -118,29 +105,38 @@ def task(request: Request) -> Response:
             title="No such task",
             message=f"No task with id {task_id!r} is in this archive.",
         )
-    kind, text = render.output_view(detail.row)
-    return site.page(
+    kind, output = render.output_view(detail.row)
+    recording = detail.artifacts.get("recording")
+    created = queries.aware(detail.row.created_at_utc)
+    events = Timeline(
+        site.database,
+        task_id,
+        created,
+        seekable=recording is not None and recording.state == "stored",
+        after=after,
+    )
+    return site.stream(
         request,
         "task.html",
         title=f"Task {task_id}",
         d=detail,
         t=detail.row,
         output_kind=kind,
-        output_text=text,
-        events=_event_rows(detail),
+        output=output,
+        events=events,
+        events_continued=after is not None,
         usd=reports.usd(detail.row.credits_used),
-        created=queries.aware(detail.row.created_at_utc),
+        created=created,
         aware=queries.aware,
     )
 
 
 def costs(request: Request) -> Response:
     site = site_of(request)
-    params = request.query_params
-    by = choice(params.get("by"), reports.BY_CHOICES, "by", "day")
-    group = choice(params.get("group"), ("", *reports.GROUP_CHOICES), "group", "")
-    since = day(params.get("since"), "since")
-    until = day(params.get("until"), "until")
+    by = params.choice(request, "by", reports.BY_CHOICES, "day")
+    group = params.choice(request, "group", ("", *reports.GROUP_CHOICES), "")
+    since = params.day(request, "since")
+    until = params.day(request, "until")
     with config_errors_are_bad_requests(), site.database.reading() as conn:
         result = reports.credits_report(
             conn, since=since, until=until, by=by, group_by=(group,) if group else ()
@@ -160,7 +156,7 @@ def costs(request: Request) -> Response:
 
 def health(request: Request) -> Response:
     site = site_of(request)
-    found = health_metrics.read_status(site.database, max_age=max_age(request))
+    found = health_metrics.read_status(site.database, max_age=params.max_age(request))
     return site.page(
         request,
         "health.html",
