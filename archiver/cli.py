@@ -27,6 +27,7 @@ import click
 
 from archiver import config as cfg
 from archiver import logs
+from archiver.escapes import visible
 from archiver.exceptions import ArchiverError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -610,7 +611,8 @@ def status(
     if as_json:
         click.echo(json.dumps(found.report, indent=2))
     else:
-        click.echo("\n".join(found.lines))
+        # Task ids and commands are archived text: one line each, controls made visible.
+        click.echo("\n".join(visible(line) for line in found.lines))
     if found.stale:
         if not as_json:
             click.echo(
@@ -678,15 +680,20 @@ def verify(
     )
     store = BlobStore(blob_url or cfg.default_blob_url(), create=repair)
     database = open_database(db, read_only=not repair)
-    todo, bad = verify_and_report(database, store, list(task_ids) or None, echo=click.echo)
+    todo, bad = verify_and_report(database, store, list(task_ids) or None, echo=_echo_line)
     if not repair or not todo(retry_failed):
         sys.exit(1 if bad else 0)
     assert client is not None
     config = cfg.ArtifactConfig.from_options(options, client)
     unrepaired = repair_and_report(
-        database, store, client, config, todo(retry_failed), echo=click.echo
+        database, store, client, config, todo(retry_failed), echo=_echo_line
     )
     sys.exit(1 if unrepaired else 0)
+
+
+def _echo_line(line: str) -> None:
+    """One line about archived things (task ids, errors): controls made visible."""
+    click.echo(visible(line))
 
 
 @cli.group("report", cls=ArchiverGroup)
