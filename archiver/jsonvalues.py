@@ -81,6 +81,7 @@ _match_number = json.scanner.NUMBER_RE.match  # type: ignore[attr-defined]
 #: The standard library's string scanner (its C version): strings read exactly as json.loads.
 _scan_string: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _WORDS = (("null", None), ("true", True), ("false", False))
+_SPACE = frozenset(" \t\n\r")
 
 
 def _json_text(raw: str | bytes) -> str:
@@ -135,7 +136,9 @@ def _loads_iterative(text: str) -> Any:
         if char in ("[", "{"):
             if len(open_) >= MAX_DEPTH:
                 raise RecursionError(f"JSON nested deeper than {MAX_DEPTH:,} levels")
-            idx = _skip_space(text, idx + 1).end()
+            idx += 1
+            if text[idx : idx + 1] in _SPACE:
+                idx = _skip_space(text, idx).end()
             if text[idx : idx + 1] == ("]" if char == "[" else "}"):
                 value, idx = ([] if char == "[" else {}), idx + 1
             elif char == "[":
@@ -151,7 +154,8 @@ def _loads_iterative(text: str) -> Any:
         # A value is read: add it to its container; close those that end here.
         while open_:
             top = open_[-1]
-            idx = _skip_space(text, idx).end()
+            if text[idx : idx + 1] in _SPACE:  # compact text (the usual) skips the regex
+                idx = _skip_space(text, idx).end()
             sep = text[idx : idx + 1]
             if type(top) is list:
                 top.append(value)
@@ -160,7 +164,9 @@ def _loads_iterative(text: str) -> Any:
                 top[keys.pop()] = value
                 close = "}"
             if sep == ",":
-                idx = _skip_space(text, idx + 1).end()
+                idx += 1
+                if text[idx : idx + 1] in _SPACE:
+                    idx = _skip_space(text, idx).end()
                 if close == "}":
                     key, idx = _key(text, idx)
                     keys.append(key)

@@ -60,7 +60,12 @@ def config_errors_are_bad_requests() -> Iterator[None]:
 
 def day(request: Request, name: str) -> date | None:
     with config_errors_are_bad_requests():
-        return cfg.parse_day(text(request, name), option=name)
+        value = cfg.parse_day(text(request, name), option=name)
+    if value == date.max:  # a range reckons with the day after its last
+        raise BadRequest(
+            f"{name} {value} is the last day a date can name: leave {name} empty for no limit."
+        )
+    return value
 
 
 def isoday(value: date | None) -> str:
