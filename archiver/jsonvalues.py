@@ -124,58 +124,74 @@ def _key(text: str, idx: int) -> tuple[str, int]:
     return key, _skip_space(text, idx + 1).end()
 
 
+#: What :func:`_open` returns for a container whose members are read next.
+_OPENED = object()
+
+
+def _open(text: str, idx: int, open_: list[Any], keys: list[str]) -> tuple[Any, int]:
+    """At an opening bracket: (an empty container, its end), or (_OPENED, where its first
+    member starts) with the container pushed onto ``open_`` (and its first key on ``keys``)."""
+    if len(open_) >= MAX_DEPTH:
+        raise RecursionError(f"JSON nested deeper than {MAX_DEPTH:,} levels")
+    char = text[idx]
+    idx += 1
+    if text[idx : idx + 1] in _SPACE:
+        idx = _skip_space(text, idx).end()
+    if text[idx : idx + 1] == ("]" if char == "[" else "}"):
+        return ([] if char == "[" else {}), idx + 1
+    if char == "[":
+        open_.append([])
+        return _OPENED, idx
+    key, idx = _key(text, idx)
+    open_.append({})
+    keys.append(key)
+    return _OPENED, idx
+
+
+def _place(text: str, idx: int, value: Any, open_: list[Any], keys: list[str]) -> tuple[Any, int]:
+    """A value just read: added to its container, closing those that end here. Returns
+    (_OPENED, where the next member starts), or (the document, its end) when it is whole."""
+    while open_:
+        top = open_[-1]
+        if text[idx : idx + 1] in _SPACE:  # compact text (the usual) skips the regex
+            idx = _skip_space(text, idx).end()
+        sep = text[idx : idx + 1]
+        if type(top) is list:
+            top.append(value)
+            close = "]"
+        else:
+            top[keys.pop()] = value
+            close = "}"
+        if sep == ",":
+            idx += 1
+            if text[idx : idx + 1] in _SPACE:
+                idx = _skip_space(text, idx).end()
+            if close == "}":
+                key, idx = _key(text, idx)
+                keys.append(key)
+            return _OPENED, idx
+        if sep != close:
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
+        idx += 1
+        value = open_.pop()
+    return value, idx
+
+
 def _loads_iterative(text: str) -> Any:
     """json.loads (no hooks) with an explicit stack instead of recursion: the same values,
     a ValueError where it raises one, RecursionError past MAX_DEPTH levels."""
     open_: list[Any] = []  # the arrays and objects being read, innermost last
     keys: list[str] = []  # the key of the member being read, per open object
-    value: Any
     idx = _skip_space(text, 0).end()
     while True:
-        char = text[idx : idx + 1]
-        if char in ("[", "{"):
-            if len(open_) >= MAX_DEPTH:
-                raise RecursionError(f"JSON nested deeper than {MAX_DEPTH:,} levels")
-            idx += 1
-            if text[idx : idx + 1] in _SPACE:
-                idx = _skip_space(text, idx).end()
-            if text[idx : idx + 1] == ("]" if char == "[" else "}"):
-                value, idx = ([] if char == "[" else {}), idx + 1
-            elif char == "[":
-                open_.append([])
-                continue
-            else:
-                key, idx = _key(text, idx)
-                open_.append({})
-                keys.append(key)
+        if text[idx : idx + 1] in ("[", "{"):
+            value, idx = _open(text, idx, open_, keys)
+            if value is _OPENED:
                 continue
         else:
             value, idx = _scalar(text, idx)
-        # A value is read: add it to its container; close those that end here.
-        while open_:
-            top = open_[-1]
-            if text[idx : idx + 1] in _SPACE:  # compact text (the usual) skips the regex
-                idx = _skip_space(text, idx).end()
-            sep = text[idx : idx + 1]
-            if type(top) is list:
-                top.append(value)
-                close = "]"
-            else:
-                top[keys.pop()] = value
-                close = "}"
-            if sep == ",":
-                idx += 1
-                if text[idx : idx + 1] in _SPACE:
-                    idx = _skip_space(text, idx).end()
-                if close == "}":
-                    key, idx = _key(text, idx)
-                    keys.append(key)
-                break
-            if sep != close:
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
-            idx += 1
-            value = open_.pop()
-        else:
+        value, idx = _place(text, idx, value, open_, keys)
+        if value is not _OPENED:
             end = _skip_space(text, idx).end()
             if end != len(text):
                 raise json.JSONDecodeError("Extra data", text, end)

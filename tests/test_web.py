@@ -499,14 +499,14 @@ def test_token_rules() -> None:
 
 
 def start_serve(
-    database_url: str, *args: str, env: dict[str, str]
+    database_url: str, *args: str, env: dict[str, str], stderr: Any = subprocess.PIPE
 ) -> tuple[subprocess.Popen[str], str]:
     """The real `archiver serve` on port 0; returns the process and its http://127.0.0.1:PORT/."""
     proc = subprocess.Popen(
         [ARCHIVER_BIN, "serve", "--database-url", database_url, "--port", "0", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
     assert proc.stdout is not None

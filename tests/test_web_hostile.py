@@ -13,8 +13,6 @@ import base64
 import json
 import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +30,11 @@ from sqlalchemy import insert, update
 from archiver.blobs import BlobStore
 from archiver.jsonvalues import storage_json
 from archiver.store.database import Database
-from archiver.store.schema import artifacts, sync_runs, task_events, tasks
+from archiver.store.schema import artifacts, sync_runs, task_events
 from archiver.timestamps import to_utc
-from tests.conftest import ARCHIVER_BIN
+from tests.test_web import start_serve, stop
 from tests.webseed import RECORDING, serving, store_blob
+from tests.webseed import add_task as seed_task
 
 NOW = datetime.now(UTC)
 CREATED = 1_764_900_000
@@ -60,21 +59,8 @@ def nested(depth: int) -> Any:
     return value
 
 
-def add_task(conn: Any, task_id: str, *, output: Any = None, **values: Any) -> None:
-    conn.execute(
-        insert(tasks).values(
-            id=task_id,
-            status="done",
-            device="desktop",
-            credits_used=5,
-            output=output,
-            created_at=CREATED,
-            created_at_utc=to_utc(CREATED),
-            first_seen_at=NOW,
-            finalized_at=NOW,
-            **values,
-        )
-    )
+def add_task(conn: Any, task_id: str, **values: Any) -> None:
+    seed_task(conn, task_id, CREATED, NOW, **values)
 
 
 def add_events(conn: Any, task_id: str, payloads: list[Any]) -> None:
@@ -109,27 +95,11 @@ def add_fresh_run(conn: Any) -> None:
 def serve_process(database_url: str, log: Path, *args: str) -> Iterator[tuple[Any, str]]:
     """The real `archiver serve` on a free port, its stderr in ``log``; stopped after."""
     with log.open("w") as err:
-        proc = subprocess.Popen(
-            [ARCHIVER_BIN, "serve", "--database-url", database_url, "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=dict(os.environ),
-        )
-    assert proc.stdout is not None
-    match = re.search(r" at (http://\S+/)$", proc.stdout.readline().strip())
-    if match is None:
-        proc.kill()
-        raise AssertionError(f"serve did not start: {log.read_text()}")
+        proc, base = start_serve(database_url, *args, env={}, stderr=err)
     try:
-        yield proc, match.group(1)
+        yield proc, base
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -310,7 +280,7 @@ def test_security_headers_are_on_every_response(small_archive: Database) -> None
                 get + "blob/recording",
                 params={"task": "tsk_rec"},
                 headers={"Range": "bytes=99999999-"},
-            ),  # fmt: skip
+            ),
             httpx.get(get + "tasks", headers={"Host": "evil.example"}),
             httpx.get(get + "static/style.css"),
             httpx.get(get + "blob/recording", params={"task": "tsk_rec"}),
@@ -440,11 +410,11 @@ VALUES = st.one_of(
             "\u202e",
             "1",
         ]
-    ),  # fmt: skip
+    ),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.lists(
         st.one_of(st.none(), st.integers(min_value=-(2**70), max_value=2**70), TEXT), max_size=3
-    ).map(lambda v: cursor_of(json.dumps(v))),  # fmt: skip
+    ).map(lambda v: cursor_of(json.dumps(v))),
 )
 HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60).map(
     str.strip
@@ -459,7 +429,7 @@ HEADERS = st.fixed_dictionaries(
                 st.sampled_from(["", "0", "5", "9" * 30]),
                 st.sampled_from(["", "0", "10", "9" * 30]),
             ),
-        ),  # fmt: skip
+        ),
         "Origin": st.one_of(HEADER_TEXT, st.just("null")),
         "Sec-Fetch-Site": st.sampled_from(["cross-site", "same-site", "same-origin", "none", ""]),
         "Authorization": HEADER_TEXT,

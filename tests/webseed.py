@@ -47,6 +47,21 @@ def store_blob(store: BlobStore, task_id: str, kind: str, data: bytes, ext: str)
     return writer.commit(blob_key(task_id, None, kind, ext))
 
 
+def add_task(conn: Any, task_id: str, created: int, now: datetime, **values: Any) -> None:
+    """A finished task row (done, desktop, 3 credits unless ``values`` say otherwise)."""
+    row = {"status": "done", "device": "desktop", "credits_used": 3, **values}
+    conn.execute(
+        insert(tasks).values(
+            id=task_id,
+            created_at=created,
+            created_at_utc=to_utc(created),
+            first_seen_at=now,
+            finalized_at=now,
+            **row,
+        )
+    )
+
+
 def seed_web_archive(db: Database, make_simulator: Any, blob_url: str) -> None:
     """seed_archive, then the recording, the zip and the hostile tasks."""
     seed_archive(db, make_simulator)
@@ -91,20 +106,7 @@ def seed_web_archive(db: Database, make_simulator: Any, blob_url: str) -> None:
             files=members,
         )
         for offset, (task_id, output) in enumerate(HOSTILE.items()):
-            conn.execute(
-                insert(tasks).values(
-                    id=task_id,
-                    status="done",
-                    device="desktop",
-                    credits_used=3,
-                    output=output,
-                    created_at=created + offset,
-                    created_at_utc=to_utc(created + offset),
-                    first_seen_at=now,
-                    finalized_at=now,
-                    event_count=1,
-                )
-            )
+            add_task(conn, task_id, created + offset, now, output=output, event_count=1)
             conn.execute(
                 insert(task_events).values(
                     task_id=task_id,
