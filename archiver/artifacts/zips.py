@@ -15,8 +15,9 @@ import logging
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from archiver.artifacts.states import (
     MAX_LISTED_FILES,
@@ -37,6 +38,7 @@ _ENTRY_MAGIC = zipfile.stringCentralDir  # type: ignore[attr-defined]
 _ZIP64_END = zipfile.stringEndArchive64  # type: ignore[attr-defined]
 _ZIP64_TRAILER = zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
 _UTF8_NAME = 0x800
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -82,9 +84,13 @@ def _entry(handle: IO[bytes]) -> tuple[zipfile.ZipInfo, int]:
     return info, _ENTRY_SIZE + name_len + extra_len + comment_len
 
 
-def read_members(handle: IO[bytes], limit: int) -> tuple[list[zipfile.ZipInfo], int]:
-    """The first ``limit`` members of a zip and how many it has (its end record's count,
-    or more when its directory holds more); zipfile.BadZipFile when it is no zip."""
+def read_members(
+    handle: IO[bytes], limit: int, keep: Callable[[zipfile.ZipInfo], T]
+) -> tuple[list[T], int]:
+    """``keep`` of each of the first ``limit`` members of a zip (each entry is dropped once
+    kept: only what ``keep`` returns stays in memory), and how many members it has (its end
+    record's count, or more when its directory holds more); zipfile.BadZipFile when it is
+    no zip."""
     end = _END_RECORD(handle)
     if not end:
         raise zipfile.BadZipFile("File is not a zip file")
@@ -95,15 +101,25 @@ def read_members(handle: IO[bytes], limit: int) -> tuple[list[zipfile.ZipInfo], 
     if start < 0 or offset < 0:
         raise zipfile.BadZipFile("Bad offset for central directory")
     handle.seek(start)
-    members: list[zipfile.ZipInfo] = []
+    kept: list[T] = []
     read = 0
-    while read < size and len(members) < limit:
+    while read < size and len(kept) < limit:
         info, length = _entry(handle)
-        members.append(info)
+        kept.append(keep(info))
         read += length
     if read < size:  # stopped at the limit: there are more
-        total = max(total, len(members) + 1)
-    return members, max(total, len(members))
+        total = max(total, len(kept) + 1)
+    return kept, max(total, len(kept))
+
+
+def _member(info: zipfile.ZipInfo) -> dict[str, Any]:
+    """An artifact_files row of a member."""
+    return {
+        "name": info.filename.replace("\x00", "\ufffd"),
+        "size_bytes": info.file_size,
+        "compressed_bytes": info.compress_size,
+        "modified_at": _zip_time(info.date_time),
+    }
 
 
 def list_zip(store: BlobStore, key: str) -> tuple[list[dict[str, Any]], str | None]:
@@ -112,20 +128,9 @@ def list_zip(store: BlobStore, key: str) -> tuple[list[dict[str, Any]], str | No
 
     Returns (members, error): a corrupt or non-zip blob gives no members and the reason.
     """
-    members: list[dict[str, Any]] = []
     try:
         with store.open(key) as handle:
-            infos, total = read_members(handle, MAX_LISTED_FILES)
-            for info in infos:
-                members.append(
-                    {
-                        "name": info.filename.replace("\x00", "\ufffd"),
-                        "size_bytes": info.file_size,
-                        "compressed_bytes": info.compress_size,
-                        "modified_at": _zip_time(info.date_time),
-                    }
-                )
-            del infos
+            members, total = read_members(handle, MAX_LISTED_FILES, _member)
     except BlobStoreError:
         raise
     except Exception as exc:  # any parse failure of untrusted bytes: recorded, not raised
