@@ -30,6 +30,7 @@ from archiver.jsonvalues import (
     column_texts,
     column_values,
     dumps_json,
+    iter_json,
     json_column,
     loads_json,
     storage_json,
@@ -488,3 +489,25 @@ def test_sqlite_to_postgresql_recipe_keeps_hostile_json_exact(
         assert_matches_truth(target, sim)
     finally:
         target.dispose()
+
+
+def test_deep_values_never_touch_the_recursion_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing, serialising and pretty-printing 10,000-deep values never changes the
+    interpreter's recursion limit (it is one for every thread: changing it while another
+    thread is deep inside a serialiser kills the process)."""
+    from archiver.web.render import json_preview
+
+    def refuse(limit: int) -> None:
+        raise AssertionError(f"sys.setrecursionlimit({limit}) called")
+
+    monkeypatch.setattr(sys, "setrecursionlimit", refuse)
+    deep = nested_lists(MAX_DEPTH)
+    text = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    for raw in (text, text.encode(), ("[" * MAX_DEPTH + '"\ud83d"' + "]" * MAX_DEPTH)):
+        assert canonical(loads_json(raw))
+    assert dumps_json(deep) == storage_json(deep) == canonical_bytes(deep).decode() == text
+    preview = json_preview(deep)
+    assert preview.cut and preview.text.startswith("[\n  [\n    [\n")
+    assert "".join(iter_json([[1, {"b": [2]}]], indent=2)) == json.dumps(
+        [[1, {"b": [2]}]], indent=2
+    )
