@@ -31,7 +31,7 @@ from archiver.store.database import Database
 from archiver.store.engines import normalize_database_url
 from archiver.store.schema import tasks
 from archiver.timestamps import utcnow
-from tests.conftest import run_archiver
+from tests.conftest import TEST_API_KEY, run_archiver
 from tests.webseed import serving
 
 KEY = "sk-live-7Qx9ZpL2mN4vR8tYc3Wd"
@@ -329,3 +329,40 @@ def test_the_key_never_leaks_through_an_error_body(database_url: str, tmp_path: 
     texts = {"the log": "\n".join(outputs), "the database": dump, "the pages": "\n".join(pages)}
     for where, text in texts.items():
         assert not key_runs(text), f"{where} holds runs of the key: {key_runs(text)}"
+
+
+DB_SECRETS = ("pwUserinfo1234", "pwQuery5678", "pwSsl9012")
+
+
+def test_database_passwords_are_masked_wherever_a_url_is_shown(
+    postgres_url: str, make_simulator, tmp_path: Path
+) -> None:
+    """A PostgreSQL URL's password (user:PASSWORD@, ?password=, ?sslpassword=) appears in
+    no output of `db`, `sync`, `status`, no error and no page (libpq's parameters:
+    PostgreSQL only)."""
+    base = postgres_url.replace("postgresql://postgres@", f"postgresql://postgres:{DB_SECRETS[0]}@")
+    url = f"{base}?password={DB_SECRETS[1]}&sslpassword={DB_SECRETS[2]}"
+    missing = url.replace(base, base + "_missing")
+    bad_port = url.replace(":5432/", ":port/")
+    sim = make_simulator(tasks=3, seed=5)
+    sim.finish_all()
+    env = {"CIRCLEMIND_API_KEY": TEST_API_KEY, "ARCHIVER_API_URL": sim.base_url}
+    done = [
+        run_archiver("db", "upgrade", "--database-url", url),
+        run_archiver("sync", "-vv", "--database-url", url, env=env),
+        run_archiver("sync", "-q", "--log-format", "json", "--database-url", url, env=env),
+        run_archiver("status", "--database-url", url),
+        run_archiver("status", "--json", "--database-url", url),
+        run_archiver("db", "current", "--database-url", url),
+        run_archiver("status", "--database-url", missing),
+        run_archiver("status", "--database-url", bad_port),
+    ]
+    assert [d.returncode for d in done] == [0, 0, 0, 0, 0, 0, 2, 2], done[-1].stderr
+    assert "does not exist" in done[6].stderr and "is not a URL" in done[7].stderr
+    with serving(url) as web:
+        page = httpx.get(web.url + "health").text
+    assert "postgres:********@" in page and "password=********" in page
+    texts = [d.stdout + d.stderr for d in done] + [page]
+    for text in texts:
+        leaked = [secret for secret in DB_SECRETS if secret in text]
+        assert not leaked, f"{leaked} in {text[-1500:]}"

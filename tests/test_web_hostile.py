@@ -354,7 +354,7 @@ BAD_REQUESTS = [
     ("healthz", {"max_age": "9e15"}, {}, "36,500 days"),
     ("blob/recording", {"task": "tsk_rec"}, {"Range": f"bytes={'9' * 5000}-"}, "Range"),
     ("tasks", {"q": "x" * 60_000}, {}, "at most 500"),
-    ("tasks", {"device": "a\x00b"}, {}, "control character"),
+    ("tasks", {"device": "a\x00b"}, {}, "NUL"),
     ("task", {"id": "tsk_rec", "events_after": "e30"}, {}, "events_after"),
     ("json/payload", {"task": "tsk_rec", "event": "9" * 40}, {}, "event"),
 ]  # fmt: skip

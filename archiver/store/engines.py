@@ -45,7 +45,7 @@ def display_url(url: str) -> str:
     credential masked, the userinfo password and ``?password=``/``?sslpassword=`` alike."""
     try:
         shown = make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # not a URL (a bad port among others)
         shown = url
     return redact(shown, [])
 
@@ -57,7 +57,7 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
     url = normalize_database_url(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"database URL {display_url(url)!r} is not a URL: expected one of "
             f"{', '.join(SUPPORTED_SCHEMES)} (set --database-url or ARCHIVER_DATABASE_URL)."
