@@ -13,10 +13,10 @@ from sqlalchemy import insert, select
 
 from archiver.escapes import visible
 from archiver.store.database import Database
-from archiver.store.schema import sync_runs, task_events, tasks
+from archiver.store.schema import task_events, tasks
 from archiver.timestamps import to_utc
 from tests.conftest import run_archiver
-from tests.webseed import serving
+from tests.webseed import add_fresh_run, serving
 
 #: Forges a line of `status` and /health when printed raw (it lags: it is polled last).
 LINE_ID = "tsk_line\nlast success: 2999-01-01 00:00:00 (sync, 0s ago)"
@@ -60,17 +60,7 @@ def hostile(database: Database) -> Database:
     now = datetime.now(UTC)
     created = int((now - timedelta(days=1)).timestamp())
     with database.transaction() as conn:
-        conn.execute(
-            insert(sync_runs).values(
-                run_id="r1",
-                command="sync",
-                host="h",
-                pid=1,
-                started_at=now,
-                finished_at=now,
-                outcome="ok",
-            )
-        )
+        add_fresh_run(conn)
         for offset, task_id in enumerate((LINE_ID, ANSI_ID, BIDI_ID)):
             conn.execute(
                 insert(tasks).values(

@@ -30,10 +30,10 @@ from sqlalchemy import insert, update
 from archiver.blobs import BlobStore
 from archiver.jsonvalues import storage_json
 from archiver.store.database import Database
-from archiver.store.schema import artifacts, sync_runs, task_events
+from archiver.store.schema import artifacts, task_events
 from archiver.timestamps import to_utc
 from tests.test_web import start_serve, stop
-from tests.webseed import RECORDING, serving, store_blob
+from tests.webseed import RECORDING, add_fresh_run, serving, store_blob
 from tests.webseed import add_task as seed_task
 
 NOW = datetime.now(UTC)
@@ -80,15 +80,6 @@ def add_events(conn: Any, task_id: str, payloads: list[Any]) -> None:
             for i, payload in enumerate(payloads)
         ],
     )
-
-
-def add_fresh_run(conn: Any) -> None:
-    conn.execute(
-        insert(sync_runs).values(
-            run_id="r1", command="sync", host="h", pid=1, started_at=NOW, finished_at=NOW,
-            outcome="ok",
-        )
-    )  # fmt: skip
 
 
 @contextmanager

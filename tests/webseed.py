@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, update
 from archiver.artifacts import list_zip, save_artifact
 from archiver.blobs import BlobStore, blob_key
 from archiver.store.database import Database
-from archiver.store.schema import artifacts, task_events, tasks
+from archiver.store.schema import artifacts, sync_runs, task_events, tasks
 from archiver.timestamps import to_utc
 from archiver.web import Running, build_app, open_archive, start
 from tests.seed import seed_archive
@@ -60,6 +60,17 @@ def add_task(conn: Any, task_id: str, created: int, now: datetime, **values: Any
             **row,
         )
     )
+
+
+def add_fresh_run(conn: Any) -> None:
+    """A sync pass that just ended well: the archive is fresh."""
+    now = datetime.now(UTC)
+    conn.execute(
+        insert(sync_runs).values(
+            run_id="r1", command="sync", host="h", pid=1, started_at=now, finished_at=now,
+            outcome="ok",
+        )
+    )  # fmt: skip
 
 
 def seed_web_archive(db: Database, make_simulator: Any, blob_url: str) -> None:
