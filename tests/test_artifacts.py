@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from archiver.config import SyncOptions
 from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.models import strip_query
 from archiver.simulator import Simulator
+from archiver.simulator.content import many_members_zip
 from archiver.stats import RunResult
 from archiver.store.database import Database
 from archiver.store.schema import artifact_files, artifacts, tasks
@@ -904,55 +904,13 @@ def test_address_ranges(address: str, kind: str | None) -> None:
     assert address_kind(address) == kind
 
 
-def write_empty_members_zip(path: Path, members: int) -> None:
-    """A zip64 archive of ``members`` empty stored files, written without zipfile (which
-    would keep a ZipInfo per member while writing)."""
-    local, central = [], []
-    offset = 0
-    for index in range(members):
-        name = f"f{index:07d}".encode()
-        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 33, 0, 0, 0, len(name), 0)
-        local.append(header + name)
-        central.append(
-            struct.pack(
-                "<4s6H3L5H2L",
-                b"PK\x01\x02",
-                20,
-                20,
-                0,
-                0,
-                0,
-                33,
-                0,
-                0,
-                0,
-                len(name),
-                0,
-                0,
-                0,
-                0,
-                0,
-                offset,
-            )
-            + name
-        )
-        offset += len(header) + len(name)
-    directory = b"".join(central)
-    end64 = struct.pack(
-        "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, members, members, len(directory), offset
-    )
-    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + len(directory), 1)
-    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
-    path.write_bytes(b"".join(local) + directory + end64 + locator + end)
-
-
 def test_zip_listing_stops_at_the_listed_maximum_in_bounded_memory(tmp_path: Path) -> None:
     """A zip of 300,000 empty members lists the first 100,000, says how many it has, and
     costs under 50 MB more RSS than listing nothing (zipfile read all 300,000 entries)."""
     root = tmp_path / "blobs"
     folder = root / "tasks" / "undated" / "tsk_z"
     folder.mkdir(parents=True)
-    write_empty_members_zip(folder / "downloads.zip", 300_000)
+    (folder / "downloads.zip").write_bytes(many_members_zip(300_000))
     # Peak RSS of the process (VmHWM: ru_maxrss would carry pytest's over the exec).
     code = (
         "import re, sys\n"
