@@ -356,6 +356,7 @@ BAD_REQUESTS = [
     ("tasks", {"device": "a\x00b"}, {}, "NUL"),
     ("task", {"id": "tsk_rec", "events_after": "e30"}, {}, "events_after"),
     ("json/payload", {"task": "tsk_rec", "event": "9" * 40}, {}, "event"),
+    ("json/payload", {"task": "tsk_rec", "event": "\u00b2"}, {}, "event"),
 ]  # fmt: skip
 
 

@@ -43,13 +43,12 @@ def blob(request: Request) -> Response:
         return PlainTextResponse(
             f"the {kind} of this task is not stored in the archive\n", status_code=404
         )
-    span = request.headers.get("range")
     try:
         opened = blobserve.open_blob(found.blob_url, site.settings.blob_root)
     except ArchiverError as exc:
         return PlainTextResponse(render.safe_message(str(exc)) + "\n", status_code=404)
     try:
-        return _send(request, kind, found.content_type, opened, span)
+        return _send(request, kind, found.content_type, opened, request.headers.get("range"))
     except BaseException:
         opened.handle.close()
         raise
@@ -125,7 +124,7 @@ def full_json(request: Request) -> Response:
         return PlainTextResponse("no such JSON value\n", status_code=404)
     event_id = None
     if part != "output":
-        if not event or not event.isdigit() or len(event) > 18:
+        if not event or not (event.isascii() and event.isdigit()) or len(event) > 18:
             raise BadRequest("event is not an event of this task: open it from the task page.")
         event_id = int(event)
     with site_of(request).database.reading() as conn:
