@@ -86,6 +86,7 @@ class _Parsed(click.ParamType):
 
 
 DURATION = _Parsed("duration", lambda v, o: cfg.parse_seconds(v, option=o, positive=True))
+MAX_AGE = _Parsed("duration", lambda v, o: cfg.parse_max_age(v, option=o))
 WAIT = _Parsed("duration", lambda v, o: cfg.parse_seconds(v, option=o))
 SIZE = _Parsed("size", lambda v, o: cfg.parse_byte_size(v, option=o))
 COUNT = _Parsed("count", lambda v, o: cfg.parse_count(v, option=o))
@@ -562,7 +563,7 @@ def _acknowledge_unlisted(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--max-age",
-    type=DURATION,
+    type=MAX_AGE,
     metavar="DURATION",
     help="Exit 3 if the last successful pass ended longer ago than this (seconds, or 15m, "
     "2h, 1d), or never happened: for monitoring.",

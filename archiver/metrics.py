@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
+from archiver.config import MAX_PAGE_SIZE, format_size, parse_max_age
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
 from archiver.stats import OUTCOMES, RunResult, counter_fields
 from archiver.store.status import health_facts
@@ -47,20 +47,10 @@ COMMANDS = ("sync", "backfill")
 EXIT_STALE = 3
 
 
-#: The longest max age: far beyond any use, and within what dates can be reckoned with.
-MAX_DURATION = timedelta(days=36_500)
-
-
 def parse_duration(value: str, *, option: str = "--max-age") -> timedelta:
-    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta up to
-    :data:`MAX_DURATION`; ConfigError otherwise."""
-    seconds = parse_seconds(value, option=option, positive=True)
-    if seconds > MAX_DURATION.total_seconds():
-        raise ConfigError(
-            f"{option} {value!r} is longer than {MAX_DURATION.days:,} days: use a shorter "
-            "duration, e.g. 1h or 2d."
-        )
-    return timedelta(seconds=seconds)
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta of at most
+    MAX_AGE_DAYS; ConfigError otherwise."""
+    return timedelta(seconds=parse_max_age(value, option=option))
 
 
 def format_age(seconds: float) -> str:

@@ -173,7 +173,10 @@ def serve(
     allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     """Run `archiver serve` in the foreground until Ctrl-C / SIGTERM."""
+    from archiver.metrics import parse_duration
+
     token = serve_token(host)
+    parse_duration(max_age, option="--max-age")  # a bad value is an error before any work
     database = open_archive(database_url)
     app = build_app(
         database,
