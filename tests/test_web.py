@@ -539,7 +539,8 @@ def test_token_is_enforced_on_every_route_beyond_loopback(archive: Database) -> 
     proc, base = start_serve(archive.url, "--host", "0.0.0.0", env={"ARCHIVER_SERVE_TOKEN": TOKEN})
     try:
         routes = ["tasks", f"task?id={RECORDING_TASK}", f"blob/recording?task={RECORDING_TASK}",
-                  "costs", "health", "healthz", "metrics", "static/style.css"]  # fmt: skip
+                  f"json/output?task={RECORDING_TASK}", "costs", "health", "healthz", "metrics",
+                  "static/style.css"]  # fmt: skip
         for route in routes:
             assert httpx.get(base + route).status_code == 401, route
             wrong = httpx.get(base + route, auth=("me", TOKEN + "x"))

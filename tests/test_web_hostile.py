@@ -293,6 +293,12 @@ def test_security_headers_are_on_every_response(small_archive: Database) -> None
         missing = [h for h in SECURITY_HEADERS if h not in response.headers]
         assert not missing, (response.status_code, response.url, missing)
         assert response.headers["x-content-type-options"] == "nosniff"
+        csp = response.headers["content-security-policy"]
+        if response.url.path.startswith(("/blob/", "/json/")):
+            assert "default-src 'none'" in csp and "sandbox" in csp, response.url
+        else:
+            assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, response.url
+            assert "unsafe-inline" not in csp
 
 
 def test_host_names_and_slash_redirects(small_archive: Database) -> None:
