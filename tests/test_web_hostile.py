@@ -161,7 +161,7 @@ def test_a_task_of_large_events_is_streamed_in_bounded_memory(
 ) -> None:
     """200 events of 100 KB each, 40 concurrent loads of the task page: the server's peak
     RSS stays under 300 MB; each page shows previews with links to the whole payload.
-    (SQLite; both databases in a soak: the page reads 8 events at a time either way.)"""
+    (SQLite; both databases in a soak: the page reads 4 events at a time either way.)"""
     payloads = [
         {"n": i, "html": "<td>" + "x" * 100_000 + "</td>", "tail": f"end-{i}"} for i in range(200)
     ]

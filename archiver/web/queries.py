@@ -44,7 +44,7 @@ SORTS = {"created": tasks.c.created_at_utc, "credits": tasks.c.credits_used}
 EVENTS_PAGE = 200
 #: Events read from the database at a time while a task page streams out: a page of
 #: large payloads is never held in memory at once.
-EVENTS_BATCH = 8
+EVENTS_BATCH = 4
 #: Zip members a task page lists (the table artifact_files holds them all).
 MAX_FILES_SHOWN = 1_000
 

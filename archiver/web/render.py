@@ -18,8 +18,8 @@ from archiver.logs import redact
 
 #: How much of an output, payload or other fields a page shows; the rest is a link away.
 PREVIEW_CHARS = 64 * 1024
-#: Pieces of a JSON download and of a streamed page.
-CHUNK_CHARS = 64 * 1024
+#: Pieces of a JSON download and of a streamed page (each one thread hop and one send).
+CHUNK_CHARS = 256 * 1024
 
 
 class TextBlock(str):
@@ -35,8 +35,10 @@ class Preview:
     cut: bool
 
 
-def _preview(text: str, limit: int) -> Preview:
-    return Preview(TextBlock(escape_surrogates(text[:limit])), len(text) > limit)
+def _preview(text: str, limit: int, *, surrogates: bool = True) -> Preview:
+    """The first ``limit`` characters (lone surrogates as escapes, where there may be any)."""
+    shown = text[:limit]
+    return Preview(TextBlock(escape_surrogates(shown) if surrogates else shown), len(text) > limit)
 
 
 def json_preview(value: Any, limit: int = PREVIEW_CHARS) -> Preview:
@@ -45,7 +47,8 @@ def json_preview(value: Any, limit: int = PREVIEW_CHARS) -> Preview:
     orjson refuses: integers beyond 64 bits, lone surrogates (shown as their escapes),
     nesting past 254, which it writes only as far as the preview reaches)."""
     try:
-        return _preview(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode(), limit)
+        text = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+        return _preview(text, limit, surrogates=False)  # orjson refuses lone surrogates
     except (TypeError, orjson.JSONEncodeError):
         pass
     pieces: list[str] = []
