@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import mimetypes
 import os
 import re
 import uuid
@@ -51,27 +50,19 @@ MAX_PLAIN_ID = 100
 MAX_HEX_ID_BYTES = 60
 _PLAIN_ID = re.compile(rf"[a-z0-9_-]{{1,{MAX_PLAIN_ID}}}")
 
-#: Extensions for the content types artifact hosts send; anything else falls back to the
-#: link's own extension when it is a known one, then to ``.bin``.
+#: The only extensions a blob's name takes: a stored type or a link can never make a
+#: name a browser or a file manager would open as a document (``.html``, ``.svg``).
+BLOB_EXTENSIONS = (".mp4", ".webm", ".zip")
+#: The content types that give one of them; any other type gives ``.bin``, unless it is
+#: generic and the link's own name ends in one of them.
 CONTENT_TYPE_EXTENSIONS = {
     "video/mp4": ".mp4",
     "video/webm": ".webm",
-    "video/quicktime": ".mov",
-    "video/x-matroska": ".mkv",
-    "video/x-msvideo": ".avi",
-    "video/mpeg": ".mpeg",
-    "video/ogg": ".ogv",
     "application/zip": ".zip",
     "application/x-zip-compressed": ".zip",
     "application/x-zip": ".zip",
-    "application/gzip": ".gz",
-    "application/x-tar": ".tar",
-    "application/json": ".json",
-    "application/pdf": ".pdf",
-    "text/plain": ".txt",
 }
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-_KNOWN_EXTENSIONS = frozenset(CONTENT_TYPE_EXTENSIONS.values())
 DEFAULT_EXTENSION = ".bin"
 
 
@@ -92,17 +83,14 @@ def task_folder(task_id: str) -> str:
 
 
 def extension_for(content_type: str | None, source_url: str | None = None) -> str:
-    """The file extension for a blob: from its content type, else its link, else ``.bin``."""
+    """The file extension for a blob, one of :data:`BLOB_EXTENSIONS` or ``.bin``: from
+    its content type, else (a generic type) its link's own name, else ``.bin``."""
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     if ctype in CONTENT_TYPE_EXTENSIONS:
         return CONTENT_TYPE_EXTENSIONS[ctype]
-    if ctype not in _GENERIC_TYPES:
-        guessed = mimetypes.guess_extension(ctype, strict=False)
-        if guessed and re.fullmatch(r"\.[a-z0-9]{1,8}", guessed):
-            return guessed
-    if source_url:
+    if ctype in _GENERIC_TYPES and source_url:
         suffix = PurePosixPath(source_url.split("?", 1)[0]).suffix.lower()
-        if suffix in _KNOWN_EXTENSIONS:
+        if suffix in BLOB_EXTENSIONS:
             return suffix
     return DEFAULT_EXTENSION
 

@@ -27,6 +27,7 @@ import click
 
 from archiver import config as cfg
 from archiver import logs
+from archiver.escapes import visible
 from archiver.exceptions import ArchiverError, ConfigError
 from archiver.web import DEFAULT_HOST, DEFAULT_MAX_AGE, DEFAULT_PORT
 
@@ -87,6 +88,7 @@ class _Parsed(click.ParamType):
 
 
 DURATION = _Parsed("duration", lambda v, o: cfg.parse_seconds(v, option=o, positive=True))
+MAX_AGE = _Parsed("duration", lambda v, o: cfg.parse_max_age(v, option=o))
 WAIT = _Parsed("duration", lambda v, o: cfg.parse_seconds(v, option=o))
 SIZE = _Parsed("size", lambda v, o: cfg.parse_byte_size(v, option=o))
 COUNT = _Parsed("count", lambda v, o: cfg.parse_count(v, option=o))
@@ -738,7 +740,7 @@ def _acknowledge_unlisted(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--max-age",
-    type=DURATION,
+    type=MAX_AGE,
     metavar="DURATION",
     help="Exit 3 if the last successful pass ended longer ago than this (seconds, or 15m, "
     "2h, 1d), or never happened: for monitoring.",
@@ -787,7 +789,8 @@ def status(
     if as_json:
         click.echo(json.dumps(found.report, indent=2))
     else:
-        click.echo("\n".join(found.lines))
+        # Task ids and commands are archived text: one line each, controls made visible.
+        click.echo("\n".join(visible(line) for line in found.lines))
     if found.stale:
         if not as_json:
             click.echo(
@@ -862,29 +865,33 @@ def verify(
         if deleted := finish_blob_deletions(database):
             click.echo(f"deleted {deleted} blob(s) an earlier forget or prune left to delete")
     todo, bad = verify_and_report(
-        database, store, list(task_ids) or None, echo=click.echo, repairing=repair
+        database, store, list(task_ids) or None, echo=_echo_line, repairing=repair
     )
     if not repair or not todo(retry_failed):
         sys.exit(1 if bad else 0)
     assert client is not None
     config = cfg.ArtifactConfig.from_options(options, client)
     unrepaired = repair_and_report(
-        database, store, client, config, todo(retry_failed), echo=click.echo
+        database, store, client, config, todo(retry_failed), echo=_echo_line
     )
     sys.exit(1 if unrepaired else 0)
+
+
+def _echo_line(line: str) -> None:
+    """One line about archived things (task ids, errors): controls made visible."""
+    click.echo(visible(line))
 
 
 def _say_erased(database: Database, task_ids: Sequence[str]) -> None:
     """Named tasks that are tombstones have nothing to verify or repair: say so."""
     if not task_ids:
         return
-    from archiver.governance import shown
-    from archiver.store.erasure import erased_ids
+        from archiver.store.erasure import erased_ids
 
     with database.reading() as conn:
         erased = erased_ids(conn, list(task_ids))
     for task_id, when in erased.items():
-        click.echo(f"{shown(task_id)}: erased on {when:%Y-%m-%d %H:%M} UTC, nothing to verify")
+        _echo_line(f"{task_id}: erased on {when:%Y-%m-%d %H:%M} UTC, nothing to verify")
 
 
 @cli.group("report", cls=ArchiverGroup)
@@ -1067,8 +1074,20 @@ def demo(folder: Path | None, n_tasks: int, then_serve: bool, port: int) -> None
     metavar="DURATION",
     help="/healthz answers 503 when the last successful pass ended longer ago than this.",
 )
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests addressed to this host name (repeatable); other names get 421.",
+)
 def serve(
-    db: cfg.DatabaseSettings, blob_url: str | None, host: str, port: int, max_age: str
+    db: cfg.DatabaseSettings,
+    blob_url: str | None,
+    host: str,
+    port: int,
+    max_age: str,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Browse the archive in a web browser: tasks, events, recordings, costs, health.
 
@@ -1089,6 +1108,7 @@ def serve(
         port=port,
         max_age=max_age,
         echo=click.echo,
+        allowed_hosts=allowed_hosts,
     )
 
 

@@ -409,10 +409,9 @@ class SmoothClient:
                         retry_after=parse_retry_after(response.headers.get("retry-after")),
                     )
                 if status not in (200, 202):
-                    detail = (await self._read_capped(response, context))[:200]
+                    detail = await self._read_capped(response, context)
                     raise ApiError(
-                        f"{context}: unexpected HTTP {status}: "
-                        f"{self._scrub(repr(detail.decode('utf-8', 'replace')))}",
+                        f"{context}: unexpected HTTP {status}: {self._excerpt(detail, 200)}",
                         status_code=status,
                     )
                 raw = await self._read_capped(response, context)
@@ -425,7 +424,7 @@ class SmoothClient:
             # on the way, not data, so it is retried like a 5xx.
             raise TransientApiError(
                 f"{context}: HTTP {status} but the body is not a JSON document ({exc}); "
-                f"first bytes: {self._scrub(repr(raw[:80]))}."
+                f"first bytes: {self._excerpt(raw, 80)}."
             ) from None
         except RecursionError:
             raise MalformedPayload(
@@ -453,12 +452,15 @@ class SmoothClient:
             return TransientApiError(f"{context}: timed out ({type(exc).__name__}).")
         return TransientApiError(f"{context}: connection failed ({type(exc).__name__}: {exc}).")
 
-    def _scrub(self, excerpt: str) -> str:
-        """A body excerpt for an error message (stored in last_error and sync_runs): the
-        key (a 422 may echo the apikey header) and URL query strings are masked. Excerpts
-        are reprs, so the key is also masked as repr writes it (escaped characters)."""
+    def _excerpt(self, body: bytes, limit: int) -> str:
+        """The first ``limit`` characters of a body, as a repr, for an error message (stored
+        in last_error and sync_runs). The key (a 422 may echo the apikey header) is masked
+        in the whole body first, as sent, JSON-escaped or URL-encoded, so no cut can leave
+        a part of it; then URL query strings; then the repr is masked again as it writes
+        the key."""
         key = self.config.api_key.reveal()
-        return redact(excerpt, [key, repr(key)[1:-1]])
+        text = redact(body.decode("utf-8", "replace"), [key])
+        return redact(repr(text[:limit]), [key, repr(key)[1:-1]])
 
     async def _read_capped(self, response: httpx.Response, context: str) -> bytes:
         limit = self.config.max_response_bytes

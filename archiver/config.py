@@ -508,6 +508,22 @@ def parse_seconds(value: str, *, option: str = "--artifact-grace", positive: boo
     return amount * _DURATION_UNITS[unit]
 
 
+#: The longest max age (``status --max-age``, ``serve --max-age``, ``?max_age=``): far
+#: beyond any use, and within what dates can be reckoned with.
+MAX_AGE_DAYS = 36_500
+
+
+def parse_max_age(value: str, *, option: str) -> float:
+    """A positive duration (:func:`parse_seconds`) of at most MAX_AGE_DAYS, in seconds."""
+    seconds = parse_seconds(value, option=option, positive=True)
+    if seconds > MAX_AGE_DAYS * 86_400:
+        raise ConfigError(
+            f"{option} {value!r} is longer than {MAX_AGE_DAYS:,} days: use a shorter "
+            "duration, e.g. 1h or 2d."
+        )
+    return seconds
+
+
 def parse_count(value: str, *, option: str) -> int:
     """A positive whole number (``--concurrency 8``); ConfigError otherwise."""
     text = value.strip()

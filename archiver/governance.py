@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 
 from archiver.blobs import BlobStore
 from archiver.config import format_duration, format_size
+from archiver.escapes import visible
 from archiver.exceptions import ArchiverError, BlobStoreError, ConfigError
 from archiver.store import erasure
 from archiver.store.database import Database
@@ -415,18 +416,6 @@ def prune_request(
     return PruneRequest(PruneScope(cutoff, tuple(statuses)), parts)
 
 
-def shown(text: str) -> str:
-    """Archived text as a terminal may show it: control and bidi characters escaped
-    (``\\x1b``, ``\\u202e``), so a hostile id cannot forge lines or colours."""
-    return "".join(
-        char if char.isprintable() and char not in _BIDI else char.encode("unicode_escape").decode()
-        for char in text
-    )
-
-
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
 def _when(value: datetime | None) -> str:
     return "(no date)" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
 
@@ -434,7 +423,7 @@ def _when(value: datetime | None) -> str:
 def describe_plan(plan: Plan, *, matched: dict[str, list[str]]) -> list[str]:
     """``forget``'s list: each task to erase, what it holds, and what cannot be erased."""
     lines = [
-        f"{shown(task.task_id)}  created {_when(task.created_at_utc)}  "
+        f"{visible(task.task_id)}  created {_when(task.created_at_utc)}  "
         f"credits {task.credits_used if task.credits_used is not None else '-'}  "
         f"{task.events} events  {task.artifacts} artifacts ({format_size(task.bytes)})"
         + (f"  [matched {len(matched[task.task_id])} text(s)]" if task.task_id in matched else "")
@@ -442,11 +431,11 @@ def describe_plan(plan: Plan, *, matched: dict[str, list[str]]) -> list[str]:
         for task in plan.erase
     ]
     lines += [
-        f"{shown(task.task_id)}  already erased on {_when(task.erased_at)}"
+        f"{visible(task.task_id)}  already erased on {_when(task.erased_at)}"
         for task in plan.erased_before
     ]
     lines += [
-        f"{shown(task_id)}  not in the archive (nothing to erase)" for task_id in plan.unknown
+        f"{visible(task_id)}  not in the archive (nothing to erase)" for task_id in plan.unknown
     ]
     events = sum(task.events for task in plan.erase)
     blobs = sum(task.artifacts for task in plan.erase)
@@ -459,9 +448,10 @@ def describe_plan(plan: Plan, *, matched: dict[str, list[str]]) -> list[str]:
 
 
 def describe_outcome(outcome: Outcome, verb: str) -> list[str]:
-    lines = [f"{shown(task_id)}  left as it was: {why}" for task_id, why in outcome.left]
+    lines = [f"{visible(task_id)}  left as it was: {why}" for task_id, why in outcome.left]
     lines += [
-        f"blob not deleted yet (retried by the next forget, prune or verify --repair): {shown(url)}"
+        "blob not deleted yet (retried by the next forget, prune or verify --repair): "
+        + visible(url)
         for url in outcome.blobs_failed
     ]
     if not outcome.checkpointed:
@@ -483,7 +473,7 @@ def describe_prune(db: Database, request: PruneRequest, older_than_s: float) -> 
     with db.reading() as conn:
         totals = erasure.prune_totals(conn, scope, request.parts)
         polled = erasure.unfinalized_before(conn, scope)
-    statuses = f" with status {', '.join(map(shown, scope.statuses))}" if scope.statuses else ""
+    statuses = f" with status {', '.join(map(visible, scope.statuses))}" if scope.statuses else ""
     lines = [
         f"tasks created before {_when(scope.cutoff)} (older than "
         f"{format_duration(older_than_s)}){statuses}, finalized: {totals['tasks']}",

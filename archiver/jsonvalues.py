@@ -7,6 +7,11 @@ emoji), ``\\u0000`` in strings and keys, and deep nesting. Numbers must also sta
 knows how:
 
 * :func:`loads_json` parses any JSON text nested up to :data:`MAX_DEPTH` levels.
+
+Nothing here recurses on a value's depth, and nothing changes the interpreter's recursion
+limit (it is one for all threads: raising and lowering it while another thread is deep
+inside a C serialiser kills the process). Deep documents go to an iterative parser and
+iterative writers instead.
 * :func:`dumps_json` is the canonical text (sorted keys, compact) used for event keys; it
   never fails on a parsed value. :func:`storage_json` is the same text with lone
   surrogates escaped, so every database and UTF-8 codec takes it.
@@ -19,51 +24,20 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-#: Nesting the parser accepts at least (a little more, by the caller's stack depth; PostgreSQL's
-#: jsonb takes 11,000 at its default max_stack_depth of 2MB). Far deeper bodies are refused
-#: as malformed, never half-read.
+#: Nesting the parser accepts (PostgreSQL's jsonb takes 11,000 at its default
+#: max_stack_depth of 2MB). Deeper bodies are refused as malformed, never half-read.
 MAX_DEPTH = 10_000
 
 #: What replaces a character a column cannot hold (lone surrogates; NUL on PostgreSQL).
 REPLACEMENT = "\ufffd"
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-_recursion_lock = threading.Lock()
-_recursion_users = 0
-_recursion_saved = 0
-
-
-@contextmanager
-def _deep_recursion() -> Iterator[None]:
-    """Raise the interpreter's recursion limit while a deep document is parsed.
-
-    The limit is process-wide, so concurrent users share one raise: the first sets it,
-    the last restores it.
-    """
-    global _recursion_users, _recursion_saved
-    with _recursion_lock:
-        if _recursion_users == 0:
-            _recursion_saved = sys.getrecursionlimit()
-            sys.setrecursionlimit(_recursion_saved + MAX_DEPTH)
-        _recursion_users += 1
-    try:
-        yield
-    finally:
-        with _recursion_lock:
-            _recursion_users -= 1
-            if _recursion_users == 0:
-                sys.setrecursionlimit(_recursion_saved)
-
 
 #: Every digit as "0", so that a run of digits is a run of "0"s (bytes.translate is C).
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -75,7 +49,7 @@ _LONG_DIGIT_RUN = b"0" * 19
 def loads_json(raw: str | bytes) -> Any:
     """Parse a JSON text exactly as sent (ints stay ints, big ones too; lone surrogates and
     NUL kept). Raises ValueError on invalid JSON (NaN and Infinity included),
-    RecursionError when nested deeper than about MAX_DEPTH levels.
+    RecursionError when nested deeper than MAX_DEPTH levels.
 
     Bytes (every API body) go to orjson first, 2-3x faster than the standard library,
     when they hold no run of 19 digits: orjson returns exactly what ``json.loads``
@@ -91,14 +65,137 @@ def loads_json(raw: str | bytes) -> Any:
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
-        pass
-    with _deep_recursion():
-        return json.loads(raw, parse_constant=_refuse_constant)
+        pass  # deeper than the standard library's recursive parser reaches from here
+    return _loads_iterative(_json_text(raw))
 
 
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON (RFC 8259) and no column could give them back.
     raise ValueError(f"{name} is not a JSON value")
+
+
+# --- deep documents, without recursion --------------------------------------------------
+
+_skip_space = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
+_match_number = json.scanner.NUMBER_RE.match  # type: ignore[attr-defined]
+#: The standard library's string scanner (its C version): strings read exactly as json.loads.
+_scan_string: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_WORDS = (("null", None), ("true", True), ("false", False))
+_SPACE = frozenset(" \t\n\r")
+
+
+def _json_text(raw: str | bytes) -> str:
+    """The text json.loads would parse: bytes decoded as it decodes them, a BOM refused."""
+    if isinstance(raw, bytes | bytearray):
+        return raw.decode(json.detect_encoding(raw), "surrogatepass")
+    if raw.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+    return raw
+
+
+def _scalar(text: str, idx: int) -> tuple[Any, int]:
+    """The string, number or literal at ``idx`` and where it ends (json.scanner's rules)."""
+    char = text[idx : idx + 1]
+    if char == '"':
+        return _scan_string(text, idx + 1, True)
+    for word, value in _WORDS:
+        if text.startswith(word, idx):
+            return value, idx + len(word)
+    number = _match_number(text, idx)
+    if number is not None:
+        integer, frac, exp = number.groups()
+        if frac or exp:
+            return float(integer + (frac or "") + (exp or "")), number.end()
+        return int(integer), number.end()
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        if text.startswith(constant, idx):
+            _refuse_constant(constant)
+    raise json.JSONDecodeError("Expecting value", text, idx)
+
+
+def _key(text: str, idx: int) -> tuple[str, int]:
+    """An object's key at ``idx`` (which must open a string) and where its value starts."""
+    if text[idx : idx + 1] != '"':
+        raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, idx)
+    key, idx = _scan_string(text, idx + 1, True)
+    idx = _skip_space(text, idx).end()
+    if text[idx : idx + 1] != ":":
+        raise json.JSONDecodeError("Expecting ':' delimiter", text, idx)
+    return key, _skip_space(text, idx + 1).end()
+
+
+#: What :func:`_open` returns for a container whose members are read next.
+_OPENED = object()
+
+
+def _open(text: str, idx: int, open_: list[Any], keys: list[str]) -> tuple[Any, int]:
+    """At an opening bracket: (an empty container, its end), or (_OPENED, where its first
+    member starts) with the container pushed onto ``open_`` (and its first key on ``keys``)."""
+    if len(open_) >= MAX_DEPTH:
+        raise RecursionError(f"JSON nested deeper than {MAX_DEPTH:,} levels")
+    char = text[idx]
+    idx += 1
+    if text[idx : idx + 1] in _SPACE:
+        idx = _skip_space(text, idx).end()
+    if text[idx : idx + 1] == ("]" if char == "[" else "}"):
+        return ([] if char == "[" else {}), idx + 1
+    if char == "[":
+        open_.append([])
+        return _OPENED, idx
+    key, idx = _key(text, idx)
+    open_.append({})
+    keys.append(key)
+    return _OPENED, idx
+
+
+def _place(text: str, idx: int, value: Any, open_: list[Any], keys: list[str]) -> tuple[Any, int]:
+    """A value just read: added to its container, closing those that end here. Returns
+    (_OPENED, where the next member starts), or (the document, its end) when it is whole."""
+    while open_:
+        top = open_[-1]
+        if text[idx : idx + 1] in _SPACE:  # compact text (the usual) skips the regex
+            idx = _skip_space(text, idx).end()
+        sep = text[idx : idx + 1]
+        if type(top) is list:
+            top.append(value)
+            close = "]"
+        else:
+            top[keys.pop()] = value
+            close = "}"
+        if sep == ",":
+            idx += 1
+            if text[idx : idx + 1] in _SPACE:
+                idx = _skip_space(text, idx).end()
+            if close == "}":
+                key, idx = _key(text, idx)
+                keys.append(key)
+            return _OPENED, idx
+        if sep != close:
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
+        idx += 1
+        value = open_.pop()
+    return value, idx
+
+
+def _loads_iterative(text: str) -> Any:
+    """json.loads (no hooks) with an explicit stack instead of recursion: the same values,
+    a ValueError where it raises one, RecursionError past MAX_DEPTH levels."""
+    open_: list[Any] = []  # the arrays and objects being read, innermost last
+    keys: list[str] = []  # the key of the member being read, per open object
+    idx = _skip_space(text, 0).end()
+    while True:
+        if text[idx : idx + 1] in ("[", "{"):
+            value, idx = _open(text, idx, open_, keys)
+            if value is _OPENED:
+                continue
+        else:
+            value, idx = _scalar(text, idx)
+        value, idx = _place(text, idx, value, open_, keys)
+        if value is not _OPENED:
+            end = _skip_space(text, idx).end()
+            if end != len(text):
+                raise json.JSONDecodeError("Extra data", text, end)
+            return value
 
 
 def dumps_json(value: Any) -> str:
@@ -148,28 +245,58 @@ def escape_surrogates(text: str) -> str:
 
 
 class _Token(str):
-    """Literal output text on the serialiser's stack (as opposed to a value to encode)."""
+    """Structure on the writer's stack: a bracket or a comma (a newline follows an opening
+    one or a comma, and precedes a closing one, when indenting)."""
+
+
+class _Literal(str):
+    """Text on the writer's stack written as it is (an object's key and its colon)."""
 
 
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
-_CLOSE_LIST = _Token("]")
-_CLOSE_DICT = _Token("}")
+_OPEN_LIST, _OPEN_DICT, _COMMA = _Token("["), _Token("{"), _Token(",")
+_CLOSE_LIST, _CLOSE_DICT = _Token("]"), _Token("}")
 
 
 def _dumps_iterative(value: Any) -> str:
-    out: list[str] = []
-    stack: list[Any] = [value]
+    return "".join(iter_json(value, sort_keys=True))
+
+
+def iter_json(value: Any, *, sort_keys: bool = False, indent: int | None = None) -> Iterator[str]:
+    """The JSON text of ``value`` in pieces, without recursion, so no depth is too deep:
+    ``json.dumps(value, ensure_ascii=False, sort_keys=..., indent=...)`` (compact
+    separators when ``indent`` is None). Lazy: a reader that stops early (a preview) never
+    pays for the rest, and indentation is only built for what is read."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        item = stack.pop()
-        if type(item) is _Token:
-            out.append(item)
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is _Token:
+            yield item if indent is None else _indented(item, depth, indent)
+        elif kind is _Literal:
+            yield item
         elif isinstance(item, list | tuple):
-            _push_array(item, stack, out)
+            if not item:
+                yield "[]"
+                continue
+            stack.append((_CLOSE_LIST, depth))
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((item[index], depth + 1))
+                stack.append((_COMMA if index else _OPEN_LIST, depth + 1))
         elif isinstance(item, dict):
-            _push_object(item, stack, out)
+            if not item:
+                yield "{}"
+                continue
+            _push_object(item, depth, stack, sort_keys, indent is not None)
         else:
-            out.append(_scalar_text(item))
-    return "".join(out)
+            yield _scalar_text(item)
+
+
+def _indented(token: str, depth: int, indent: int) -> str:
+    """A bracket or comma with the newline and indentation that go with it."""
+    if token in ("]", "}"):
+        return "\n" + " " * (indent * depth) + token
+    return token + "\n" + " " * (indent * depth)
 
 
 def _scalar_text(item: Any) -> str:
@@ -188,30 +315,25 @@ def _scalar_text(item: Any) -> str:
     raise TypeError(f"{type(item).__name__} is not a JSON value")
 
 
-def _push_array(item: list[Any] | tuple[Any, ...], stack: list[Any], out: list[str]) -> None:
-    """Its members and separators onto the stack, last first (or ``[]`` at once)."""
-    if not item:
-        out.append("[]")
-        return
-    stack.append(_CLOSE_LIST)
-    for index in range(len(item) - 1, -1, -1):
-        stack.append(item[index])
-        stack.append(_Token("," if index else "["))
-
-
-def _push_object(item: dict[Any, Any], stack: list[Any], out: list[str]) -> None:
-    """Its members (sorted by key) onto the stack, last first (or ``{}`` at once)."""
-    if not item:
-        out.append("{}")
-        return
-    stack.append(_CLOSE_DICT)
-    pairs = sorted(item.items())
+def _push_object(
+    item: dict[Any, Any],
+    depth: int,
+    stack: list[tuple[Any, int]],
+    sort_keys: bool,
+    spaced: bool,
+) -> None:
+    """Its members onto the stack, last first: closing brace, then per member its value,
+    its key and colon, and the opening brace or comma before it."""
+    stack.append((_CLOSE_DICT, depth))
+    pairs = sorted(item.items()) if sort_keys else list(item.items())
+    colon = ": " if spaced else ":"
     for index in range(len(pairs) - 1, -1, -1):
         key, member = pairs[index]
         if not isinstance(key, str):
             raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
-        stack.append(member)
-        stack.append(_Token(("," if index else "{") + _encode_string(key) + ":"))
+        stack.append((member, depth + 1))
+        stack.append((_Literal(_encode_string(key) + colon), depth + 1))
+        stack.append((_COMMA if index else _OPEN_DICT, depth + 1))
 
 
 def _float_text(value: float) -> str:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from archiver.config import ENV_API_KEY, ENV_MASK_KEY
+from archiver.escapes import visible
 from archiver.redact import redact, redact_value
 from archiver.stats import RunResult
 
@@ -78,7 +79,9 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message, self.secrets)
+        # One record, one line: archived text in a message (a task id, an error body)
+        # cannot forge a line or steer the terminal.
+        cleaned = visible(redact(message, self.secrets))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
@@ -282,5 +285,5 @@ def fatal(message: str) -> None:
         log.error("%s", message)
         return
     secrets = [os.environ.get(ENV_API_KEY, "")]
-    sys.stderr.write(f"archiver: error: {redact(message, secrets)}\n")
+    sys.stderr.write(f"archiver: error: {visible(redact(message, secrets))}\n")
     sys.stderr.flush()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from archiver.config import MAX_PAGE_SIZE, format_size, parse_seconds
+from archiver.config import MAX_PAGE_SIZE, format_size, parse_max_age
 from archiver.exceptions import ArchiverError, ConfigError, StorageError
 from archiver.report import one_line
 from archiver.stats import OUTCOMES, RunResult, counter_fields
@@ -51,8 +51,9 @@ EXIT_STALE = 3
 
 
 def parse_duration(value: str, *, option: str = "--max-age") -> timedelta:
-    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta; ConfigError otherwise."""
-    return timedelta(seconds=parse_seconds(value, option=option, positive=True))
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as a positive timedelta of at most
+    MAX_AGE_DAYS; ConfigError otherwise."""
+    return timedelta(seconds=parse_max_age(value, option=option))
 
 
 def format_age(seconds: float) -> str:

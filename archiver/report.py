@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from archiver.escapes import visible
 from archiver.exceptions import ConfigError
 from archiver.jsonvalues import escape_surrogates, loads_json, storage_json
 from archiver.store import reports as views
@@ -264,6 +265,7 @@ def _int(value: int | None) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    rows = [[visible(cell) for cell in row] for row in rows]  # archived text: one line each
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -314,7 +316,7 @@ def render_credits(report: CreditsReport, fmt: str, *, unicode: bool | None = No
             writer.writerow(
                 [
                     period_label(row.period, report.by) or "",
-                    *(g or "" for g in row.groups),
+                    *(visible(g or "") for g in row.groups),
                     row.tasks,
                     row.credits_used,
                     f"{row.usd:.2f}",
@@ -402,6 +404,14 @@ def one_line(text: str | None, limit: int = OUTPUT_PREVIEW_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _csv_cell(name: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if name == "usd":
+        return f"{value:.2f}"
+    return visible(value) if isinstance(value, str) else value
+
+
 def render_top(
     tasks: list[TopTask],
     fmt: str,
@@ -422,9 +432,7 @@ def render_top(
         writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for entry in dicts:
-            writer.writerow(
-                {k: "" if v is None else f"{v:.2f}" if k == "usd" else v for k, v in entry.items()}
-            )
+            writer.writerow({k: _csv_cell(k, v) for k, v in entry.items()})
         return out.getvalue()
     unicode = supports_unicode() if unicode is None else unicode
     ellipsis = "…" if unicode else "..."

@@ -96,14 +96,19 @@ def test_undated_tasks_get_their_own_partition() -> None:
         ("application/octet-stream", "https://h/x/recording.mp4?sig=1", ".mp4"),
         ("binary/octet-stream", "https://h/x/file.exe", ".bin"),
         (None, None, ".bin"),
-        ("image/png", None, ".png"),
+        ("image/png", None, ".bin"),
         ("text/x-evil/../../x", None, ".bin"),
+        ("text/html", "https://h/x/page.html", ".bin"),
+        ("image/svg+xml", None, ".bin"),
+        ("application/octet-stream", "https://h/x/page.html?sig=1", ".bin"),
+        ("video/quicktime", "https://h/x/recording.mp4", ".bin"),
     ],
 )
 def test_extension_follows_the_content_type(
     content_type: str | None, url: str | None, expected: str
 ) -> None:
-    """The blob's extension comes from Content-Type, then the link's own suffix, else .bin."""
+    """The blob's extension is .mp4, .webm or .zip from Content-Type (or a generic type's
+    link), else .bin: no stored type ever names a blob .html or .svg."""
     assert extension_for(content_type, url) == expected
 
 

@@ -90,6 +90,22 @@ def test_secrets_and_signed_links_never_reach_a_log_line(
         assert lines[2]["exception"].startswith("Traceback")
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_archived_text_cannot_forge_a_log_line(
+    log_format: str, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    """A task id or error text with a newline, ANSI escapes or a bidi override is logged
+    on one line with those written as escapes, in both formats."""
+    setup_logging(log_format=log_format)
+    hostile = "tsk_1\n2026-01-01T00:00:00 INFO archiver: all good\x1b[2J\u202e"
+    logging.getLogger("archiver.engine").error("task %s failed: %s", hostile, "boom\r")
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert not any(char in err for char in ("\x1b", "\r", "\u202e"))
+    shown = err if log_format == "text" else json.loads(err)["event"]
+    assert "tsk_1\\x0a2026-01-01T00:00:00 INFO archiver: all good\\x1b[2J\\u202e" in shown
+
+
 def test_json_lines_carry_the_documented_fields(
     capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:

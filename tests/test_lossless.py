@@ -30,6 +30,7 @@ from archiver.jsonvalues import (
     column_texts,
     column_values,
     dumps_json,
+    iter_json,
     json_column,
     loads_json,
     storage_json,
@@ -330,6 +331,47 @@ def test_parser_reads_odd_bodies_as_the_standard_library_does(raw: bytes) -> Non
     assert reads(loads_json, raw) == expected
 
 
+def not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # as loads_json: NaN and Infinity are refused
+
+
+#: Arrays around a document: past what json.loads reaches by itself, so the iterative
+#: parser reads it.
+DEEP_WRAP = 1_100
+
+
+@examples(200)
+@example(text=b'{"a": 1, "a": [2, {"b": -0.0}], "c": "\\ud83d\\u0000"}'.decode())
+@given(
+    text=st.one_of(
+        st.builds(
+            lambda v, i: json.dumps(v, ensure_ascii=i is None, indent=i),
+            VALUES,
+            st.sampled_from([None, 1]),
+        ),
+        st.sampled_from([raw.decode("latin-1") for raw in ODD_TEXTS if len(raw) < 100]),
+        st.text(st.sampled_from('[]{}",:0123456789.eE-+ tfnrulsa\\'), max_size=30),
+    )
+)
+def test_deep_documents_read_as_the_standard_library_reads_them(text: str) -> None:
+    """Any text, valid or not, wrapped in 1,100 arrays is read by the iterative parser
+    exactly as json.loads reads the text alone: the same value (key order, duplicate keys,
+    1 and 1.0, lone surrogates), or a ValueError where it raises one."""
+    deep = "[" * DEEP_WRAP + text + "]" * DEEP_WRAP
+    try:
+        expected: Any = repr(json.loads(text, parse_constant=not_json))
+    except ValueError:
+        expected = ValueError
+    try:
+        got: Any = loads_json(deep)
+        for _ in range(DEEP_WRAP):
+            (got,) = got
+        got = repr(got)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+
+
 def test_parser_takes_deep_nesting_and_refuses_what_is_not_json() -> None:
     """Nesting to MAX_DEPTH parses; far deeper is a RecursionError; NaN is not JSON."""
     assert canonical(loads_json("[" * MAX_DEPTH + "]" * MAX_DEPTH)) == canonical(
@@ -489,3 +531,25 @@ def test_sqlite_to_postgresql_recipe_keeps_hostile_json_exact(
         assert_matches_truth(target, sim)
     finally:
         target.dispose()
+
+
+def test_deep_values_never_touch_the_recursion_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing, serialising and pretty-printing 10,000-deep values never changes the
+    interpreter's recursion limit (it is one for every thread: changing it while another
+    thread is deep inside a serialiser kills the process)."""
+    from archiver.web.render import json_preview
+
+    def refuse(limit: int) -> None:
+        raise AssertionError(f"sys.setrecursionlimit({limit}) called")
+
+    monkeypatch.setattr(sys, "setrecursionlimit", refuse)
+    deep = nested_lists(MAX_DEPTH)
+    text = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    for raw in (text, text.encode(), ("[" * MAX_DEPTH + '"\ud83d"' + "]" * MAX_DEPTH)):
+        assert canonical(loads_json(raw))
+    assert dumps_json(deep) == storage_json(deep) == canonical_bytes(deep).decode() == text
+    preview = json_preview(deep)
+    assert preview.cut and preview.text.startswith("[\n  [\n    [\n")
+    assert "".join(iter_json([[1, {"b": [2]}]], indent=2)) == json.dumps(
+        [[1, {"b": [2]}]], indent=2
+    )

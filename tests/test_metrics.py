@@ -245,3 +245,14 @@ def test_sync_writes_metrics_file_and_status_max_age_exit_codes(
     assert health["stale"] is True and health["last_success_command"] == "sync"
     bad = run_archiver("sync", "--metrics-file", str(tmp_path / "no" / "m.prom"), env=env)
     assert bad.returncode == 2 and "--metrics-file" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "serve"])
+def test_an_absurd_max_age_is_one_error_line(command: str, tmp_path: Path) -> None:
+    """--max-age beyond 36,500 days is refused with exit 2 and one line, never a traceback."""
+    done = run_archiver(
+        command, "--max-age", "99999999999999d", "--database-url", f"sqlite:///{tmp_path}/a.db"
+    )
+    assert done.returncode == 2
+    assert "--max-age '99999999999999d' is longer than 36,500 days" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -13,8 +13,10 @@ import json
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ from archiver.store.database import Database
 from archiver.store.engines import normalize_database_url
 from archiver.store.schema import tasks
 from archiver.timestamps import utcnow
-from tests.conftest import run_archiver
+from tests.conftest import TEST_API_KEY, run_archiver
+from tests.webseed import serving
 
 KEY = "sk-live-7Qx9ZpL2mN4vR8tYc3Wd"
 #: Query values that grant access: presigned signatures and live-view tokens.
@@ -249,3 +252,118 @@ def test_api_bodies_echoing_secrets_are_masked_in_errors(
     text = "\n".join(map(str, everything))
     assert_clean("the task error", text, {"c0ffee1234abcd"})
     assert_clean("the database", dump_database(database.url), {"c0ffee1234abcd"})
+
+
+def _forms(key: str) -> dict[str, str]:
+    """The key as a body may carry it: as it is, and JSON-escaped (upper and lower case
+    hex)."""
+    return {
+        "raw": key,
+        "escaped": "".join(
+            f"\\u{ord(c):04x}" if i % 2 else f"\\u{ord(c):04X}" for i, c in enumerate(key)
+        ),
+    }
+
+
+def _unescaped(text: str) -> str:
+    """``text`` with JSON and URL escapes decoded (however many backslashes a repr added)."""
+    text = re.sub(r"\\+u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    return re.sub(r"%([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+def key_runs(text: str, key: str = KEY, run: int = 8) -> list[str]:
+    """Every run of ``run`` characters of the key found in ``text``, as is or unescaped."""
+    parts = {key[i : i + run] for i in range(len(key) - run + 1)}
+    return sorted(p for p in parts if p in text or p in _unescaped(text))
+
+
+class _EchoingApi(BaseHTTPRequestHandler):
+    """Get Task answers 422 with the key at the offset and in the form the id names."""
+
+    def do_GET(self) -> None:
+        match = re.search(r"/task/tsk_(\d+)_(\w+)$", self.path.split("?", 1)[0])
+        if match is None:
+            self.send_error(404)
+            return
+        offset, form = int(match.group(1)), match.group(2)
+        body = ("x" * offset + _forms(KEY)[form] + " y" * 200).encode()
+        self.send_response(422)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_key_never_leaks_through_an_error_body(database_url: str, tmp_path: Path) -> None:
+    """A stub API echoing the key at every offset 0..250 of a 422 body, raw and
+    JSON-escaped: no run of 8 of its characters reaches the log, any table, `status` or
+    any page of `serve`."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ids = [f"tsk_{offset}_{form}" for offset in range(251) for form in _forms(KEY)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(ids) + "\n")
+    env = {
+        "CIRCLEMIND_API_KEY": KEY,
+        "ARCHIVER_API_URL": f"http://127.0.0.1:{server.server_address[1]}/api/v1",
+        "ARCHIVER_DATABASE_URL": database_url,
+    }
+    try:
+        runs = [run_archiver("backfill", "--ids-file", str(ids_file), "-vv", env=env)]
+    finally:
+        server.shutdown()
+    status = run_archiver("status", env={"ARCHIVER_DATABASE_URL": database_url})
+    outputs = [r.stdout + r.stderr for r in (*runs, status)]
+    assert all(r.returncode == 1 for r in runs), outputs[0][-2000:]
+    assert "unexpected HTTP 422" in outputs[0]
+    dump = dump_database(database_url)
+    assert dump.count("unexpected HTTP 422") >= len(ids)
+    with serving(database_url) as web, httpx.Client(base_url=web.url) as client:
+        pages = [client.get("tasks").text, client.get("health").text]
+        # Every task whose excerpt the 200-character cut reaches into, and a sample before.
+        shown = [i for i in ids if int(i.split("_")[1]) >= 150 or int(i.split("_")[1]) % 10 == 0]
+        pages += [client.get("task", params={"id": task_id}).text for task_id in shown]
+    assert all("unexpected HTTP 422" in page for page in pages[2:])
+    texts = {"the log": "\n".join(outputs), "the database": dump, "the pages": "\n".join(pages)}
+    for where, text in texts.items():
+        assert not key_runs(text), f"{where} holds runs of the key: {key_runs(text)}"
+
+
+DB_SECRETS = ("pwUserinfo1234", "pwQuery5678", "pwSsl9012")
+
+
+def test_database_passwords_are_masked_wherever_a_url_is_shown(
+    postgres_url: str, make_simulator, tmp_path: Path
+) -> None:
+    """A PostgreSQL URL's password (user:PASSWORD@, ?password=, ?sslpassword=) appears in
+    no output of `db`, `sync`, `status`, no error and no page (libpq's parameters:
+    PostgreSQL only)."""
+    base = postgres_url.replace("postgresql://postgres@", f"postgresql://postgres:{DB_SECRETS[0]}@")
+    url = f"{base}?password={DB_SECRETS[1]}&sslpassword={DB_SECRETS[2]}"
+    missing = url.replace(base, base + "_missing")
+    bad_port = url.replace(":5432/", ":port/")
+    sim = make_simulator(tasks=3, seed=5)
+    sim.finish_all()
+    env = {"CIRCLEMIND_API_KEY": TEST_API_KEY, "ARCHIVER_API_URL": sim.base_url}
+    done = [
+        run_archiver("db", "upgrade", "--database-url", url),
+        run_archiver("sync", "-vv", "--database-url", url, env=env),
+        run_archiver("sync", "-q", "--log-format", "json", "--database-url", url, env=env),
+        run_archiver("status", "--database-url", url),
+        run_archiver("status", "--json", "--database-url", url),
+        run_archiver("db", "current", "--database-url", url),
+        run_archiver("status", "--database-url", missing),
+        run_archiver("status", "--database-url", bad_port),
+    ]
+    assert [d.returncode for d in done] == [0, 0, 0, 0, 0, 0, 2, 2], done[-1].stderr
+    assert "does not exist" in done[6].stderr and "is not a URL" in done[7].stderr
+    with serving(url) as web:
+        page = httpx.get(web.url + "health").text
+    assert "postgres:********@" in page and "password=********" in page
+    texts = [d.stdout + d.stderr for d in done] + [page]
+    for text in texts:
+        leaked = [secret for secret in DB_SECRETS if secret in text]
+        assert not leaked, f"{leaked} in {text[-1500:]}"

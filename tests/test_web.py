@@ -508,14 +508,14 @@ def test_token_rules() -> None:
 
 
 def start_serve(
-    database_url: str, *args: str, env: dict[str, str]
+    database_url: str, *args: str, env: dict[str, str], stderr: Any = subprocess.PIPE
 ) -> tuple[subprocess.Popen[str], str]:
     """The real `archiver serve` on port 0; returns the process and its http://127.0.0.1:PORT/."""
     proc = subprocess.Popen(
         [ARCHIVER_BIN, "serve", "--database-url", database_url, "--port", "0", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
     assert proc.stdout is not None
@@ -548,7 +548,8 @@ def test_token_is_enforced_on_every_route_beyond_loopback(archive: Database) -> 
     proc, base = start_serve(archive.url, "--host", "0.0.0.0", env={"ARCHIVER_SERVE_TOKEN": TOKEN})
     try:
         routes = ["tasks", f"task?id={RECORDING_TASK}", f"blob/recording?task={RECORDING_TASK}",
-                  "costs", "health", "healthz", "metrics", "static/style.css"]  # fmt: skip
+                  f"json/output?task={RECORDING_TASK}", "costs", "health", "healthz", "metrics",
+                  "static/style.css"]  # fmt: skip
         for route in routes:
             assert httpx.get(base + route).status_code == 401, route
             wrong = httpx.get(base + route, auth=("me", TOKEN + "x"))

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from sqlalchemy import func, select
 
 from archiver.store.database import Database
 from archiver.store.schema import artifacts, tasks
+from archiver.web import build_app, open_archive, start
 from tests.conftest import TEST_API_KEY, run_archiver
 from tests.test_web import TOKEN, start_serve, stop
 from tests.webseed import (
@@ -376,3 +379,76 @@ def test_a_recording_the_browser_cannot_play_shows_a_download_link(
         saved = download.value.path()
         assert Path(saved).read_bytes() == sim.file_bytes(task_id, "recording.mp4")
     context.close()
+
+
+class _EvilSite(BaseHTTPRequestHandler):
+    """Another website: its page makes the browser ask the view for a page, a blob and a
+    JSON download, frames the view, and links to it."""
+
+    view = ""
+
+    def do_GET(self) -> None:
+        view = self.view
+        body = f"""<!doctype html><title>evil</title>
+<img src="{view}tasks?from=img">
+<video src="{view}blob/recording?task={RECORDING_TASK}"></video>
+<iframe src="{view}tasks?from=iframe"></iframe>
+<script>fetch("{view}json/output?task={RECORDING_TASK}", {{mode: "no-cors"}});</script>
+<a id="link" href="{view}tasks?from=link">the archive</a>""".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class Statuses:
+    """The view's application, noting the status it answered for each path it served."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: dict[str, int] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def noting(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.seen[scope["path"]] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, noting)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_another_website_cannot_use_the_view_through_the_browser(
+    archive: Database, context: Any
+) -> None:
+    """A page on another site (localhost, against the view's 127.0.0.1) that loads the
+    view's page, blob and JSON, frames it or links to it is refused (403) by the view
+    itself, before any work; the view opened directly works in the same browser."""
+    evil = ThreadingHTTPServer(("127.0.0.1", 0), _EvilSite)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    database = open_archive(archive.url)
+    view = Statuses(build_app(database))
+    running = start(view)
+    page = context.new_page()
+    try:
+        _EvilSite.view = running.url
+        page.goto(f"http://localhost:{evil.server_address[1]}/", wait_until="load")
+        page.wait_for_timeout(500)  # the fetch and the video
+        framed = dict(view.seen)
+        page.click("#link")
+        page.wait_for_load_state("load")
+        linked = view.seen["/tasks"]
+        direct = page.goto(running.url + "tasks")
+        assert direct is not None and direct.status == 200
+        assert "Tasks" in page.locator("h1").inner_text()
+    finally:
+        running.stop()
+        database.dispose()
+        evil.shutdown()
+    expected = {"/tasks": 403, "/blob/recording": 403, "/json/output": 403}
+    assert framed == expected
+    assert linked == 403

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, update
 from archiver.artifacts import list_zip, save_artifact
 from archiver.blobs import BlobStore, blob_key
 from archiver.store.database import Database
-from archiver.store.schema import artifacts, task_events, tasks
+from archiver.store.schema import artifacts, sync_runs, task_events, tasks
 from archiver.timestamps import to_utc
 from archiver.web import Running, build_app, open_archive, start
 from tests.seed import seed_archive
@@ -45,6 +45,32 @@ def store_blob(store: BlobStore, task_id: str, kind: str, data: bytes, ext: str)
     writer = store.begin(task_id, kind)
     writer.write(data)
     return writer.commit(blob_key(task_id, None, kind, ext))
+
+
+def add_task(conn: Any, task_id: str, created: int, now: datetime, **values: Any) -> None:
+    """A finished task row (done, desktop, 3 credits unless ``values`` say otherwise)."""
+    row = {"status": "done", "device": "desktop", "credits_used": 3, **values}
+    conn.execute(
+        insert(tasks).values(
+            id=task_id,
+            created_at=created,
+            created_at_utc=to_utc(created),
+            first_seen_at=now,
+            finalized_at=now,
+            **row,
+        )
+    )
+
+
+def add_fresh_run(conn: Any) -> None:
+    """A sync pass that just ended well: the archive is fresh."""
+    now = datetime.now(UTC)
+    conn.execute(
+        insert(sync_runs).values(
+            run_id="r1", command="sync", host="h", pid=1, started_at=now, finished_at=now,
+            outcome="ok",
+        )
+    )  # fmt: skip
 
 
 def seed_web_archive(db: Database, make_simulator: Any, blob_url: str) -> None:
@@ -91,20 +117,7 @@ def seed_web_archive(db: Database, make_simulator: Any, blob_url: str) -> None:
             files=members,
         )
         for offset, (task_id, output) in enumerate(HOSTILE.items()):
-            conn.execute(
-                insert(tasks).values(
-                    id=task_id,
-                    status="done",
-                    device="desktop",
-                    credits_used=3,
-                    output=output,
-                    created_at=created + offset,
-                    created_at_utc=to_utc(created + offset),
-                    first_seen_at=now,
-                    finalized_at=now,
-                    event_count=1,
-                )
-            )
+            add_task(conn, task_id, created + offset, now, output=output, event_count=1)
             conn.execute(
                 insert(task_events).values(
                     task_id=task_id,

@@ -5,7 +5,9 @@ sends the API key."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,6 +114,60 @@ def _retry_transfer(exc: BaseException) -> bool | float:
     return False
 
 
+#: Address ranges a redirect may lead to only when the link itself pointed into them: the
+#: cloud metadata service (169.254.169.254), this machine, and private networks are not
+#: where an artifact host sends a download, but where a hostile one would aim.
+_LINK_LOCAL, _LOOPBACK, _PRIVATE = "link-local", "loopback", "private"
+
+
+def address_kind(address: str) -> str | None:
+    """The restricted range an IP address is in (link-local, loopback, private), or None."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local:
+        return _LINK_LOCAL
+    if ip.is_loopback or ip.is_unspecified:  # 0.0.0.0 reaches this machine too
+        return _LOOPBACK
+    if ip.is_private or ip.is_reserved or ip.is_multicast:
+        return _PRIVATE
+    return None
+
+
+async def _host_kinds(host: str) -> set[str | None]:
+    """The ranges of every address ``host`` is (an IP) or resolves to."""
+    try:
+        return {address_kind(host.strip("[]"))}
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return {None}  # unresolvable: the request itself will fail and be retried
+    return {address_kind(str(info[4][0])) for info in infos}
+
+
+def redirect_refusal(link: set[str | None], target: set[str | None]) -> str | None:
+    """Why a redirect from a link resolving into ``link`` ranges to one resolving into
+    ``target`` ranges is refused (None: followed)."""
+    for kind in sorted(k for k in target if k is not None):
+        if kind not in link:
+            return kind
+    return None
+
+
+async def _check_redirect(url: str, target: httpx.URL, what: str) -> None:
+    """ArtifactRejected when a redirect leads into a restricted range the link was not in."""
+    kind = redirect_refusal(await _host_kinds(httpx.URL(url).host), await _host_kinds(target.host))
+    if kind is not None:
+        raise ArtifactRejected(
+            f"{what} redirects to {strip_query(str(target))!r}, a {kind} address; a "
+            f"redirect is followed into {kind} addresses only when the link itself points "
+            "there, so nothing was fetched."
+        )
+
+
 class ArtifactFetcher:
     """Streams artifact links into a blob store, with a size cap and no redirects to
     anything but http(s). Never sends the API key: artifact hosts get plain GETs."""
@@ -198,6 +254,7 @@ class ArtifactFetcher:
                             "not an http(s) link; redirects are only followed to http(s), "
                             "so nothing was fetched."
                         )
+                    await _check_redirect(url, target, f"{what} {shown}")
                     current = str(target)
                     continue
                 if status in REFUSED_STATUSES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import struct
 import zipfile
 from collections.abc import Iterator
 from functools import cache
@@ -21,6 +22,7 @@ __all__ = [
     "big_recording",
     "downloads_zip",
     "hostile_zip",
+    "many_members_zip",
     "playable_recording",
     "recording_bytes",
 ]
@@ -100,3 +102,26 @@ def hostile_zip(t: Task) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, f"{t.id} member {k}\n".encode() * 10)
     return buf.getvalue()
+
+
+def many_members_zip(members: int) -> bytes:
+    """A zip64 archive of ``members`` empty stored files (``f0000000``, ...), as a hostile
+    host could send: 1M members are 92 MB. Written directly: zipfile would keep a ZipInfo
+    per member while writing."""
+    local, central = [], []
+    offset = 0
+    for index in range(members):
+        name = f"f{index:07d}".encode()
+        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 33, 0, 0, 0, len(name), 0)
+        local.append(header + name)
+        entry = (b"PK\x01\x02", 20, 20, 0, 0, 0, 33, 0, 0, 0, len(name), 0, 0, 0, 0, 0, offset)
+        central.append(struct.pack("<4s6H3L5H2L", *entry) + name)
+        offset += len(header) + len(name)
+    directory = b"".join(central)
+    size = len(directory)
+    end64 = struct.pack(
+        "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, members, members, size, offset
+    )
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + size, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return b"".join(local) + directory + end64 + locator + end

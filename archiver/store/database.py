@@ -15,6 +15,7 @@ from archiver.exceptions import ArchiverError, ConfigError, StorageError
 from archiver.store.engines import (
     READ_ONLY,
     create_db_engine,
+    display_url,
     normalize_database_url,
     not_a_database,
     read_only_message,
@@ -37,8 +38,8 @@ class Database:
         return self.engine.dialect.name
 
     def display_url(self) -> str:
-        """The URL with any password hidden, for messages and ``status``."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        """The URL with every credential hidden, for messages and ``status``."""
+        return display_url(self.url)
 
     def prepare(self) -> None:
         """Connect and bring the schema to head (read-only: check it is there); a clear

@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from archiver.exceptions import ConfigError, StorageError
 from archiver.jsonvalues import loads_json, storage_json
+from archiver.redact import redact
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_LOCK_TIMEOUT_MS = 30_000
@@ -39,6 +40,16 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def display_url(url: str) -> str:
+    """A database URL as it may be shown (messages, ``status``, /health, logs): every
+    credential masked, the userinfo password and ``?password=``/``?sslpassword=`` alike."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL (a bad port among others)
+        shown = url
+    return redact(shown, [])
+
+
 def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
     """An Engine for ``url``. SQLite files are created owner-only, with WAL and busy
     timeout; ``read_only`` opens an existing archive without creating or writing anything
@@ -46,10 +57,10 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
     url = normalize_database_url(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
-            f"database URL {url!r} is not a URL: expected one of {', '.join(SUPPORTED_SCHEMES)} "
-            "(set --database-url or ARCHIVER_DATABASE_URL)."
+            f"database URL {display_url(url)!r} is not a URL: expected one of "
+            f"{', '.join(SUPPORTED_SCHEMES)} (set --database-url or ARCHIVER_DATABASE_URL)."
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":

@@ -81,6 +81,8 @@ def build_app(
     max_age: str = DEFAULT_MAX_AGE,
     token: str | None = None,
     page_size: int | None = None,
+    served_host: str = DEFAULT_HOST,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> Any:
     from archiver.blobs import BlobStore
     from archiver.metrics import parse_duration
@@ -91,6 +93,8 @@ def build_app(
         blob_root=BlobStore(blob_url, create=False) if blob_url else None,
         max_age=parse_duration(max_age, option="--max-age"),
         token=token,
+        served_host=served_host,
+        allowed_hosts=allowed_hosts,
     )
     if page_size is not None:
         settings = replace(settings, page_size=page_size)
@@ -166,11 +170,22 @@ def serve(
     port: int,
     max_age: str,
     echo: Callable[[str], None],
+    allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     """Run `archiver serve` in the foreground until Ctrl-C / SIGTERM."""
+    from archiver.metrics import parse_duration
+
     token = serve_token(host)
+    parse_duration(max_age, option="--max-age")  # a bad value is an error before any work
     database = open_archive(database_url)
-    app = build_app(database, blob_url=blob_url, max_age=max_age, token=token)
+    app = build_app(
+        database,
+        blob_url=blob_url,
+        max_age=max_age,
+        token=token,
+        served_host=host,
+        allowed_hosts=allowed_hosts,
+    )
 
     try:
         sock = _bind(host, port)

@@ -2,7 +2,8 @@
 
 Routes: ``/tasks`` (list), ``/task?id=`` (one task), ``/blob/<kind>?task=`` (a stored
 recording or downloads archive, with Range), ``/costs``, ``/health``, ``/healthz``,
-``/metrics`` and ``/static/``. Task ids go in the query string, never in the path, so an
+``/metrics``, ``/json/<part>?task=`` (an output or event payload as a JSON download) and
+``/static/``. Task ids go in the query string, never in the path, so an
 id with ``/`` or ``..`` in it cannot be rewritten by a browser's path normalisation.
 
 The pages are in :mod:`archiver.web.pages`, the other routes in
@@ -32,6 +33,7 @@ def routes() -> list[BaseRoute]:
         Route("/tasks", pages.task_list),
         Route("/task", pages.task),
         Route("/blob/{kind}", endpoints.blob, methods=["GET", "HEAD"]),
+        Route("/json/{part}", endpoints.full_json),
         Route("/costs", pages.costs),
         Route("/health", pages.health),
         Route("/healthz", endpoints.healthz),
@@ -45,8 +47,16 @@ def create_app(settings: Settings) -> Guard:
         routes=routes(),
         exception_handlers={BadRequest: pages.bad_request, ArchiverError: pages.unavailable},
     )
+    # The Guard redirects /path/ to /path itself, by a relative link: Starlette's own
+    # redirect names the Host header's host.
+    app.router.redirect_slashes = False
     app.state.site = Site(settings)
-    return Guard(app, settings.token)
+    return Guard(
+        app,
+        settings.token,
+        served_host=settings.served_host,
+        allowed_hosts=settings.allowed_hosts,
+    )
 
 
 __all__ = ["Settings", "create_app"]

@@ -12,17 +12,33 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from archiver.blobs import BlobStore
+from archiver.blobs import BLOB_EXTENSIONS, BlobStore
 from archiver.exceptions import ArchiverError, BlobStoreError
+from archiver.web.params import BadRequest
 
 READ_BYTES = 256 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
-#: What a blob's file name may end with in Content-Disposition (blobs.blob_key's rule).
-_EXTENSION = re.compile(r"[a-z0-9]{1,8}")
-#: Shown in the page (a <video> element); anything else is only ever a download.
-INLINE_PREFIXES = ("video/", "audio/")
+#: Byte positions a Range may name: 18 digits are past any blob (an exabyte).
+MAX_RANGE_DIGITS = 18
+#: What a blob's file name may end with in Content-Disposition (blobs.EXTENSIONS).
+EXTENSIONS = frozenset(ext.lstrip(".") for ext in BLOB_EXTENSIONS)
+#: Recordings of these types play in the page (a <video> element); any other recording
+#: is only ever a download, as application/octet-stream.
+INLINE_TYPES = frozenset(
+    {
+        "video/mp4",
+        "video/webm",
+        "video/ogg",
+        "video/quicktime",
+        "audio/mp4",
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/webm",
+        "audio/wav",
+    }
+)
 GENERIC = "application/octet-stream"
+ZIP = "application/zip"
 
 
 class Unsatisfiable(ArchiverError):
@@ -39,6 +55,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if match is None:
         return None  # malformed or multi-range: RFC 9110 allows ignoring Range
     first_s, last_s = match.groups()
+    if max(len(first_s), len(last_s)) > MAX_RANGE_DIGITS:
+        raise BadRequest(
+            f"Range names a byte position of more than {MAX_RANGE_DIGITS} digits: ask for "
+            "bytes of the blob, e.g. bytes=0-1023."
+        )
     if not first_s:
         if not last_s:
             return None
@@ -55,10 +76,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-def media_type(content_type: str | None) -> str:
-    """The row's content type if it is a plain ``type/subtype``, else octet-stream."""
+def served_type(kind: str, content_type: str | None) -> tuple[str, bool]:
+    """(Content-Type, inline) of a blob: a recording of an allowed video or audio type
+    plays inline as that type; any other recording is an octet-stream download; a
+    downloads archive is always a zip download, whatever type its row records."""
+    if kind == "downloads":
+        return ZIP, False
     value = (content_type or "").split(";", 1)[0].strip().lower()
-    return value if _MEDIA_TYPE.fullmatch(value) else GENERIC
+    if value in INLINE_TYPES:
+        return value, True
+    return GENERIC, False
 
 
 @dataclass
@@ -82,7 +109,7 @@ def open_blob(blob_url: str, root: BlobStore | None) -> OpenBlob:
         )
     handle = store.open(key)
     suffix = key.rsplit("/", 1)[-1].rpartition(".")[2]
-    extension = suffix if _EXTENSION.fullmatch(suffix) else "bin"
+    extension = suffix if suffix in EXTENSIONS else "bin"
     return OpenBlob(handle, size, extension)
 
 

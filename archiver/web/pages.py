@@ -9,27 +9,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
 from archiver import metrics as health_metrics
 from archiver import report as reports
-from archiver.web import queries, render
+from archiver.web import params, queries, render
 from archiver.web.chart import costs_chart
-from archiver.web.params import (
-    BadRequest,
-    choice,
-    config_errors_are_bad_requests,
-    day,
-    isoday,
-    max_age,
-)
+from archiver.web.params import BadRequest, config_errors_are_bad_requests, isoday
 from archiver.web.site import site_of
+from archiver.web.timeline import Timeline
 
-#: One event of the task page's timeline, formatted: offset, name, seek position (empty
-#: when the recording cannot seek there), time, payload, other fields, one-line preview.
-EventRow = tuple[str, str, str, str, str, str, str]
 T = TypeVar("T")
 #: The query parameters each filtered page understands; any other is a mistake to show.
 TASK_LIST_PARAMS = ("status", "device", "since", "until", "q", "sort", "after")
@@ -48,11 +38,12 @@ class Problems(list[str]):
             self.append(str(exc))
             return default
 
-    def unknown(self, params: QueryParams, known: tuple[str, ...]) -> None:
-        for name in dict.fromkeys(params.keys()):
+    def unknown(self, request: Request, known: tuple[str, ...]) -> None:
+        for name in dict.fromkeys(request.query_params.keys()):
             if name not in known:
+                shown = name if len(name) <= 100 else name[:100] + "…"
                 self.append(
-                    f"{name!r} is not a filter of this page: it takes {', '.join(known)} "
+                    f"{shown!r} is not a filter of this page: it takes {', '.join(known)} "
                     "(the form's From and To are since and until)."
                 )
 
@@ -61,13 +52,13 @@ class Problems(list[str]):
         return 400 if self else 200
 
 
-def _task_filter(params: QueryParams, problems: Problems) -> queries.TaskFilter:
+def _task_filter(request: Request, problems: Problems) -> queries.TaskFilter:
     flt = queries.TaskFilter(
-        status=params.get("status") or None,
-        device=params.get("device") or None,
-        since=problems.take(lambda: day(params.get("since"), "since"), None),
-        until=problems.take(lambda: day(params.get("until"), "until"), None),
-        text=params.get("q") or None,
+        status=problems.take(lambda: params.text(request, "status"), None),
+        device=problems.take(lambda: params.text(request, "device"), None),
+        since=problems.take(lambda: params.day(request, "since"), None),
+        until=problems.take(lambda: params.day(request, "until"), None),
+        text=problems.take(lambda: params.text(request, "q"), None),
     )
     if flt.since and flt.until and flt.until < flt.since:
         problems.append("until is before since: the range is inclusive at both ends.")
@@ -75,27 +66,43 @@ def _task_filter(params: QueryParams, problems: Problems) -> queries.TaskFilter:
     return flt
 
 
+#: What a page link that is not one of this view's raises while it is read back.
+_NOT_A_LINK = (ValueError, TypeError, RecursionError, binascii.Error)
+
+
 def _cursor(after: str | None, sort: str) -> tuple[Any, str] | None:
     if not after:
         return None
     try:
         return queries.decode_cursor(after, sort)
-    except (ValueError, TypeError, binascii.Error):
+    except _NOT_A_LINK:
         raise BadRequest(
             "after is not a page link of this list: start again from the first page."
         ) from None
 
 
+def _events_after(request: Request) -> tuple[Any, int] | None:
+    token = params.text(request, "events_after")
+    if not token:
+        return None
+    try:
+        return queries.decode_event_cursor(token)
+    except _NOT_A_LINK:
+        raise BadRequest(
+            "events_after is not a page link of this task's events: start again from its "
+            "first events."
+        ) from None
+
+
 def task_list(request: Request) -> Response:
     site = site_of(request)
-    params = request.query_params
     problems = Problems()
-    problems.unknown(params, TASK_LIST_PARAMS)
+    problems.unknown(request, TASK_LIST_PARAMS)
     sort = problems.take(
-        lambda: choice(params.get("sort"), tuple(queries.SORTS), "sort", "created"), "created"
+        lambda: params.choice(request, "sort", tuple(queries.SORTS), "created"), "created"
     )
-    flt = _task_filter(params, problems)
-    cursor = problems.take(lambda: _cursor(params.get("after"), sort), None)
+    flt = _task_filter(request, problems)
+    cursor = problems.take(lambda: _cursor(params.text(request, "after"), sort), None)
     with site.database.reading() as conn:
         result = queries.task_page(
             conn, flt, sort=sort, cursor=cursor, limit=site.settings.page_size
@@ -122,31 +129,12 @@ def task_list(request: Request) -> Response:
     )
 
 
-def _event_rows(detail: queries.TaskDetail) -> list[EventRow]:
-    """Everything per event formatted here, once: the template only places strings."""
-    recording = detail.artifacts.get("recording")
-    seekable = recording is not None and recording.state == "stored"
-    return [
-        (
-            render.offset_label(ev.offset_s),
-            ev.name,
-            f"{ev.offset_s:.3f}"
-            if seekable and ev.offset_s is not None and ev.offset_s >= 0
-            else "",
-            render.utc(ev.timestamp_utc),
-            render.payload_view(ev),
-            render.extra_view(ev),
-            render.event_preview(ev),
-        )
-        for ev in detail.events
-    ]
-
-
 def task(request: Request) -> Response:
     site = site_of(request)
-    task_id = request.query_params.get("id")
+    task_id = params.text(request, "id")
     if not task_id:
         raise BadRequest("id is missing: open a task from the task list.")
+    after = _events_after(request)
     with site.database.reading() as conn:
         detail = queries.task_detail(conn, task_id)
     if detail is None:
@@ -157,33 +145,42 @@ def task(request: Request) -> Response:
             title="No such task",
             message=f"No task with id {task_id!r} is in this archive.",
         )
-    kind, text = render.output_view(detail.row)
-    return site.page(
+    kind, output = render.output_view(detail.row)
+    recording = detail.artifacts.get("recording")
+    created = queries.aware(detail.row.created_at_utc)
+    events = Timeline(
+        site.database,
+        task_id,
+        created,
+        seekable=recording is not None and recording.state == "stored",
+        after=after,
+    )
+    return site.stream(
         request,
         "task.html",
         title=f"Task {task_id}",
         d=detail,
         t=detail.row,
         output_kind=kind,
-        output_text=text,
-        events=_event_rows(detail),
+        output=output,
+        events=events,
+        events_continued=after is not None,
         usd=reports.usd(detail.row.credits_used),
-        created=queries.aware(detail.row.created_at_utc),
+        created=created,
         aware=queries.aware,
     )
 
 
 def costs(request: Request) -> Response:
     site = site_of(request)
-    params = request.query_params
     problems = Problems()
-    problems.unknown(params, COSTS_PARAMS)
-    by = problems.take(lambda: choice(params.get("by"), reports.BY_CHOICES, "by", "day"), "day")
+    problems.unknown(request, COSTS_PARAMS)
+    by = problems.take(lambda: params.choice(request, "by", reports.BY_CHOICES, "day"), "day")
     group = problems.take(
-        lambda: choice(params.get("group"), ("", *reports.GROUP_CHOICES), "group", ""), ""
+        lambda: params.choice(request, "group", ("", *reports.GROUP_CHOICES), ""), ""
     )
-    since = problems.take(lambda: day(params.get("since"), "since"), None)
-    until = problems.take(lambda: day(params.get("until"), "until"), None)
+    since = problems.take(lambda: params.day(request, "since"), None)
+    until = problems.take(lambda: params.day(request, "until"), None)
     if since and until and until < since:
         problems.append("until is before since: the range is inclusive at both ends.")
         until = None
@@ -223,7 +220,7 @@ def _when(value: str | None) -> datetime | None:
 
 def health(request: Request) -> Response:
     site = site_of(request)
-    found = health_metrics.read_status(site.database, max_age=max_age(request))
+    found = health_metrics.read_status(site.database, max_age=params.max_age(request))
     # The last runs are the table below, once: the text stops where they begin.
     lines = found.lines
     if "last runs:" in lines:

@@ -18,8 +18,20 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, func, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    and_,
+    cast,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 
+from archiver.jsonvalues import loads_json
 from archiver.models import TERMINAL_STATUSES
 from archiver.report import usd
 from archiver.stats import STORED_COUNTERS, RunResult, RunStats
@@ -35,8 +47,13 @@ from archiver.timestamps import aware
 
 PAGE_SIZE = 50
 SORTS = {"created": tasks.c.created_at_utc, "credits": tasks.c.credits_used}
-#: Most events a task page shows; a task with more says how many are left out.
-MAX_EVENTS = 20_000
+#: Events a task page shows at a time (keyset pages: the next ones are a link away).
+EVENTS_PAGE = 200
+#: Events read from the database at a time while a task page streams out: a page of
+#: large payloads is never held in memory at once.
+EVENTS_BATCH = 4
+#: Zip members a task page lists (the table artifact_files holds them all).
+MAX_FILES_SHOWN = 1_000
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ class TaskFilter:
             clauses.append(tasks.c.device == self.device)
         if self.since is not None:
             clauses.append(tasks.c.created_at_utc >= datetime.combine(self.since, time(), UTC))
-        if self.until is not None:
+        if self.until is not None and self.until < date.max:  # the last day has no day after
             end = datetime.combine(self.until + timedelta(days=1), time(), UTC)
             clauses.append(tasks.c.created_at_utc < end)
         if self.text:
@@ -72,26 +89,64 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def encode_cursor(value: Any, task_id: str) -> str:
-    """An opaque, URL-safe keyset: the last row's sort value and id."""
+#: The integers a keyset may hold: what SQLite's INTEGER and PostgreSQL's BIGINT take.
+_SQL_INTS = range(-(2**63), 2**63)
+
+
+def _pack(value: Any, key: Any) -> str:
     if isinstance(value, datetime):
         value = aware(value).isoformat()  # type: ignore[union-attr]
-    raw = json.dumps([value, task_id], separators=(",", ":")).encode()
+    raw = json.dumps([value, key], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unpack(token: str) -> tuple[Any, Any]:
+    """The pair a token holds; ValueError (or RecursionError) when it holds none."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    found = loads_json(raw)  # no depth can overflow the stack
+    if not isinstance(found, list) or len(found) != 2:
+        raise ValueError("a page link holds a pair")
+    return found[0], found[1]
+
+
+def _sql_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value not in _SQL_INTS:
+        raise ValueError("not an integer the database takes")
+    return value
+
+
+def _stamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("a time is text")
+    return aware(datetime.fromisoformat(value))
+
+
+def encode_cursor(value: Any, task_id: str) -> str:
+    """An opaque, URL-safe keyset: the last row's sort value and id."""
+    return _pack(value, task_id)
 
 
 def decode_cursor(token: str, sort: str) -> tuple[Any, str]:
     """The keyset back; ValueError when the token was not made by :func:`encode_cursor`."""
-    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    value, task_id = json.loads(raw)
+    value, task_id = _unpack(token)
     if not isinstance(task_id, str):
         raise ValueError("cursor id is not text")
     if value is not None:
-        if sort == "created":
-            value = aware(datetime.fromisoformat(value))
-        elif not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError("cursor credits is not an integer")
+        value = _stamp(value) if sort == "created" else _sql_int(value)
     return value, task_id
+
+
+def encode_event_cursor(event: Event) -> str:
+    """Where the next page of a task's events starts: after this event."""
+    return _pack(event.timestamp_utc, event.id)
+
+
+def decode_event_cursor(token: str) -> tuple[datetime | None, int]:
+    """:func:`encode_event_cursor`'s keyset back; ValueError when it is not one."""
+    stamp, event_id = _unpack(token)
+    return _stamp(stamp), _sql_int(event_id)
 
 
 @dataclass
@@ -243,6 +298,8 @@ def choices(conn: Connection) -> dict[str, list[str]]:
 
 @dataclass
 class Event:
+    #: task_events.id: the row, for its keyset and its JSON download.
+    id: int
     name: str
     timestamp_utc: datetime | None
     offset_s: float | None
@@ -277,38 +334,17 @@ class TaskDetail:
     events_total: int
     artifacts: dict[str, Artifact]
     files: list[Any] = field(default_factory=list)
+    files_total: int = 0
     #: The task's rows in ``erasures`` (forget, prune, mask), newest first.
     removals: list[Any] = field(default_factory=list)
 
 
-def task_detail(
-    conn: Connection, task_id: str, *, max_events: int = MAX_EVENTS
-) -> TaskDetail | None:
+def task_detail(conn: Connection, task_id: str) -> TaskDetail | None:
+    """A task's row, counts, artifacts and zip members (the first MAX_FILES_SHOWN); its
+    events are read a batch at a time by :func:`event_batch`."""
     row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
     if row is None:
         return None
-    created = aware(row.created_at_utc)
-    events = []
-    for ev in conn.execute(
-        select(
-            task_events.c.name,
-            task_events.c.timestamp_utc,
-            task_events.c.payload,
-            task_events.c.payload_raw,
-            task_events.c.extra,
-            task_events.c.extra_raw,
-        )
-        .where(task_events.c.task_id == task_id)
-        .order_by(
-            task_events.c.timestamp_utc.is_(None), task_events.c.timestamp_utc, task_events.c.id
-        )
-        .limit(max_events)
-    ):
-        stamp = aware(ev.timestamp_utc)
-        offset = (stamp - created).total_seconds() if stamp and created else None
-        events.append(
-            Event(ev.name, stamp, offset, ev.payload, ev.payload_raw, ev.extra, ev.extra_raw)
-        )
     total = conn.scalar(select(func.count()).where(task_events.c.task_id == task_id)) or 0
     found = {
         a.kind: Artifact(
@@ -326,11 +362,16 @@ def task_detail(
         )
         for a in conn.execute(select(artifacts).where(artifacts.c.task_id == task_id))
     }
+    in_task = artifact_files.c.task_id == task_id
     files = conn.execute(
         select(artifact_files.c.name, artifact_files.c.size_bytes, artifact_files.c.modified_at)
-        .where(artifact_files.c.task_id == task_id)
+        .where(in_task)
         .order_by(artifact_files.c.name)
+        .limit(MAX_FILES_SHOWN)
     ).all()
+    files_total = len(files)
+    if files_total == MAX_FILES_SHOWN:
+        files_total = conn.scalar(select(func.count()).where(in_task)) or 0
     summary = summaries(conn, [task_id])
     removals = conn.execute(
         select(erasures.c.erased_at, erasures.c.actor, erasures.c.reason, erasures.c.scope)
@@ -338,8 +379,77 @@ def task_detail(
         .order_by(erasures.c.erased_at.desc(), erasures.c.id.desc())
     ).all()
     return TaskDetail(
-        row, summary[0] if summary else None, events, total, found, list(files), list(removals)
+        row,
+        summary[0] if summary else None,
+        [],
+        total,
+        found,
+        list(files),
+        files_total,
+        list(removals),
     )
+
+
+_EVENT_ORDER = (
+    task_events.c.timestamp_utc.is_(None),
+    task_events.c.timestamp_utc,
+    task_events.c.id,
+)
+
+
+def event_batch(
+    conn: Connection,
+    task_id: str,
+    created: datetime | None,
+    after: tuple[datetime | None, int] | None,
+    limit: int,
+) -> list[Event]:
+    """Up to ``limit`` of a task's events in timeline order (timestamped first, by time,
+    then by row), after the keyset ``after`` (see :func:`encode_event_cursor`)."""
+    ev = task_events
+    query = select(
+        ev.c.id, ev.c.name, ev.c.timestamp_utc, ev.c.payload, ev.c.payload_raw, ev.c.extra,
+        ev.c.extra_raw,
+    ).where(ev.c.task_id == task_id)  # fmt: skip
+    if after is not None:
+        stamp, row_id = after
+        if stamp is None:
+            query = query.where(ev.c.timestamp_utc.is_(None), ev.c.id > row_id)
+        else:
+            later = tuple_(ev.c.timestamp_utc, ev.c.id) > tuple_(stamp, row_id)
+            query = query.where(or_(ev.c.timestamp_utc.is_(None), later))
+    events = []
+    for row in conn.execute(query.order_by(*_EVENT_ORDER).limit(limit)):
+        stamp = aware(row.timestamp_utc)
+        offset = (stamp - created).total_seconds() if stamp and created else None
+        events.append(
+            Event(row.id, row.name, stamp, offset, row.payload, row.payload_raw, row.extra,
+                  row.extra_raw)
+        )  # fmt: skip
+    return events
+
+
+#: The JSON values a page links to in full: (column, its ``*_raw`` twin) per part.
+JSON_PARTS = {
+    "output": (tasks.c.output, tasks.c.output_raw),
+    "payload": (task_events.c.payload, task_events.c.payload_raw),
+    "extra": (task_events.c.extra, task_events.c.extra_raw),
+}
+
+
+def json_value(
+    conn: Connection, part: str, task_id: str, event_id: int | None
+) -> tuple[Any, str | None] | None:
+    """(typed value, exact text or None) of a task's output or an event's payload or
+    extra fields; None when there is no such task or event."""
+    typed, raw = JSON_PARTS[part]
+    query = select(typed, raw)
+    if part == "output":
+        query = query.where(tasks.c.id == task_id)
+    else:
+        query = query.where(task_events.c.task_id == task_id, task_events.c.id == event_id)
+    row = conn.execute(query).first()
+    return None if row is None else (row[0], row[1])
 
 
 @dataclass(frozen=True)

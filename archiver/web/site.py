@@ -11,11 +11,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+from markupsafe import Markup
 from sqlalchemy import Connection
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, StreamingResponse
 
 from archiver.blobs import BlobStore
+from archiver.escapes import visible
 from archiver.store.database import Database
 from archiver.web import queries, render
 
@@ -32,12 +34,16 @@ class Settings:
     max_age: timedelta
     token: str | None
     page_size: int = queries.PAGE_SIZE
+    #: The --host the view listens on, and the other names it answers to (--allow-host).
+    served_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
+        finalize=_shown,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -47,6 +53,14 @@ def _environment() -> jinja2.Environment:
         {k: v for k, v in params.items() if v not in (None, "")}
     )
     return env
+
+
+def _shown(value: Any) -> Any:
+    """Every value a template prints, before it is escaped: control characters and bidi
+    overrides written as their escapes (multi-line blocks keep newlines and tabs)."""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return visible(value, keep_lines=isinstance(value, render.TextBlock))
 
 
 class Site:
@@ -72,6 +86,12 @@ class Site:
     ) -> HTMLResponse:
         html = self.env.get_template(name).render(request=request, **context)
         return HTMLResponse(html, status_code=status_code)
+
+    def stream(self, request: Request, name: str, **context: Any) -> StreamingResponse:
+        """A page sent as it is rendered: the parts it reads lazily (a task's events) are
+        read, formatted and sent a little at a time, never held whole."""
+        pieces = self.env.get_template(name).generate(request=request, **context)
+        return StreamingResponse(render.chunked(pieces), media_type="text/html; charset=utf-8")
 
 
 def site_of(request: Request) -> Site:
