@@ -45,7 +45,15 @@ def _fail(exc: ArchiverError) -> NoReturn:
 
 class ArchiverGroup(click.Group):
     """A click group that reports the archiver's own errors as one line and exit code,
-    whether they come from parsing an option or from the work itself."""
+    whether they come from parsing an option or from the work itself; a stop signal ends
+    any command quietly with 130 or 143 (:mod:`archiver.stops`), never click's
+    ``Aborted!`` and 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        from archiver import stops
+
+        with stops.handling():
+            return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -159,8 +167,9 @@ database_option = _option_group(
         "--database-url",
         envvar=cfg.ENV_DATABASE_URL,
         default=None,
-        help=f"SQLAlchemy URL of the archive [env {cfg.ENV_DATABASE_URL}; default: a SQLite "
-        "file in ARCHIVER_HOME].",
+        help="SQLAlchemy URL of the archive, e.g. sqlite:////var/lib/archiver/archive.db "
+        "(four slashes: an absolute path) or postgresql://archiver@db.example/archive "
+        f"[env {cfg.ENV_DATABASE_URL}; default: a SQLite file in ARCHIVER_HOME].",
     ),
 )
 
@@ -298,11 +307,12 @@ def _check_blob_store(artifacts: cfg.ArtifactSettings) -> None:
 
 
 def open_database(db: cfg.DatabaseSettings, *, read_only: bool = False) -> Database:
-    """The archive, migrated to head (``read_only``: as it is; never created or changed)."""
+    """The archive, migrated to head (``read_only``: as it is; never created or changed);
+    a new one is announced, even with -q (a mistyped URL must not go unnoticed)."""
     from archiver.store.database import Database
 
     database = Database(db.url, read_only=read_only)
-    database.prepare()
+    database.prepare(on_new=lambda where: logs.notice(f"creating a new archive at {where}"))
     return database
 
 
@@ -679,9 +689,9 @@ def verify(
     store = BlobStore(blob_url or cfg.default_blob_url(), create=repair)
     database = open_database(db, read_only=not repair)
     todo, bad = verify_and_report(database, store, list(task_ids) or None, echo=click.echo)
-    if not repair or not todo(retry_failed):
+    if not repair:
         sys.exit(1 if bad else 0)
-    assert client is not None
+    assert client is not None  # with nothing to repair, the repair still cleans up .tmp
     config = cfg.ArtifactConfig.from_options(options, client)
     unrepaired = repair_and_report(
         database, store, client, config, todo(retry_failed), echo=click.echo

@@ -41,6 +41,7 @@ class RunStats:
     tasks_gone: int = _counter("Tasks recorded as gone (404 on three passes that proved the URL)")
     errors: int = _counter("Task or listing failures")
     requests: int = _counter("HTTP requests to the Smooth API")
+    skipped_leased: int = _counter("Tasks skipped because another live run held their lease")
     # Detail counters: in the summary line and the metrics, not in sync_runs.
     tasks_not_found: int = _counter("404s not yet trusted as gone", stored=False)
     artifact_link_refreshes: int = _counter(
@@ -93,6 +94,7 @@ class RunResult:
             f"{self.command} {self.outcome}: discovered {s.tasks_discovered}, "
             f"polled {s.tasks_polled}, finalized {s.tasks_finalized}, "
             f"events inserted {s.events_inserted}, artifacts stored {s.artifacts_stored}, "
-            f"gone {s.tasks_gone}, errors {s.errors}, requests {s.requests}, "
-            f"duration {self.duration_s:.1f}s"
+            f"gone {s.tasks_gone}, errors {s.errors}, "
+            + (f"skipped (leased by another run) {s.skipped_leased}, " if s.skipped_leased else "")
+            + f"requests {s.requests}, duration {self.duration_s:.1f}s"
         )
