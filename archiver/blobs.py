@@ -466,7 +466,8 @@ class BlobWriter:
             # Cloud writers: cancel the multipart upload instead of completing it.
             self.closed = True
             with contextlib.suppress(Exception):
-                self._handle.discard()
+                self._handle.discard()  # fails when the upload is already gone (cleaned up)
+            with contextlib.suppress(Exception):
                 self._handle.closed = True  # nothing left for fsspec's __del__ to flush
         with contextlib.suppress(Exception):
             self._close()

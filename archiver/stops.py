@@ -2,11 +2,15 @@
 
 One handler serves the whole process, from the command's start to its exit:
 
-* The **first** signal asks for a stop. Outside a pass (start-up, migrations, ``serve``)
-  the command unwinds at once (:class:`StopRequested`) and exits 130 (SIGINT) or 143
-  (SIGTERM) without a word. In a pass (:func:`in_pass`, the command's lock held) the pass
-  is told to stop: it starts no new work, finishes the writes in flight, records its run
-  ``interrupted``, frees its lock and leases, prints its summary and exits 130 or 143.
+* The **first** signal asks for a stop. Outside a pass (start-up, migrations, ``serve``
+  once it has closed its connections, ``status``) the command exits at once, 130 (SIGINT)
+  or 143 (SIGTERM), without a word: nothing there needs finishing (a migration is one
+  transaction, which the database rolls back), and unwinding from an arbitrary point
+  (Python turns an exception in some places into another error, or ignores it) could
+  print a traceback or lose the stop. In a pass (:func:`in_pass`, the command's lock
+  held) the pass is told to stop: it starts no new work, finishes the writes in flight,
+  records its run ``interrupted``, frees its lock and leases, prints its summary and
+  exits 130 or 143.
 * A **repeat** within :data:`REPEAT_WINDOW_S` of the previous one is the same stop: GNU
   ``timeout`` signals its child and then the child's process group, and a shell's
   ``kill -- -PGID`` does the same, so one stop often arrives twice.
@@ -18,9 +22,11 @@ One handler serves the whole process, from the command's start to its exit:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +41,9 @@ REPEAT_WINDOW_S = 1.0
 
 
 class StopRequested(SystemExit):
-    """A stop signal arrived where the command can simply unwind: it exits with 130 or
-    143, without a word (a SystemExit, so no ``except Exception`` swallows it and click
-    does not turn it into ``Aborted!``)."""
+    """A stop asked for while a pass waits for its lock (:func:`check`): the command exits
+    with 130 or 143, without a word (a SystemExit, so no ``except Exception`` swallows it
+    and click does not turn it into ``Aborted!``)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(exit_code(signum))
@@ -107,7 +113,15 @@ class _Controller:
                 self.hook(signum, arrival)
             return
         assert self.state.signum is not None
-        raise StopRequested(self.state.signum)
+        exit_now(self.state.signum)
+
+
+def exit_now(signum: int) -> None:
+    """End the process at once with 130 or 143, what was written so far flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(exit_code(signum))
 
 
 _controller = _Controller()

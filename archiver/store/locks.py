@@ -217,15 +217,15 @@ class RunLock:
                 .values(row)
                 .on_conflict_do_nothing(index_elements=["name"])
             ).rowcount
-            if inserted == 1:
+            current = None
+            if inserted != 1:  # taken, or a driver that does not count (rowcount -1)
+                current = conn.execute(select(locks).where(locks.c.name == self.name)).first()
+                if current is None:  # released between our INSERT and SELECT: try again
+                    return self._holder_placeholder(now)
+            if current is None or current.owner == self.owner:
                 self._clean_up_dead_holders(conn, now)
                 return None
-            current = conn.execute(select(locks).where(locks.c.name == self.name)).first()
-            if current is None:  # released between our INSERT and SELECT: try again
-                return self._holder_placeholder(now)
             holder = holder_of(current)
-            if holder.owner == self.owner:
-                return None
             reason = why_gone(holder, now, self.observer, self.stale_after)
             if reason is None:
                 return holder
