@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from archiver import config as cfg
-from archiver import logs
+from archiver import logs, stops
 from archiver.exceptions import ArchiverError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,8 +50,6 @@ class ArchiverGroup(click.Group):
     ``Aborted!`` and 1."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        from archiver import stops
-
         with stops.handling():
             return super().main(*args, **kwargs)
 
@@ -424,10 +422,13 @@ def sync(
     progress = make_progress(
         "sync", enabled=not logging.quiet and len(task_ids) != 1, min_total=SYNC_PROGRESS_MIN_TASKS
     )
-    result = run_command(
-        SyncPass(), database, client, options, wait_lock_s=api.wait_lock_s, progress=progress
-    )
-    _finish(result, database, metrics_path)
+    # From here a stop belongs to the pass: recorded in its run, and one that comes after
+    # the pass ended changes nothing (the exit code stays the run's).
+    with stops.in_pass():
+        result = run_command(
+            SyncPass(), database, client, options, wait_lock_s=api.wait_lock_s, progress=progress
+        )
+        _finish(result, database, metrics_path)
 
 
 def read_ids(lines: Iterable[str]) -> list[str]:
@@ -484,15 +485,16 @@ def backfill(
     _check_blob_store(artifacts)
     options = cfg.SyncOptions.from_cli(api, settle, artifacts)
     database = open_database(db)
-    result = run_command(
-        BackfillPass(since=since, ids=ids),
-        database,
-        client,
-        options,
-        wait_lock_s=api.wait_lock_s,
-        progress=make_progress("backfill", enabled=not logging.quiet),
-    )
-    _finish(result, database, metrics_path)
+    with stops.in_pass():  # as in sync
+        result = run_command(
+            BackfillPass(since=since, ids=ids),
+            database,
+            client,
+            options,
+            wait_lock_s=api.wait_lock_s,
+            progress=make_progress("backfill", enabled=not logging.quiet),
+        )
+        _finish(result, database, metrics_path)
 
 
 @cli.group("db", cls=ArchiverGroup)
