@@ -236,7 +236,7 @@ class RunLock:
             ).rowcount
             if taken != 1:
                 return holder
-            self._clean_up_after(conn, holder.owner, now, reason)
+            self._clean_up_after(conn, self.name, holder.owner, now, reason)
             self._clean_up_dead_holders(conn, now)
             return None
 
@@ -256,21 +256,30 @@ class RunLock:
                 locks.delete().where(locks.c.name == row.name, locks.c.owner == holder.owner)
             ).rowcount
             if freed == 1:
-                self._clean_up_after(conn, holder.owner, now, reason)
+                self._clean_up_after(conn, row.name, holder.owner, now, reason)
 
-    def _clean_up_after(self, conn: Connection, dead_owner: str, now: datetime, why: str) -> None:
+    def _clean_up_after(
+        self, conn: Connection, name: str, dead_owner: str, now: datetime, why: str
+    ) -> None:
         """A crashed holder's leases are freed and its run is recorded as crashed."""
-        conn.execute(
+        freed = conn.execute(
             update(tasks)
             .where(tasks.c.lease_owner == dead_owner)
             .values(lease_owner=None, lease_until=None)
-        )
-        conn.execute(
+        ).rowcount
+        recorded = conn.execute(
             update(sync_runs)
             .where(sync_runs.c.run_id == dead_owner, sync_runs.c.outcome == "running")
             .values(outcome="crashed", finished_at=now, message=f"the process died mid-run: {why}")
+        ).rowcount
+        log.warning(
+            "the `archiver %s` that held its lock died mid-work (%s): lock and task leases "
+            "freed (%d)%s",
+            name,
+            why,
+            max(freed, 0),
+            ", its run recorded as crashed" if recorded == 1 else "",
         )
-        log.warning("a run that died mid-work was recorded as crashed and its lock freed: %s", why)
 
     def release(self) -> None:
         """Stop the heartbeat, free every lease of this run and the lock itself."""
