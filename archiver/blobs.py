@@ -31,7 +31,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -103,6 +103,34 @@ def blob_key(task_id: str, created: datetime | None, kind: str, extension: str) 
         raise ValueError(f"extension {extension!r} is not a short lower-case extension")
     day = f"{created:%Y/%m/%d}" if created is not None else UNDATED
     return f"{TASKS_DIR}/{day}/{task_folder(task_id)}/{kind}{extension}"
+
+
+@dataclass(frozen=True)
+class Temporary:
+    """A temporary blob an unfinished write left behind, or an S3 multipart upload."""
+
+    key: str  # .tmp/<task folder>.<kind>.<random>.part
+    modified: datetime | None
+    upload_id: str | None = None
+
+    @property
+    def task_folder(self) -> str:
+        """The :func:`task_folder` of the task it was written for (it has no dot)."""
+        return self.key.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    """When a listing entry was last written, as an aware datetime, if it says."""
+    for name in ("mtime", "LastModified", "Initiated", "updated"):  # local, S3, GCS
+        value = info.get(name)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, datetime):
+            return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return None
 
 
 @dataclass(frozen=True)
@@ -271,6 +299,51 @@ class BlobStore:
                     removed += 1
         return removed
 
+    def temporaries(self) -> list[Temporary]:
+        """What writes left under ``.tmp``: ``*.part`` blobs, and on S3 the multipart
+        uploads never completed (invisible as objects, yet stored and billed)."""
+        found: list[Temporary] = []
+        with self._errors("listing", TEMP_DIR):
+            try:
+                entries = self.fs.ls(self.path(TEMP_DIR), detail=True, refresh=True)
+            except FileNotFoundError:
+                entries = []
+            for entry in entries:
+                name = str(entry["name"]).rsplit("/", 1)[-1]
+                if name.endswith(".part"):
+                    found.append(Temporary(f"{TEMP_DIR}/{name}", _modified(entry)))
+            found += self._unfinished_uploads()
+        return found
+
+    def _unfinished_uploads(self) -> list[Temporary]:
+        call = getattr(self.fs, "call_s3", None)  # S3 only (GCS expires them by itself)
+        if call is None:
+            return []
+        bucket, _, prefix = self.root.partition("/")
+        under = f"{prefix}/{TEMP_DIR}/" if prefix else f"{TEMP_DIR}/"
+        found: list[Temporary] = []
+        markers: dict[str, str] = {}
+        while True:
+            page = call("list_multipart_uploads", Bucket=bucket, Prefix=under, **markers)
+            for upload in page.get("Uploads", []):
+                key = TEMP_DIR + "/" + str(upload["Key"])[len(under) :]
+                found.append(Temporary(key, _modified(upload), upload["UploadId"]))
+            if not page.get("IsTruncated"):
+                return found
+            markers = {
+                "KeyMarker": page["NextKeyMarker"],
+                "UploadIdMarker": page["NextUploadIdMarker"],
+            }
+
+    def remove_temporary(self, temporary: Temporary) -> None:
+        with self._errors("removing", temporary.key), contextlib.suppress(FileNotFoundError):
+            path = self.path(temporary.key)
+            if temporary.upload_id is None:
+                self.fs.rm_file(path)
+            else:
+                bucket, _, key = path.partition("/")
+                self.fs.abort_mpu(bucket, key, temporary.upload_id)
+
     # -- reading -----------------------------------------------------------------------
 
     def _invalidate(self, path: str) -> None:
@@ -418,7 +491,8 @@ class BlobWriter:
             # Cloud writers: cancel the multipart upload instead of completing it.
             self.closed = True
             with contextlib.suppress(Exception):
-                self._handle.discard()
+                self._handle.discard()  # fails when the upload is already gone (cleaned up)
+            with contextlib.suppress(Exception):
                 self._handle.closed = True  # nothing left for fsspec's __del__ to flush
         with contextlib.suppress(Exception):
             self._close()

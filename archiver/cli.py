@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from archiver import config as cfg
-from archiver import logs
+from archiver import logs, stops
 from archiver.escapes import visible
 from archiver.exceptions import ArchiverError, ConfigError
 from archiver.web import DEFAULT_HOST, DEFAULT_MAX_AGE, DEFAULT_PORT
@@ -48,7 +48,13 @@ def _fail(exc: ArchiverError) -> NoReturn:
 
 class ArchiverGroup(click.Group):
     """A click group that reports the archiver's own errors as one line and exit code,
-    whether they come from parsing an option or from the work itself."""
+    whether they come from parsing an option or from the work itself; a stop signal ends
+    any command quietly with 130 or 143 (:mod:`archiver.stops`), never click's
+    ``Aborted!`` and 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with stops.handling():
+            return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -205,8 +211,9 @@ database_option = _option_group(
         "--database-url",
         envvar=cfg.ENV_DATABASE_URL,
         default=None,
-        help=f"SQLAlchemy URL of the archive [env {cfg.ENV_DATABASE_URL}; default: a SQLite "
-        "file in ARCHIVER_HOME].",
+        help="SQLAlchemy URL of the archive, e.g. sqlite:////var/lib/archiver/archive.db "
+        "(four slashes: an absolute path) or postgresql://archiver@db.example/archive "
+        f"[env {cfg.ENV_DATABASE_URL}; default: a SQLite file in ARCHIVER_HOME].",
     ),
 )
 
@@ -376,11 +383,12 @@ def _check_blob_store(artifacts: cfg.ArtifactSettings) -> None:
 
 
 def open_database(db: cfg.DatabaseSettings, *, read_only: bool = False) -> Database:
-    """The archive, migrated to head (``read_only``: as it is; never created or changed)."""
+    """The archive, migrated to head (``read_only``: as it is; never created or changed);
+    a new one is announced, even with -q (a mistyped URL must not go unnoticed)."""
     from archiver.store.database import Database
 
     database = Database(db.url, read_only=read_only)
-    database.prepare()
+    database.prepare(on_new=lambda where: logs.notice(f"creating a new archive at {where}"))
     return database
 
 
@@ -495,16 +503,19 @@ def sync(
     progress = make_progress(
         "sync", enabled=not logging.quiet and len(task_ids) != 1, min_total=SYNC_PROGRESS_MIN_TASKS
     )
-    result = run_command(
-        SyncPass(),
-        database,
-        client,
-        options,
-        wait_lock_s=api.wait_lock_s,
-        progress=progress,
-        masker=masker,
-    )
-    _finish(result, database, metrics_path)
+    # From here a stop belongs to the pass: recorded in its run, and one that comes after
+    # the pass ended changes nothing (the exit code stays the run's).
+    with stops.in_pass():
+        result = run_command(
+            SyncPass(),
+            database,
+            client,
+            options,
+            wait_lock_s=api.wait_lock_s,
+            progress=progress,
+            masker=masker,
+        )
+        _finish(result, database, metrics_path)
 
 
 def read_ids(lines: Iterable[str]) -> list[str]:
@@ -564,16 +575,17 @@ def backfill(
     _check_blob_store(artifacts)
     options = cfg.SyncOptions.from_cli(api, settle, artifacts)
     database = open_database(db)
-    result = run_command(
-        BackfillPass(since=since, ids=ids),
-        database,
-        client,
-        options,
-        wait_lock_s=api.wait_lock_s,
-        progress=make_progress("backfill", enabled=not logging.quiet),
-        masker=masker,
-    )
-    _finish(result, database, metrics_path)
+    with stops.in_pass():  # as in sync
+        result = run_command(
+            BackfillPass(since=since, ids=ids),
+            database,
+            client,
+            options,
+            wait_lock_s=api.wait_lock_s,
+            progress=make_progress("backfill", enabled=not logging.quiet),
+            masker=masker,
+        )
+        _finish(result, database, metrics_path)
 
 
 @cli.command("mask")
@@ -867,9 +879,9 @@ def verify(
     todo, bad = verify_and_report(
         database, store, list(task_ids) or None, echo=_echo_line, repairing=repair
     )
-    if not repair or not todo(retry_failed):
+    if not repair:
         sys.exit(1 if bad else 0)
-    assert client is not None
+    assert client is not None  # with nothing to repair, the repair still cleans up .tmp
     config = cfg.ArtifactConfig.from_options(options, client)
     unrepaired = repair_and_report(
         database, store, client, config, todo(retry_failed), echo=_echo_line
@@ -886,7 +898,7 @@ def _say_erased(database: Database, task_ids: Sequence[str]) -> None:
     """Named tasks that are tombstones have nothing to verify or repair: say so."""
     if not task_ids:
         return
-        from archiver.store.erasure import erased_ids
+    from archiver.store.erasure import erased_ids
 
     with database.reading() as conn:
         erased = erased_ids(conn, list(task_ids))

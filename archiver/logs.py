@@ -145,10 +145,12 @@ class ContextFilter(logging.Filter):
 
 
 class QuietFilter(logging.Filter):
-    """``-q``: warnings, errors and the summary of the pass only."""
+    """``-q``: warnings, errors, the summary of the pass and notices (:func:`notice`) only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or bool(getattr(record, "summary", False))
+        if record.levelno >= logging.WARNING:
+            return True
+        return bool(getattr(record, "summary", False) or getattr(record, "notice", False))
 
 
 class JsonFormatter(logging.Formatter):
@@ -274,6 +276,12 @@ def log_summary(result: RunResult) -> None:
             "counts": counts,
         },
     )
+
+
+def notice(message: str) -> None:
+    """An info line shown even with ``-q``: something the operator must not miss that is
+    not a problem (a new archive being created)."""
+    log.info("%s", message, extra={"notice": True})
 
 
 def fatal(message: str) -> None:

@@ -231,6 +231,7 @@ def read_status(
     lines += [f"  {name:<12} {count}" for name, count in report["tasks_by_status"].items()]
     lines.append(f"events:    {report['events']}")
     lines += unlisted_lines(report["unlisted"])
+    lines += blob_storage_lines(report["blob_storage_failing"], health.now)
     states = report["artifacts_by_state"]
     lines.append(
         f"artifacts: {sum(states.values())} ("
@@ -248,11 +249,26 @@ def read_status(
         f"  {run['started_at']}  {run['command']:<8} {run['outcome']:<11} "
         f"polled {run['tasks_polled']}, events +{run['events_inserted']}, "
         f"errors {run['errors']}"
+        + (f", skipped (leased) {run['skipped_leased']}" if run["skipped_leased"] else "")
         # What went wrong, named on the line (the whole message is in sync_runs).
         + (f": {one_line(run['message'], RUN_MESSAGE_CHARS)}" if run["message"] else "")
         for run in report["last_runs"]
     ]
     return Status(report, lines)
+
+
+def blob_storage_lines(failing: dict[str, Any] | None, now: datetime) -> list[str]:
+    """Blob storage is failing: since when, and the last reason (artifacts wait as pending
+    meanwhile; events and statuses are archived as usual)."""
+    if not failing:
+        return []
+    since = datetime.fromisoformat(failing["failing_since"])
+    age = format_age((now - since).total_seconds())
+    return [
+        f"BLOB STORAGE FAILING since {failing['failing_since']} ({age}): artifacts stay "
+        "pending until it takes writes again; events and statuses are archived as usual",
+        f"  {failing['url']}, last failure {failing['last_failure_at']}: {failing['last_error']}",
+    ]
 
 
 def unlisted_lines(groups: Sequence[dict[str, Any]]) -> list[str]:

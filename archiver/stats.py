@@ -41,6 +41,7 @@ class RunStats:
     tasks_gone: int = _counter("Tasks recorded as gone (404 on three passes that proved the URL)")
     errors: int = _counter("Task or listing failures")
     requests: int = _counter("HTTP requests to the Smooth API")
+    skipped_leased: int = _counter("Tasks skipped because another live run held their lease")
     # Detail counters: in the summary line and the metrics, not in sync_runs.
     tasks_not_found: int = _counter("404s not yet trusted as gone", stored=False)
     artifact_link_refreshes: int = _counter(
@@ -97,6 +98,7 @@ class RunResult:
             f"events inserted {s.events_inserted}, artifacts stored {s.artifacts_stored}, "
             f"gone {s.tasks_gone}, errors {s.errors}"
             + (f" ({self.failure})" if self.failure else "")
-            + f", requests {s.requests}, "
-            f"duration {self.duration_s:.1f}s"
+            + ", "
+            + (f"skipped (leased by another run) {s.skipped_leased}, " if s.skipped_leased else "")
+            + f"requests {s.requests}, duration {self.duration_s:.1f}s"
         )

@@ -317,14 +317,17 @@ def test_a_created_at_in_the_future_is_no_watermark() -> None:
 
 
 @pytest.mark.parametrize(
-    ("requests", "successes", "errors", "stop", "listing", "outcome"),
+    ("requests", "successes", "errors", "stop", "listing", "outcome", "skipped"),
     [
-        (10, 10, 0, None, None, None),  # ok
-        (10, 9, 1, None, None, ("partial", 1)),
-        (5, 0, 5, None, None, ("failed", 1)),  # not one good answer: never green
-        (10, 10, 1, None, "discovery stopped", ("failed", 1)),  # new tasks may be missing
-        (10, 10, 0, signal.SIGINT, None, ("interrupted", 130)),
-        (10, 0, 0, signal.SIGTERM, None, ("interrupted", 143)),
+        (10, 10, 0, None, None, None, 0),  # ok
+        (10, 9, 1, None, None, ("partial", 1), 0),
+        (5, 0, 5, None, None, ("failed", 1), 0),  # not one good answer: never green
+        (10, 10, 1, None, "discovery stopped", ("failed", 1), 0),  # new tasks may be missing
+        (10, 10, 0, signal.SIGINT, None, ("interrupted", 130), 0),
+        (10, 0, 0, signal.SIGTERM, None, ("interrupted", 143), 0),
+        (10, 10, 0, None, None, ("partial", 1), 3),  # skipped work is never a silent "ok"
+        (0, 0, 0, None, None, ("partial", 1), 3),  # every task leased elsewhere: no request
+        (10, 10, 0, signal.SIGTERM, None, ("interrupted", 143), 3),
     ],
 )
 def test_the_outcome_of_a_pass(
@@ -334,9 +337,10 @@ def test_the_outcome_of_a_pass(
     stop: int | None,
     listing: str | None,
     outcome: tuple[str, int] | None,
+    skipped: int,
 ) -> None:
     """A pass is ok, partial, failed or interrupted by these rules, in this order."""
-    stats = RunStats(requests=requests, errors=errors)
+    stats = RunStats(requests=requests, errors=errors, skipped_leased=skipped)
     got = pass_outcome(
         stats,
         ["first error"] * errors,

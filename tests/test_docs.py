@@ -379,6 +379,24 @@ def test_operations_doc_covers_every_flag_env_var_and_exit_code() -> None:
         assert set(EXIT_CODES) <= flat, f"exit codes missing: {set(EXIT_CODES) - flat}"
 
 
+def test_every_database_url_help_gives_a_sqlite_and_a_postgresql_example() -> None:
+    """Each command's --database-url help shows one SQLite and one PostgreSQL URL, and
+    docs/operations.md gives the same two."""
+    text = OPERATIONS.read_text()
+    helps = [
+        (path, param.help or "")
+        for path, command in _commands(cli)
+        for param in command.params
+        if isinstance(param, click.Option) and "--database-url" in param.opts
+    ]
+    assert len(helps) >= 9  # sync, backfill, status, report x2, db x2, verify, serve
+    for path, help_text in helps:
+        examples = re.findall(r"(?:sqlite|postgresql)://\S+[^\s.,)]", help_text)
+        assert [e.split(":", 1)[0] for e in examples] == ["sqlite", "postgresql"], path
+        for example in examples:
+            assert f"`{example}`" in text, f"{path}: {example} is not in operations.md"
+
+
 def test_sqlite_to_postgres_recipe_copies_everything(
     tmp_path: Path, postgres_url: str, make_simulator
 ) -> None:

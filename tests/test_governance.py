@@ -490,3 +490,16 @@ def test_matching_ignores_case_beyond_ascii_and_finds_text_json_escapes(
     with database.reading() as conn:
         assert tasks_matching(conn, needle) == holders
         assert tasks_matching(conn, needle + "-not-there") == set()
+
+
+def test_verify_says_a_named_task_is_erased(make_simulator: Any, tmp_path: Path) -> None:
+    """verify --task on a tombstone says it was erased and has nothing to verify."""
+    sim = marked_simulator(make_simulator, "v@example.com", tasks=2)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    env = env_for(sim, url, tmp_path / "b")
+    assert run_archiver("sync", "-q", "--downloads", env=env).returncode == 0
+    victim = sorted(task_rows(Database(url)))[0]
+    assert run_archiver("forget", victim, "--reason", "r", "--yes", env=env).returncode == 0
+    done = run_archiver("verify", "--task", victim, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"{victim}: erased on" in done.stdout and "nothing to verify" in done.stdout

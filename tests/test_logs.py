@@ -168,14 +168,18 @@ def test_sync_json_log_lines_parse_and_end_with_the_summary(tmp_path: Path, make
     assert summary["counts"]["tasks_polled"] == 4 and summary["counts"]["errors"] == 1
     assert summary["counts"]["requests"] == len(requests)
     assert summary["duration_s"] >= 0
-    run_ids = {line["run_id"] for line in lines if line["logger"].startswith("archiver")}
+    # The new archive is announced before the run starts; every later line has its id.
+    notice = lines[0]
+    assert notice["event"] == f"creating a new archive at {tmp_path / 'a.db'}"
+    assert notice["run_id"] is None
+    run_ids = {line["run_id"] for line in lines[1:] if line["logger"].startswith("archiver")}
     assert run_ids == {summary["run_id"]} and summary["run_id"]
     assert TEST_API_KEY not in done.stderr
 
 
 def test_quiet_prints_only_warnings_and_the_summary(tmp_path: Path, make_simulator) -> None:
-    """`sync -q`: the task error and the one summary line, nothing else; without -q the
-    summary names artifacts stored and the duration."""
+    """`sync -q` into a new archive: the notice that it is created, the task error and
+    the one summary line, nothing else."""
     probe = make_simulator(tasks=4, seed=62)
     bad = sorted(probe.truth())[0]
     sim = make_simulator(tasks=4, seed=62, malformed_task_ids=frozenset({bad}))
@@ -183,14 +187,15 @@ def test_quiet_prints_only_warnings_and_the_summary(tmp_path: Path, make_simulat
     env = env_for(sim, f"sqlite:///{tmp_path}/a.db")
     done = run_archiver("sync", "-q", env=env)
     lines = done.stderr.splitlines()
-    assert len(lines) == 2, done.stderr
-    assert " ERROR " in lines[0] and bad in lines[0]
+    assert len(lines) == 3, done.stderr
+    assert lines[0].endswith(f" INFO archiver: creating a new archive at {tmp_path / 'a.db'}")
+    assert " ERROR " in lines[1] and bad in lines[1]
     assert re.search(
         r"sync partial: discovered 4, polled 3, finalized 3, events inserted \d+, "
         r"artifacts stored 0, gone 0, errors 1, requests \d+, duration \d+\.\ds$",
-        lines[1],
+        lines[2],
     )
-    assert " INFO " not in done.stderr
+    assert " INFO " not in "\n".join(lines[1:])
 
 
 def test_missing_key_is_one_json_line_in_json_mode(tmp_path: Path) -> None:

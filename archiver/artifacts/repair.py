@@ -110,6 +110,7 @@ async def repair_artifacts(
             run_db=run_db, client=client, config=config, owner=owner, store=store
         )
         try:
+            await settler.sweep_temporaries()
             for task_id, items in by_task.items():
                 kinds = [item.kind for item in items]
                 try:
@@ -124,8 +125,9 @@ async def repair_artifacts(
                     continue
                 result = await settler.settle(task, event_t=max(items[0].event_t, 0), kinds=kinds)
                 for kind in kinds:
-                    if kind in result.errors:
-                        outcome[(task_id, kind)] = result.errors[kind]
+                    error = result.errors.get(kind) or result.blob_errors.get(kind)
+                    if error is not None:
+                        outcome[(task_id, kind)] = error
                     elif result.states.get(kind) == STORED:
                         outcome[(task_id, kind)] = None
                     else:
@@ -175,5 +177,6 @@ def repair_and_report(
         else:
             unrepaired += 1
             echo(f"not repaired {item.task_id} {item.kind}: {error}")
-    echo(f"repaired {len(todo) - unrepaired} of {len(todo)}")
+    if todo:
+        echo(f"repaired {len(todo) - unrepaired} of {len(todo)}")
     return unrepaired

@@ -9,6 +9,9 @@
     a link              streamed into blob storage (fetch.py)           stored (final)
     host refuses it     fresh links from Get Task, a few per pass       pending
     (403/404/410)
+    blob storage        not counted as an attempt (the artifact is not  pending
+    fails (full, no     at fault); the pass goes on archiving every
+    permission, S3)     task's status and events, and says so once
     transfer keeps      retried within the pass, then on later passes   pending, then failed
     failing             (held back after 3 attempts)                    after max attempts
     too large, not      nothing fetched                                 failed (final)
@@ -25,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from archiver.artifacts.cleanup import sweep_temporaries
 from archiver.artifacts.fetch import ArtifactFetcher, Fetched
 from archiver.artifacts.states import (
     ABSENT,
@@ -54,12 +58,14 @@ from archiver.exceptions import (
     ArtifactRejected,
     ArtifactTransferError,
     AuthError,
+    BlobStoreError,
     LeaseLost,
     TransferInterrupted,
 )
 from archiver.models import TaskInfo, strip_query
 from archiver.stats import RunStats
 from archiver.store.artifacts import ArtifactRow, load_artifacts, save_artifact
+from archiver.store.state import record_blob_failure, record_blob_success
 from archiver.timestamps import to_utc, utcnow
 
 if TYPE_CHECKING:
@@ -75,6 +81,9 @@ class SettleResult:
     final: bool = True
     #: kind -> the failure of this pass (each is also in ``artifacts.last_error``).
     errors: dict[str, str] = field(default_factory=dict)
+    #: kind -> why blob storage could not take it (also in ``last_error``; logged once
+    #: per pass by the settler, so the caller counts these without a line each).
+    blob_errors: dict[str, str] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
 
 
@@ -134,9 +143,16 @@ class ArtifactSync:
         self.store = store or BlobStore(config.blob_url or default_blob_url())
         self.stats = stats if stats is not None else RunStats()
         self.fetcher = ArtifactFetcher(self.store, config, should_stop=should_stop)
+        #: Blob storage failed in this pass (said once, loudly); a success clears it.
+        self.blob_failing = False
+        self._blob_success_noted = False
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
+
+    async def sweep_temporaries(self) -> int:
+        """Remove what transfers killed mid-way left in blob storage (cleanup.py)."""
+        return await sweep_temporaries(self.run_db, self.store)
 
     async def settle(
         self, task: TaskInfo, *, event_t: int = 0, kinds: Sequence[str] = KINDS
@@ -226,7 +242,29 @@ class ArtifactSync:
                 return await self._transient(attempt, str(exc))
             except TransferInterrupted:
                 return attempt.current
+            except BlobStoreError as exc:
+                return await self._blob_store_failed(attempt, str(exc))
             return await self._stored(attempt, row, url, fetched)
+
+    async def _blob_store_failed(self, attempt: Attempt, message: str) -> str:
+        """Blob storage could not take the artifact (full, not writable, a bucket error):
+        not the artifact's fault, so not an attempt; it keeps its state (pending) and the
+        reason, and is fetched again once blob storage works."""
+        if not self.blob_failing:
+            self.blob_failing = True
+            log.error(
+                "blob storage %s is failing: %s Artifacts stay pending until it works again "
+                "(each with this reason in artifacts.last_error); every task's status and "
+                "events are still archived.",
+                self.store.url,
+                message,
+            )
+        await self.run_db(record_blob_failure, self.store.url, message, utcnow())
+        await self._save(
+            attempt.task_id, attempt.kind, {"state": attempt.current, "last_error": message}
+        )
+        attempt.result.blob_errors[attempt.kind] = message
+        return attempt.current
 
     async def _refresh(self, links: _Links, refused: ArtifactLinkRefused) -> str | None:
         """Ask Get Task for fresh links after ``refused``; why that failed, if it did."""
@@ -257,6 +295,9 @@ class ArtifactSync:
         }
         await self._save(task_id, kind, values, files=fetched.files)
         self.stats.artifacts_stored += 1
+        if not self._blob_success_noted:
+            self._blob_success_noted = True
+            await self.run_db(record_blob_success, utcnow())
         if fetched.blob.rewritten:
             self.stats.artifact_bytes += fetched.blob.size
         log.info(

@@ -80,12 +80,26 @@ class PassContext:
         """An error text as it may be stored and logged: it can quote what the API sent."""
         return message if self.masker is None else self.masker.text(message)
 
-    def task_failed(self, task_id: str | None, message: str) -> None:
-        """Count and log a task-level error of the pass (``task_id`` None: the listing's)."""
+    def task_failed(self, task_id: str | None, message: str, *, logged: bool = False) -> None:
+        """Count and log a task-level error of the pass (``task_id`` None: the listing's;
+        ``logged``: already said for the whole pass, so only counted)."""
         message = self.masked(message)
         self.stats.errors += 1
         self.result.errors.append(message)
-        log.error("task %s failed: %s", task_id or "(listing)", message, extra={"task_id": task_id})
+        if not logged:
+            log.error(
+                "task %s failed: %s", task_id or "(listing)", message, extra={"task_id": task_id}
+            )
+
+    def skipped_leased(self, count: int) -> None:
+        """``count`` tasks were skipped: another live run holds their lease."""
+        if count:
+            self.stats.skipped_leased += count
+            log.warning(
+                "%d task(s) skipped: another run is working on them (it holds their lease); "
+                "that run or the next pass reads them",
+                count,
+            )
 
     def listing_failed(self, message: str) -> None:
         """The listing failed: new tasks may be missing, so the pass is failed."""

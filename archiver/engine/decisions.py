@@ -403,12 +403,23 @@ def pass_outcome(
             EXIT_INTERRUPTED.get(stop_signal, 1),
             f"stopped by signal {signal.Signals(stop_signal).name}",
         )
+    skipped = (
+        f"{stats.skipped_leased} task(s) skipped: another run held their lease"
+        if stats.skipped_leased
+        else ""
+    )
     if stats.errors:
-        return Verdict(
-            "partial",
-            EXIT_TASK_ERRORS,
-            f"{stats.errors} error(s), the first: {errors[0]}"[:2000]
+        failed = (
+            f"{stats.errors} error(s), the first: {errors[0]}"
             if errors
-            else f"{stats.errors} task(s) failed; see tasks.last_error",
+            else f"{stats.errors} task(s) failed; see tasks.last_error"
+        )
+        return Verdict(
+            "partial", EXIT_TASK_ERRORS, "; ".join(filter(None, [skipped, failed]))[:2000]
+        )
+    if skipped:
+        # Skipped work is never a silent success: those tasks were not read this pass.
+        return Verdict(
+            "partial", EXIT_TASK_ERRORS, f"{skipped}; that run or the next pass reads them"
         )
     return None

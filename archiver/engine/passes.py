@@ -119,6 +119,7 @@ class SyncEngine:
         """Discover new tasks (or track the ``--task`` ids), poll every task due, revisit
         finalized tasks missing artifacts, then judge the 404s."""
         ctx, explicit = self.ctx, list(dict.fromkeys(self.ctx.options.task_ids))
+        await self._sweep_temporaries()
         if explicit:
             # Named tasks are asked about even when recorded as gone; ids the API does not
             # know leave no row behind (_judge_not_found).
@@ -134,6 +135,11 @@ class SyncEngine:
         if self.artifacts is not None and not explicit:
             await self._revisit_artifacts()
         await self._judge_not_found()
+
+    async def _sweep_temporaries(self) -> None:
+        """``--downloads``: what transfers killed mid-way left in blob storage goes first."""
+        if self.artifacts is not None and not self.ctx.should_stop():
+            await self.artifacts.sweep_temporaries()
 
     async def _before_polling(self) -> None:
         """``--recheck-gone``, then discovery (unless ``--no-discover``)."""
@@ -161,6 +167,7 @@ class SyncEngine:
         """Read every task of the range (or the given ids) in full, the listing feeding
         the workers as it goes."""
         ctx = self.ctx
+        await self._sweep_temporaries()
         if ids is not None:
             ctx.stats.tasks_discovered += await ctx.run_db(
                 tasks_store.insert_task_stubs, ids, utcnow()
@@ -173,7 +180,7 @@ class SyncEngine:
         queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=ctx.options.concurrency * 8)
 
         async def enqueue(task_ids: list[str]) -> None:
-            for item in await ctx.run_db(self._claim, task_ids):
+            for item in await self._claim_items(task_ids):
                 await queue.put(item)
 
         walk = BackfillListing(ctx, self.listing, enqueue, since)
@@ -204,7 +211,7 @@ class SyncEngine:
         ``reopen`` polls finalized tasks too (to fetch artifacts they were archived without).
         """
         queue: asyncio.Queue[Item | None] = asyncio.Queue()
-        for task_id, cursor in await self.ctx.run_db(self._claim, list(task_ids)):
+        for task_id, cursor in await self._claim_items(list(task_ids)):
             if reopen:
                 cursor = replace(cursor, finalized=False)
             queue.put_nowait((task_id, cursor))
@@ -220,12 +227,22 @@ class SyncEngine:
             ),
         )
 
-    def _claim(self, conn: Any, task_ids: list[str]) -> list[Item]:
-        """Lease the tasks and read where each one's polling resumes, in one transaction."""
+    def _claim(self, conn: Any, task_ids: list[str]) -> tuple[list[Item], int]:
+        """Lease the tasks and read where each one's polling resumes, in one transaction;
+        also how many of them another live run holds (skipped)."""
         claimed = self.ctx.lock.claim(conn, task_ids)
+        got = set(claimed)
+        busy = self.ctx.lock.leased_elsewhere(
+            conn, [t for t in dict.fromkeys(task_ids) if t not in got]
+        )
         rows = tasks_store.progress_rows(conn, claimed)
         items = [(t, TaskCursor.from_row(rows[t])) for t in claimed if t in rows]
         self.ctx.progress.add_total(len(items))
+        return items, busy
+
+    async def _claim_items(self, task_ids: list[str]) -> list[Item]:
+        items, busy = await self.ctx.run_db(self._claim, task_ids)
+        self.ctx.skipped_leased(busy)
         return items
 
     async def _read_task(
@@ -302,6 +319,7 @@ class SyncEngine:
             log.info(
                 "task %s: another run took it over; skipped", task_id, extra={"task_id": task_id}
             )
+            self.ctx.skipped_leased(1)
             return
         stats.tasks_polled += 1
         stats.events_inserted += inserted
@@ -315,6 +333,9 @@ class SyncEngine:
         outcome = await self.artifacts.settle(task, event_t=max(stamps, default=0))
         for message in outcome.errors.values():
             self.ctx.task_failed(task.id, message)
+        for message in outcome.blob_errors.values():
+            # The settler said it once for the pass: one line, not one per artifact.
+            self.ctx.task_failed(task.id, message, logged=True)
         return outcome.final
 
     async def _save_error(self, task_id: str, message: str, streak: int) -> None:

@@ -1,5 +1,6 @@
 """Running a whole command: ``sync`` or ``backfill`` under its lock, one pass on an
-event loop, the run recorded in ``sync_runs`` and stopped cleanly by SIGINT/SIGTERM."""
+event loop, the run recorded in ``sync_runs`` and stopped cleanly by SIGINT/SIGTERM
+(:mod:`archiver.stops` says what each signal does)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import httpx
 
+from archiver import stops
 from archiver.client import SmoothClient
 from archiver.config import ClientConfig, SyncOptions
 from archiver.engine import decisions
@@ -85,17 +87,38 @@ def run_command(
     ``transport`` replaces the HTTP transport (tests feed hostile payloads through it);
     ``masker`` masks what the API sends before anything is stored (``--mask-rules``).
     """
-    command = work.command
-    lock = RunLock(db, command)
-    lock.acquire(wait_s=wait_lock_s)
-    result = RunResult(run_id=lock.owner, command=command)
+    # From here on a stop signal stops the pass instead of unwinding the command, so the
+    # run is always recorded and its lock released (archiver.stops).
+    with stops.handling(), stops.in_pass():
+        lock = RunLock(db, work.command)
+        lock.acquire(wait_s=wait_lock_s, check=stops.check)
+        result = RunResult(run_id=lock.owner, command=work.command)
+        try:
+            _run_locked(work, db, lock, result, client_config, options, progress, transport, masker)
+        finally:
+            lock.release()
+    return result
+
+
+def _run_locked(
+    work: PassWork,
+    db: Database,
+    lock: RunLock,
+    result: RunResult,
+    client_config: ClientConfig,
+    options: SyncOptions,
+    progress: Progress | None,
+    transport: httpx.AsyncBaseTransport | None,
+    masker: Masker | None,
+) -> None:
+    """The pass, between its ``sync_runs`` row's start and its outcome."""
     set_run_id(result.run_id)
     try:
         with db.transaction() as conn:
             runs_store.start_run(
                 conn,
                 run_id=result.run_id,
-                command=command,
+                command=work.command,
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 now=result.started_at,
@@ -110,7 +133,8 @@ def run_command(
         # An unexpected exception must not leave the run recorded as "ok" (status and
         # metrics count "ok" runs as successful passes).
         if result.outcome in ("ok", "partial"):
-            result.outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            stopped = isinstance(exc, KeyboardInterrupt | stops.StopRequested)
+            result.outcome = "interrupted" if stopped else "failed"
             result.message = f"unexpected error: {type(exc).__name__}: {exc}"[:2000]
         raise
     finally:
@@ -128,9 +152,7 @@ def run_command(
                     now=result.finished_at,
                 )
         finally:
-            lock.release()
             set_run_id(None)
-    return result
 
 
 @contextmanager
@@ -154,43 +176,22 @@ async def _run_async(
     new_engine: Callable[[SmoothClient], SyncEngine],
     transport: httpx.AsyncBaseTransport | None,
 ) -> None:
-    loop = asyncio.get_running_loop()
     async with SmoothClient(client_config, transport=transport) as client:
         engine = new_engine(client)
         result = engine.result
-
-        def on_signal(signum: int) -> None:
-            if engine.stop_signal is not None:
-                # A second signal means "now": default action, no more waiting.
-                loop.remove_signal_handler(signum)
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-                return
-            engine.stop_signal = signum
-            log.warning(
-                "stopping after the writes in flight (signal %s); send it again to stop now",
-                signal.Signals(signum).name,
-            )
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+        stopper = _Stopper(engine)
         fatal: ArchiverError | None = None
-        try:
-            await work.run(engine)
-        except ArchiverError as exc:
-            fatal = exc
-            # The failure that ended the pass is one of its errors, counted and kept
-            # like a task's (the summary, sync_runs, status and health show it).
-            result.stats.errors += 1
-            result.errors.append(str(exc))
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-            result.stats.requests = client.requests
-            if engine.artifacts is not None:
-                await engine.artifacts.aclose()
-            engine.close()
-            engine.progress.close()
+        with stops.pass_hook(stopper.on_signal):
+            if (signum := stops.requested()) is not None:  # before the pass began
+                stopper.after_writes(signum)
+            try:
+                fatal = await _run_pass(work, engine, client)
+            except asyncio.CancelledError:
+                if not stopper.cancelled:
+                    raise  # not a stop of ours
+                stopper.main.uncancel()  # "stop now": what was in flight is abandoned
+            finally:
+                stopper.active = False
         verdict = decisions.pass_outcome(
             result.stats,
             result.errors,
@@ -202,3 +203,70 @@ async def _run_async(
         )
         if verdict is not None:
             result.outcome, result.exit_code, result.message, result.failure = verdict
+
+
+async def _run_pass(
+    work: PassWork, engine: SyncEngine, client: SmoothClient
+) -> ArchiverError | None:
+    """Run the pass; returns the error that ended it, if one did. That failure is one of
+    the pass's errors, counted and kept like a task's (the summary, sync_runs, status and
+    health show it)."""
+    result = engine.result
+    try:
+        await work.run(engine)
+    except ArchiverError as exc:
+        result.stats.errors += 1
+        result.errors.append(str(exc))
+        return exc
+    finally:
+        # The database threads first: a "stop now" may cancel the awaits below.
+        result.stats.requests = client.requests
+        engine.close()
+        engine.progress.close()
+        if engine.artifacts is not None:
+            await engine.artifacts.aclose()
+    return None
+
+
+class _Stopper:
+    """What a stop signal does to the running pass (archiver.stops): the first one stops
+    it after the writes in flight, a later one cancels what is in flight."""
+
+    def __init__(self, engine: SyncEngine) -> None:
+        self.engine = engine
+        self.loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        self.main = main
+        #: The pass is running (a late "stop now" must not cancel the bookkeeping after it).
+        self.active = True
+        self.cancelled = False
+
+    def on_signal(self, signum: int, arrival: stops.Arrival) -> None:
+        """Called in the signal handler: it only schedules."""
+        if arrival is stops.Arrival.FIRST:
+            self.loop.call_soon_threadsafe(self.after_writes, signum)
+        elif arrival is stops.Arrival.NOW:
+            self.loop.call_soon_threadsafe(self.now, signum)
+
+    def after_writes(self, signum: int) -> None:
+        if self.engine.stop_signal is not None:
+            return
+        self.engine.stop_signal = signum
+        log.warning(
+            "stopping after the writes in flight (signal %s); send it again (a second or "
+            "more later) to stop now",
+            signal.Signals(signum).name,
+        )
+
+    def now(self, signum: int) -> None:
+        if not self.active:
+            return
+        self.after_writes(signum)
+        log.warning(
+            "stopping now (signal %s again): requests and transfers in flight are "
+            "abandoned; the run is still recorded as interrupted",
+            signal.Signals(signum).name,
+        )
+        self.cancelled = True
+        self.main.cancel()

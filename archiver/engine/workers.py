@@ -63,16 +63,21 @@ class WorkerPool:
         workers = [
             asyncio.create_task(self._worker(queue)) for _ in range(self.ctx.options.concurrency)
         ]
-        if producer is not None:
-            try:
-                await producer
-            except ArchiverError as exc:
-                self.ctx.fatal = exc  # workers drain the queue and stop
-        for _ in workers:
-            await queue.put(None)
         try:
+            if producer is not None:
+                try:
+                    await producer
+                except ArchiverError as exc:
+                    self.ctx.fatal = exc  # workers drain the queue and stop
+            for _ in workers:
+                await queue.put(None)
             await asyncio.gather(*workers)
         finally:
+            # Cancelled ("stop now", or an error): no worker or listing outlives the pool.
+            started = [*workers, *([producer] if producer is not None else [])]
+            for task in started:
+                task.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
             # Every save started ends (committed or failed) before the pass goes on or
             # leaves; a save records its own failure (_guarded), so none is lost here.
             await asyncio.gather(*self._saving, return_exceptions=True)

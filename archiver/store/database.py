@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,14 +41,26 @@ class Database:
         """The URL with every credential hidden, for messages and ``status``."""
         return display_url(self.url)
 
-    def prepare(self) -> None:
+    def location(self) -> str:
+        """Where the archive is: a SQLite file's absolute path, else the display URL."""
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            assert url.database is not None
+            if not url.database.startswith("file:"):
+                return str(Path(url.database).expanduser().absolute())
+        return self.display_url()
+
+    def prepare(self, *, on_new: Callable[[str], None] | None = None) -> None:
         """Connect and bring the schema to head (read-only: check it is there); a clear
-        one-line error if that fails."""
+        one-line error if that fails. ``on_new(location)`` is told first when the
+        database holds no archive yet (a new SQLite file, an empty PostgreSQL database)."""
         with self._opening():
             if self.read_only:
                 self._check_readable()
-            else:
-                ensure_current(self.engine)
+                return
+            if on_new is not None and current_revision(self.engine) is None:
+                on_new(self.location())
+            ensure_current(self.engine)
 
     def revision(self) -> str | None:
         """The archive's schema revision (None: no schema yet), for ``archiver db``."""

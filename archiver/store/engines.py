@@ -55,6 +55,14 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
     timeout; ``read_only`` opens an existing archive without creating or writing anything
     (SQLite: ``mode=ro``; PostgreSQL: read-only transactions)."""
     url = normalize_database_url(url)
+    if "://" not in url and url.strip():
+        path = Path(url).expanduser().absolute()
+        raise ConfigError(
+            f"database URL {url!r} is a file path, not a URL: for a SQLite archive there, "
+            f"use sqlite:///{path.as_posix()} (sqlite:/// then the absolute path); for "
+            "PostgreSQL, postgresql://USER@HOST/DB (set --database-url or "
+            "ARCHIVER_DATABASE_URL)."
+        )
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number

@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from archiver.exceptions import ArchiverError, LockHeld
 from archiver.store.database import Database
@@ -85,6 +86,55 @@ class Holder:
         return f"pid {self.pid} on {self.host}, since {self.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
+@dataclass(frozen=True)
+class Observer:
+    """Where a judgement of a holder is made: this host, boot and pid namespace."""
+
+    host: str
+    boot_id: str | None
+    pid_namespace: str | None
+
+    @classmethod
+    def here(cls) -> Observer:
+        return cls(socket.gethostname(), boot_id(), pid_namespace())
+
+    def sees_pids_of(self, holder: Holder) -> bool:
+        """Whether the holder's pid names the same process here: same host, same boot and
+        same pid namespace, each known. Otherwise only its heartbeat can tell it is gone."""
+        mine = (self.host, self.boot_id, self.pid_namespace)
+        theirs = (holder.host, holder.boot_id, holder.pid_namespace)
+        return None not in mine and mine == theirs
+
+
+def why_gone(
+    holder: Holder, now: datetime, observer: Observer, stale_after: timedelta
+) -> str | None:
+    """Why the holder of a lock is gone (its process has exited on this host, or its
+    heartbeat is older than ``stale_after``), or None while it may be alive."""
+    if observer.sees_pids_of(holder) and not _pid_alive(holder.pid):
+        return f"its process (pid {holder.pid} on {holder.host}) is gone"
+    silent = now - holder.heartbeat_at
+    if silent > stale_after:
+        return (
+            f"its heartbeat stopped {silent.total_seconds():.0f} s ago "
+            f"(pid {holder.pid} on {holder.host})"
+        )
+    return None
+
+
+def holder_of(row: Any) -> Holder:
+    """The holder named by a ``locks`` row."""
+    return Holder(
+        owner=row.owner,
+        host=row.host,
+        pid=row.pid,
+        acquired_at=aware(row.acquired_at),
+        heartbeat_at=aware(row.heartbeat_at),
+        boot_id=row.boot_id,
+        pid_namespace=row.pid_namespace,
+    )
+
+
 def database_now(conn: Connection) -> datetime:
     """The time by the database server's clock on PostgreSQL, so that runs on hosts whose
     clocks disagree still judge heartbeats and leases alike; the local clock on SQLite,
@@ -111,10 +161,11 @@ class RunLock:
         self.db = db
         self.name = name
         self.owner = owner or new_owner_token()
-        self.host = socket.gethostname()
+        self.observer = Observer.here()
+        self.host = self.observer.host
         self.pid = os.getpid()
-        self.boot_id = boot_id()
-        self.pid_namespace = pid_namespace()
+        self.boot_id = self.observer.boot_id
+        self.pid_namespace = self.observer.pid_namespace
         self.heartbeat_s = heartbeat_s
         self.stale_after = timedelta(seconds=stale_after_s)
         self._stop = threading.Event()
@@ -127,8 +178,9 @@ class RunLock:
 
     # -- the command lock ------------------------------------------------------------
 
-    def acquire(self, *, wait_s: float = 0.0) -> None:
-        """Take the lock, or raise LockHeld naming the holder (after ``wait_s`` seconds)."""
+    def acquire(self, *, wait_s: float = 0.0, check: Callable[[], None] | None = None) -> None:
+        """Take the lock, or raise LockHeld naming the holder (after ``wait_s`` seconds).
+        ``check`` is called while waiting and may raise to give up (a stop signal)."""
         deadline = time.monotonic() + wait_s
         while True:
             holder = self._try_acquire()
@@ -141,7 +193,11 @@ class RunLock:
                     f"another `archiver {self.name}` holds the lock on this archive "
                     f"({holder.describe()}); wait for it to finish, or pass --wait-lock SECONDS."
                 )
+            if check is not None:
+                check()
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+            if check is not None:
+                check()
 
     def _try_acquire(self) -> Holder | None:
         with self.db.transaction() as conn:
@@ -161,23 +217,17 @@ class RunLock:
                 .values(row)
                 .on_conflict_do_nothing(index_elements=["name"])
             ).rowcount
-            if inserted == 1:
+            current = None
+            if inserted != 1:  # taken, or a driver that does not count (rowcount -1)
+                current = conn.execute(select(locks).where(locks.c.name == self.name)).first()
+                if current is None:  # released between our INSERT and SELECT: try again
+                    return self._holder_placeholder(now)
+            if current is None or current.owner == self.owner:
+                self._clean_up_dead_holders(conn, now)
                 return None
-            current = conn.execute(select(locks).where(locks.c.name == self.name)).first()
-            if current is None:  # released between our INSERT and SELECT: try again
-                return self._holder_placeholder(now)
-            holder = Holder(
-                owner=current.owner,
-                host=current.host,
-                pid=current.pid,
-                acquired_at=aware(current.acquired_at),
-                heartbeat_at=aware(current.heartbeat_at),
-                boot_id=current.boot_id,
-                pid_namespace=current.pid_namespace,
-            )
-            if holder.owner == self.owner:
-                return None
-            if not self._is_gone(holder, now):
+            holder = holder_of(current)
+            reason = why_gone(holder, now, self.observer, self.stale_after)
+            if reason is None:
                 return holder
             taken = conn.execute(
                 update(locks)
@@ -186,35 +236,49 @@ class RunLock:
             ).rowcount
             if taken != 1:
                 return holder
-            self._clean_up_after(conn, holder.owner, now)
+            self._clean_up_after(conn, self.name, holder.owner, now, reason)
+            self._clean_up_dead_holders(conn, now)
             return None
 
     def _holder_placeholder(self, now: datetime) -> Holder:
         return Holder(owner="", host="?", pid=0, acquired_at=now, heartbeat_at=now)
 
-    def _is_gone(self, holder: Holder, now: datetime) -> bool:
-        if self._sees_pids_of(holder) and not _pid_alive(holder.pid):
-            return True
-        return now - holder.heartbeat_at > self.stale_after
+    def _clean_up_dead_holders(self, conn: Connection, now: datetime) -> None:
+        """The locks of other commands whose holders are gone are freed with their leases
+        and runs, so this run finds their tasks free at once (a dead ``sync``'s leases
+        would otherwise keep a ``backfill`` off its tasks until they expire)."""
+        for row in conn.execute(select(locks).where(locks.c.name != self.name)).all():
+            holder = holder_of(row)
+            reason = why_gone(holder, now, self.observer, self.stale_after)
+            if reason is None:
+                continue
+            freed = conn.execute(
+                locks.delete().where(locks.c.name == row.name, locks.c.owner == holder.owner)
+            ).rowcount
+            if freed == 1:
+                self._clean_up_after(conn, row.name, holder.owner, now, reason)
 
-    def _sees_pids_of(self, holder: Holder) -> bool:
-        """Whether the holder's pid names the same process here: same host, same boot and
-        same pid namespace, each known. Otherwise only its heartbeat can tell it is gone."""
-        mine = (self.host, self.boot_id, self.pid_namespace)
-        theirs = (holder.host, holder.boot_id, holder.pid_namespace)
-        return None not in mine and mine == theirs
-
-    def _clean_up_after(self, conn: Connection, dead_owner: str, now: datetime) -> None:
+    def _clean_up_after(
+        self, conn: Connection, name: str, dead_owner: str, now: datetime, why: str
+    ) -> None:
         """A crashed holder's leases are freed and its run is recorded as crashed."""
-        conn.execute(
+        freed = conn.execute(
             update(tasks)
             .where(tasks.c.lease_owner == dead_owner)
             .values(lease_owner=None, lease_until=None)
-        )
-        conn.execute(
+        ).rowcount
+        recorded = conn.execute(
             update(sync_runs)
             .where(sync_runs.c.run_id == dead_owner, sync_runs.c.outcome == "running")
-            .values(outcome="crashed", finished_at=now, message="the process died mid-run")
+            .values(outcome="crashed", finished_at=now, message=f"the process died mid-run: {why}")
+        ).rowcount
+        log.warning(
+            "the `archiver %s` that held its lock died mid-work (%s): lock and task leases "
+            "freed (%d)%s",
+            name,
+            why,
+            max(freed, 0),
+            ", its run recorded as crashed" if recorded == 1 else "",
         )
 
     def release(self) -> None:
@@ -322,6 +386,9 @@ class RunLock:
                         tasks.c.lease_owner.is_(None),
                         tasks.c.lease_owner == self.owner,
                         and_(tasks.c.lease_until.is_not(None), tasks.c.lease_until < now),
+                        # A live run holds a lock while it holds leases (it frees both in
+                        # one transaction): a lease whose owner holds none is left over.
+                        ~exists().where(locks.c.owner == tasks.c.lease_owner),
                     ),
                 )
                 .values(lease_owner=self.owner, lease_until=now + self.stale_after)
@@ -333,6 +400,23 @@ class RunLock:
             got.extend(task_id for task_id in dict.fromkeys(chunk) if task_id in leased)
         return got
 
+    def leased_elsewhere(self, conn: Connection, task_ids: Sequence[str]) -> int:
+        """How many of these tasks another run holds (after :meth:`claim` passed them by)."""
+        busy = 0
+        for start in range(0, len(task_ids), LEASE_CHUNK):
+            chunk = list(dict.fromkeys(task_ids[start : start + LEASE_CHUNK]))
+            busy += (
+                conn.scalar(
+                    select(func.count()).where(
+                        tasks.c.id.in_(chunk),
+                        tasks.c.lease_owner.is_not(None),
+                        tasks.c.lease_owner != self.owner,
+                    )
+                )
+                or 0
+            )
+        return busy
+
     def release_tasks(self, conn: Connection, task_ids: Sequence[str]) -> None:
         for start in range(0, len(task_ids), LEASE_CHUNK):
             conn.execute(
@@ -343,3 +427,40 @@ class RunLock:
                 )
                 .values(lease_owner=None, lease_until=None)
             )
+
+
+def gone_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, str]:
+    """Of these runs, recorded as ``running``, the ones whose process is gone, with why:
+    judged as the next run would judge them (a live run holds its command's lock until
+    its row is finished), without changing anything, so read-only commands can show them
+    as ``crashed`` at once."""
+    if not run_ids:
+        return {}
+    now = database_now(conn)
+    observer = Observer.here()
+    held = {
+        row.owner: holder_of(row)
+        for row in conn.execute(select(locks).where(locks.c.owner.in_(list(run_ids))))
+    }
+    gone: dict[str, str] = {}
+    for run_id in run_ids:
+        holder = held.get(run_id)
+        if holder is None:
+            gone[run_id] = "it no longer holds its command's lock"
+            continue
+        reason = why_gone(holder, now, observer, timedelta(seconds=DEFAULT_STALE_AFTER_S))
+        if reason is not None:
+            gone[run_id] = reason
+    return gone
+
+
+def leased_task_ids(conn: Connection) -> list[str]:
+    """The tasks a live run holds (their owner holds a lock): work may be in flight on them."""
+    return list(
+        conn.scalars(
+            select(tasks.c.id).where(
+                tasks.c.lease_owner.is_not(None),
+                exists().where(locks.c.owner == tasks.c.lease_owner),
+            )
+        )
+    )

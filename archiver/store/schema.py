@@ -174,6 +174,8 @@ sync_runs = Table(
     # Added by migration 0006 (after the columns above, so they come last).
     Column("artifacts_stored", Integer, nullable=False, server_default="0"),
     Column("tasks_gone", Integer, nullable=False, server_default="0"),
+    # Added by migration 0015.
+    Column("skipped_leased", Integer, nullable=False, server_default="0"),
     Index("ix_sync_runs_started_at", "started_at"),
 )
 

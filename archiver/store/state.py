@@ -1,6 +1,6 @@
 """Sync state: versioned JSON values under a key (discovery's watermark, backfill's
-cursor, the created_at groups List Tasks cannot page through), each migrated step by
-step to the version this archiver reads."""
+cursor, the created_at groups List Tasks cannot page through, whether blob storage is
+failing), each migrated step by step to the version this archiver reads."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from archiver.store.schema import sync_state, tasks
 from archiver.timestamps import to_utc
 
 #: Current version of each state key's value.
-STATE_VERSIONS: dict[str, int] = {"discovery": 1, "backfill": 1, "unlisted": 1}
+STATE_VERSIONS: dict[str, int] = {"discovery": 1, "backfill": 1, "unlisted": 1, "blob_storage": 1}
 
 
 def get_state(conn: Connection, key: str, *, for_update: bool = False) -> dict[str, Any] | None:
@@ -135,4 +135,38 @@ def _describe_unlisted(conn: Connection, created_at: int, group: dict[str, Any])
         "archived": archived,
         **{name: group.get(name) for name in ("command", "first_seen_at", "last_seen_at")},
         "acknowledged_at": group["acknowledged_at"],
+    }
+
+
+#: Whether blob storage is failing:
+#:
+# State "blob_storage", version 1: {"url": str, "failing_since": iso | None,
+# "last_failure_at": iso, "last_error": str, "recovered_at": iso | None}
+
+
+def record_blob_failure(conn: Connection, url: str, message: str, now: datetime) -> None:
+    """A write to blob storage failed: it is failing since now, unless it already was."""
+    state = _locked_state(conn, "blob_storage", now)
+    stamp = now.isoformat(timespec="seconds")
+    if not state.get("failing_since"):
+        state["failing_since"] = stamp
+    state.update(url=url, last_failure_at=stamp, last_error=message, recovered_at=None)
+    put_state(conn, "blob_storage", state, now)
+
+
+def record_blob_success(conn: Connection, now: datetime) -> None:
+    """A blob was stored: blob storage works (again)."""
+    state = get_state(conn, "blob_storage")
+    if state and state.get("failing_since"):
+        state.update(failing_since=None, recovered_at=now.isoformat(timespec="seconds"))
+        put_state(conn, "blob_storage", state, now)
+
+
+def blob_storage_failure(conn: Connection) -> dict[str, Any] | None:
+    """Since when blob storage is failing and why (None while it works)."""
+    state = get_state(conn, "blob_storage") or {}
+    if not state.get("failing_since"):
+        return None
+    return {
+        name: state.get(name) for name in ("url", "failing_since", "last_failure_at", "last_error")
     }

@@ -12,8 +12,9 @@ from sqlalchemy import Connection, and_, distinct, func, select
 
 from archiver.stats import STORED_COUNTERS, SUCCESS_OUTCOMES
 from archiver.store.artifacts import PRUNED
+from archiver.store.locks import gone_runs
 from archiver.store.schema import artifacts, erasures, sync_runs, task_events, tasks
-from archiver.store.state import unlisted_groups
+from archiver.store.state import blob_storage_failure, unlisted_groups
 from archiver.timestamps import aware
 
 
@@ -44,22 +45,25 @@ def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
         gone += row[4]
         events += int(row[5])
     total = sum(by_status.values())
+    rows = conn.execute(
+        select(sync_runs).order_by(sync_runs.c.started_at.desc()).limit(last_runs)
+    ).all()
+    dead = gone_runs(conn, [row.run_id for row in rows if row.outcome == "running"])
     runs = [
         {
             "command": row.command,
             "started_at": _iso(row.started_at),
             "finished_at": _iso(row.finished_at),
-            "outcome": row.outcome,
+            "outcome": "crashed" if row.run_id in dead else row.outcome,
             **{name: getattr(row, name) for name in STORED_COUNTERS},
-            "message": row.message,
+            "message": crashed_message(dead[row.run_id]) if row.run_id in dead else row.message,
         }
-        for row in conn.execute(
-            select(sync_runs).order_by(sync_runs.c.started_at.desc()).limit(last_runs)
-        )
+        for row in rows
     ]
     return {
         "tasks": total,
         "unlisted": unlisted_groups(conn),
+        "blob_storage_failing": blob_storage_failure(conn),
         "tasks_by_status": by_status,
         "active": active,
         "finalized": total - active,
@@ -68,6 +72,11 @@ def status_report(conn: Connection, *, last_runs: int = 5) -> dict[str, Any]:
         "events": events,
         "last_runs": runs,
     }
+
+
+def crashed_message(why: str) -> str:
+    """The message of a run found dead before the next run recorded it."""
+    return f"the process died mid-run: {why} (the next sync or backfill records it)"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -35,6 +35,7 @@ from archiver.jsonvalues import loads_json
 from archiver.models import TERMINAL_STATUSES
 from archiver.report import usd
 from archiver.stats import STORED_COUNTERS, RunResult, RunStats
+from archiver.store.locks import gone_runs
 from archiver.store.schema import (
     artifact_files,
     artifacts,
@@ -476,25 +477,36 @@ def stored_blob(conn: Connection, task_id: str, kind: str) -> StoredBlob | None:
 
 def last_finished_runs(conn: Connection, commands: Sequence[str]) -> list[RunResult]:
     """The newest finished pass of each command that has one, from its ``sync_runs`` row:
-    the counters the row keeps, the others 0."""
+    the counters the row keeps, the others 0. A newer run still recorded ``running``
+    whose process is gone counts as that pass, ``crashed``."""
     results = []
     for command in commands:
-        row = conn.execute(
+        newest = (
             select(sync_runs)
-            .where(sync_runs.c.command == command, sync_runs.c.finished_at.is_not(None))
+            .where(sync_runs.c.command == command)
             .order_by(sync_runs.c.started_at.desc(), sync_runs.c.id.desc())
             .limit(1)
-        ).first()
-        if row is None:
+        )
+        row = conn.execute(newest).first()
+        outcome = row.outcome if row is not None else None
+        if row is not None and outcome == "running":
+            if gone_runs(conn, [row.run_id]):
+                outcome = "crashed"
+            else:  # still running: its predecessor is the last pass
+                row = conn.execute(newest.where(sync_runs.c.finished_at.is_not(None))).first()
+                outcome = row.outcome if row is not None else None
+        if row is None or outcome is None:
             continue
+        started = aware(row.started_at) or datetime.now(UTC)
         results.append(
             RunResult(
                 run_id=row.run_id,
                 command=command,
                 stats=RunStats(**{name: int(row._mapping[name] or 0) for name in STORED_COUNTERS}),
-                outcome=row.outcome,
-                started_at=aware(row.started_at) or datetime.now(UTC),
-                finished_at=aware(row.finished_at),
+                outcome=outcome,
+                started_at=started,
+                # A crashed run's end is not known: it ended some time after it started.
+                finished_at=aware(row.finished_at) or started,
             )
         )
     return results
