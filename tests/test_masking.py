@@ -16,13 +16,12 @@ import os
 import re
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from archiver import logs
 from archiver.config import ApiKey, ClientConfig, SyncOptions
@@ -33,6 +32,7 @@ from archiver.masking import Masker, archive, load_masker
 from archiver.models import TaskEvent, TaskInfo
 from archiver.stats import RunResult
 from archiver.store.database import Database
+from archiver.store.locks import RunLock
 from archiver.store.schema import artifacts, erasures, sync_runs, task_events, tasks
 from tests.conftest import archived, canonical, client_config
 from tests.test_hostile import FakeApi, Reply, expected_rows
@@ -396,13 +396,14 @@ def test_mask_apply_rewrites_the_archive_rekeys_events_and_audits(
     outcome = archive.dry_run(database, masker, lines.append)
     assert dump_database(database.url) == dump  # the dry run changed nothing
     assert outcome.tasks == 2 and outcome.events == 7 and len(lines) == 2
-    with database.transaction() as conn:  # another run works on t_html
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == "t_html")
-            .values(lease_owner="other-run", lease_until=datetime(2999, 1, 1, tzinfo=UTC))
-        )
-    outcome = archive.apply(database, masker, actor="dpo", reason="DSR-7", echo=lines.append)
+    holder = RunLock(database, "backfill")  # another live run works on t_html
+    holder.acquire()
+    try:
+        with database.transaction() as conn:
+            assert holder.claim(conn, ["t_html"]) == ["t_html"]
+        outcome = archive.apply(database, masker, actor="dpo", reason="DSR-7", echo=lines.append)
+    finally:
+        holder.release()
     assert outcome.left == ["t_html"] and outcome.tasks == 1 and outcome.events == 7
     assert outcome.checkpointed
     dump = dump_database(database.url)
