@@ -221,7 +221,9 @@ class ApiSettings:
         return ClientConfig(
             api_url=validate_api_url(self.api_url),
             api_key=api_key_from_env(),
-            max_connections=self.concurrency,
+            # One more than the task requests: backfill lists while it polls, and a List
+            # Tasks request waiting for a free connection would leave a worker idle.
+            max_connections=self.concurrency + 1,
             rate_limit=self.rate_limit,
         )
 

@@ -61,6 +61,25 @@ def do_get(self):
         os.replace(stamp + ".tmp", stamp)
     return orig(self)
 Handler.do_GET = do_get
+timeline = os.environ.get("BENCH_TIMELINE_FILE")
+if timeline:
+    # One line per API request: arrival and departure (wall clock), and its route.
+    import threading
+    lock = threading.Lock()
+    out = open(timeline, "a", buffering=1)
+    traced = Handler.do_GET
+    def do_get_traced(self):
+        if not self.path.startswith("/api/"):
+            return traced(self)
+        t0 = time.time()
+        try:
+            return traced(self)
+        finally:
+            t1 = time.time()
+            kind = "list" if self.path.split("?")[0].endswith("/task") else "get"
+            with lock:
+                out.write(f"{t0!r} {t1!r} {kind}\\n")
+    Handler.do_GET = do_get_traced
 sys.exit(s.main(sys.argv[1:]))
 """
 
@@ -81,6 +100,8 @@ class Simulator:
 
     def __init__(self, args: Sequence[str], workdir: Path) -> None:
         self.stamp = workdir / "first-request"
+        #: One line per API request (see _SIM_WRAPPER), read by :func:`request_timeline`.
+        self.timeline = workdir / "timeline"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _SIM_WRAPPER, "--port", "0", *args],
             stdout=subprocess.PIPE,
@@ -90,6 +111,7 @@ class Simulator:
             env={
                 **os.environ,
                 "BENCH_FIRST_REQUEST_FILE": str(self.stamp),
+                "BENCH_TIMELINE_FILE": str(self.timeline),
                 "CIRCLEMIND_API_KEY": KEY,
             },
         )
@@ -111,6 +133,7 @@ class Simulator:
         """Zero the request counters and re-arm the first-request stamp."""
         self.control("reset_stats", "POST")
         self.stamp.unlink(missing_ok=True)
+        self.timeline.write_text("")
 
     def first_request_at(self) -> float | None:
         try:
@@ -135,6 +158,9 @@ class Run:
     peak_rss_mb: float
     startup_s: float | None
     stdout: str
+    #: Wall clock (time.time()) of the child's start and of its exit.
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
 
 def env_for(sim: Simulator, home: Path, database_url: str | None) -> dict[str, str]:
@@ -159,6 +185,7 @@ def run_archiver(args: Sequence[str], env: dict[str, str], sim: Simulator | None
         proc = subprocess.Popen([str(BIN), *args], env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
+        ended_wall = time.time()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -172,6 +199,8 @@ def run_archiver(args: Sequence[str], env: dict[str, str], sim: Simulator | None
         peak_rss_mb=usage.ru_maxrss / 1024,
         startup_s=None if first is None else first - started_wall,
         stdout=stdout,
+        started_at=started_wall,
+        ended_at=ended_wall,
     )
 
 
@@ -245,3 +274,67 @@ def database_label(url: str | None) -> str:
 
 def r(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def request_timeline(sim: Simulator, proc: Run, concurrency: int) -> dict[str, object]:
+    """Where a run's workers waited, from the simulator's side: every API request's
+    arrival and departure (wall clock) against the archiver process's start and exit.
+
+    Worker-seconds outside a Get Task are ``concurrency`` x phase length minus the time
+    Get Tasks were in flight, split into the phases of a run: start-up (process start to
+    the first request), the ramp (until ``concurrency`` Get Tasks are first in flight),
+    the steady middle, the drain (from the last time all were in flight to the last
+    answer) and the exit (last answer to process exit).
+    """
+    rows = [line.split() for line in sim.timeline.read_text().splitlines() if line]
+    gets = sorted((float(a), float(b)) for a, b, kind in rows if kind == "get")
+    lists = sorted(float(a) for a, _, kind in rows if kind == "list")
+    if not gets:
+        return {}
+    start, end = proc.started_at, proc.ended_at
+    first = min(gets[0][0], lists[0] if lists else gets[0][0])
+    last = max(b for _, b in gets)
+    # In-flight Get Tasks over time: +1 at arrival, -1 at departure.
+    edges = sorted([(a, 1) for a, _ in gets] + [(b, -1) for _, b in gets])
+    inflight, full_first, full_last, prev, area = 0, None, None, first, 0.0
+    per_second: dict[int, int] = {}
+    for t, step in edges:
+        area += inflight * (t - prev)
+        prev = t
+        inflight += step
+        if inflight >= concurrency:
+            full_first = t if full_first is None else full_first
+            full_last = t
+        if step < 0:
+            per_second[int(t - first)] = per_second.get(int(t - first), 0) + 1
+    full_first = full_first if full_first is not None else first
+    full_last = full_last if full_last is not None else last
+
+    def busy(lo: float, hi: float) -> float:
+        return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in gets)
+
+    def idle(lo: float, hi: float) -> float:
+        return r(max(0.0, concurrency * (hi - lo) - busy(lo, hi)))  # type: ignore[return-value]
+
+    middle = sorted(per_second.items())[1:-1]
+    return {
+        "startup_s": r(first - start),
+        "ramp_s": r(full_first - first),
+        "middle_s": r(full_last - full_first),
+        "drain_s": r(last - full_last),
+        "exit_s": r(end - last),
+        "mean_in_flight_middle": r(busy(full_first, full_last) / max(1e-9, full_last - full_first), 2),
+        "mean_in_flight_requests": r(area / max(1e-9, last - first), 2),
+        "idle_worker_s": {
+            "startup": r(concurrency * (first - start)),
+            "ramp": idle(first, full_first),
+            "middle": idle(full_first, full_last),
+            "drain": idle(full_last, last),
+            "exit": r(concurrency * (end - last)),
+        },
+        "gets_per_s_min_max_middle": [
+            min((n for _, n in middle), default=0),
+            max((n for _, n in middle), default=0),
+        ],
+        "list_at_s": [r(t - start, 2) for t in lists],
+    }

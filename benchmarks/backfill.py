@@ -26,6 +26,7 @@ from _bench import (
     load,
     print_runs,
     r,
+    request_timeline,
     run_archiver,
 )
 
@@ -33,6 +34,9 @@ from _bench import (
 def main() -> None:
     parser = bench_args(__doc__, tasks=200, events=20, sizes="2000 x 50")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="per request, L")
+    parser.add_argument(
+        "--waits", action="store_true", help="add where the workers waited (request timeline)"
+    )
     print_runs(parser.parse_args(), run)
 
 
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         proc = run_archiver(["backfill", "-q", "--concurrency", str(args.concurrency)], env, sim)
         stats = sim.stats()
         sim_cpu = sim.cpu_s() - sim_cpu_before
+        waits = {"waits": request_timeline(sim, proc, args.concurrency)} if args.waits else {}
     latency = args.latency_ms / 1000
     lists = stats.get("list", 0)
     gets = stats.get("get", 0)
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "ideal_serial_listing_s": r(serial),
         "efficiency_serial_listing": r(serial / proc.wall_s),
         "load": load(),
+        **waits,
     }
 
 
