@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -28,6 +29,7 @@ from archiver.exceptions import (
     AuthError,
     CircuitOpen,
     MalformedPayload,
+    RequestWithheld,
     TaskNotFound,
     TransientApiError,
 )
@@ -213,15 +215,25 @@ class SmoothClient:
         self._unreached_attempts = 0
         #: Event-loop time after which failed requests are not retried (set by the engine).
         self.retry_deadline: float | None = None
+        #: Whether the pass is stopping (set by the engine): a Get Task request that
+        #: waited for a slot is then not sent (RequestWithheld).
+        self.halted: Callable[[], bool] | None = None
         self._limiter: AsyncLimiter | None = None
         if config.rate_limit is not None:
             from aiolimiter import AsyncLimiter  # only with --rate-limit (start-up time)
 
             self._limiter = AsyncLimiter(config.rate_limit, 1.0)
+        # One connection more than Get Task requests may hold: backfill lists while it
+        # polls, and a List Tasks request waiting for a connection would starve the
+        # workers it feeds.
         limits = httpx.Limits(
-            max_connections=config.max_connections,
-            max_keepalive_connections=config.max_connections,
+            max_connections=config.task_requests + 1,
+            max_keepalive_connections=config.task_requests + 1,
         )
+        #: Get Task requests in flight, at most ``task_requests``. The pass runs a few
+        #: more workers than that (engine.workers), each ready to send the moment a slot
+        #: frees, so a slot never waits for the CPU work of the answer before it.
+        self._task_slots = asyncio.Semaphore(config.task_requests)
         if transport is None:
             # httpcore's own pool spends O(connections) per request checking idle sockets,
             # which dominates at high concurrency; aiohttp's pool does not (benchmarks/).
@@ -376,6 +388,34 @@ class SmoothClient:
     ) -> Any:
         if self._limiter is not None:
             await self._limiter.acquire()
+        if task_id is None:
+            status, raw = await self._exchange(url, context=context, task_id=None, listing=listing)
+        else:
+            async with self._task_slots:  # held for the exchange alone, not the parsing
+                if self.halted is not None and self.halted():
+                    raise RequestWithheld(f"{context}: not sent, the pass is stopping")
+                status, raw = await self._exchange(
+                    url, context=context, task_id=task_id, listing=listing
+                )
+        try:
+            return loads_json(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            # A proxy's error page, a captive portal or a cut-off body behind a 200: a fault
+            # on the way, not data, so it is retried like a 5xx.
+            raise TransientApiError(
+                f"{context}: HTTP {status} but the body is not a JSON document ({exc}); "
+                f"first bytes: {self._excerpt(raw, 80)}."
+            ) from None
+        except RecursionError:
+            raise MalformedPayload(
+                f"{context}: the JSON body is nested too deeply to read (more than "
+                f"{MAX_DEPTH:,} levels); this is not a TaskResponse."
+            ) from None
+
+    async def _exchange(
+        self, url: str, *, context: str, task_id: str | None, listing: bool
+    ) -> tuple[int, bytes]:
+        """One GET: its status and body, or the error its status or the transport means."""
         self.requests += 1
         try:
             async with (
@@ -417,20 +457,7 @@ class SmoothClient:
                 raw = await self._read_capped(response, context)
         except (httpx.TimeoutException, TimeoutError, httpx.TransportError) as exc:
             raise self._transport_error(context, exc) from None
-        try:
-            return loads_json(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            # A proxy's error page, a captive portal or a cut-off body behind a 200: a fault
-            # on the way, not data, so it is retried like a 5xx.
-            raise TransientApiError(
-                f"{context}: HTTP {status} but the body is not a JSON document ({exc}); "
-                f"first bytes: {self._excerpt(raw, 80)}."
-            ) from None
-        except RecursionError:
-            raise MalformedPayload(
-                f"{context}: the JSON body is nested too deeply to read (more than "
-                f"{MAX_DEPTH:,} levels); this is not a TaskResponse."
-            ) from None
+        return status, raw
 
     #: Connection attempts made before the first response of a client's life, after which
     #: an unreachable API ends the pass (a pass that cannot connect fails in seconds).

@@ -171,7 +171,9 @@ class ClientConfig:
     api_key: ApiKey = field(default_factory=lambda: ApiKey(""))
     timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    max_connections: int = DEFAULT_CONCURRENCY
+    #: Get Task requests in flight at once (``--concurrency``); List Tasks has a
+    #: connection of its own on top.
+    task_requests: int = DEFAULT_CONCURRENCY
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     retry_attempts: int = DEFAULT_RETRY_ATTEMPTS
     #: Whole-request deadline (connect + wait + body), on top of connect/read timeouts.
@@ -221,9 +223,7 @@ class ApiSettings:
         return ClientConfig(
             api_url=validate_api_url(self.api_url),
             api_key=api_key_from_env(),
-            # One more than the task requests: backfill lists while it polls, and a List
-            # Tasks request waiting for a free connection would leave a worker idle.
-            max_connections=self.concurrency + 1,
+            task_requests=self.concurrency,
             rate_limit=self.rate_limit,
         )
 
@@ -436,7 +436,7 @@ class ArtifactConfig:
             retry_backoff_s=options.artifact_retry_backoff_s,
             timeout_s=client.timeout_s,
             connect_timeout_s=client.connect_timeout_s,
-            max_connections=client.max_connections,
+            max_connections=client.task_requests,
         )
 
 

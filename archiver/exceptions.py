@@ -69,6 +69,11 @@ class CircuitOpen(ApiError):
     """Too many API requests failed in a row: the pass stops instead of hammering the API."""
 
 
+class RequestWithheld(ArchiverError):
+    """A Get Task request was not sent: the pass began to stop while it waited for a
+    request slot. Nothing was read, so nothing is saved; the next pass reads the task."""
+
+
 class LockHeld(ArchiverError):
     """Another run of the same command holds the archive's lock."""
 

@@ -323,7 +323,9 @@ def request_timeline(sim: Simulator, proc: Run, concurrency: int) -> dict[str, o
         "middle_s": r(full_last - full_first),
         "drain_s": r(last - full_last),
         "exit_s": r(end - last),
-        "mean_in_flight_middle": r(busy(full_first, full_last) / max(1e-9, full_last - full_first), 2),
+        "mean_in_flight_middle": r(
+            busy(full_first, full_last) / max(1e-9, full_last - full_first), 2
+        ),
         "mean_in_flight_requests": r(area / max(1e-9, last - first), 2),
         "idle_worker_s": {
             "startup": r(concurrency * (first - start)),

@@ -69,7 +69,7 @@ def task_ids(base_url: str) -> list[str]:
 
 async def one_run(args: argparse.Namespace, base_url: str, ids: list[str]) -> float:
     """CPU milliseconds of this process per Get Task, over one run."""
-    config = ClientConfig(api_url=base_url, api_key=ApiKey(KEY), max_connections=args.concurrency)
+    config = ClientConfig(api_url=base_url, api_key=ApiKey(KEY), task_requests=args.concurrency)
     async with SmoothClient(config) as client:
         await client.get_task(ids[0])  # connection set-up is not what is measured
         slots = asyncio.Semaphore(args.concurrency)

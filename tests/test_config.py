@@ -125,7 +125,7 @@ def test_the_cli_option_groups_build_the_pass_options() -> None:
         artifact_grace_s=30.0,
         max_artifact_bytes=1000,
     )
-    client = ClientConfig(timeout_s=7.0, connect_timeout_s=2.0, max_connections=3)
+    client = ClientConfig(timeout_s=7.0, connect_timeout_s=2.0, task_requests=3)
     config = ArtifactConfig.from_options(options, client)
     assert (config.grace_s, config.max_bytes, config.timeout_s) == (30.0, 1000, 7.0)
     assert (config.connect_timeout_s, config.max_connections) == (2.0, 3)

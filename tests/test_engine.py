@@ -253,6 +253,21 @@ def test_backfill_imports_everything_and_sync_then_has_nothing_to_do(
     assert sim.stats["get"] == 0
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_bounds_get_task_requests_in_flight_and_fills_them(
+    database: Database, make_simulator, concurrency: int
+) -> None:
+    """A pass keeps exactly --concurrency Get Task requests in flight, never more, although
+    it runs more workers than that; its listing runs beside them."""
+    sim = make_simulator(tasks=30, events_per_task=3, seed=5, latency_ms=40.0)
+    sim.finish_all()
+    options = SyncOptions(concurrency=concurrency)
+    result = run_command(BackfillPass(), database, client_config(sim), options)
+    assert result.exit_code == 0, result.errors
+    assert_matches_truth(database, sim)
+    assert sim.stats["get_in_flight_max"] == concurrency
+
+
 def test_backfill_since_skips_older_tasks(database: Database, make_simulator) -> None:
     """--since keeps tasks created on or after the date and stops listing below it."""
     sim = make_simulator(tasks=20, seed=22, spacing_s=3600.0)

@@ -60,6 +60,7 @@ from archiver.exceptions import (
     AuthError,
     BlobStoreError,
     LeaseLost,
+    RequestWithheld,
     TransferInterrupted,
 )
 from archiver.models import TaskInfo, strip_query
@@ -232,7 +233,10 @@ class ArtifactSync:
                     )
                     return await self._transient(attempt, message)
                 refreshes += 1
-                failure = await self._refresh(links, exc)
+                try:
+                    failure = await self._refresh(links, exc)
+                except RequestWithheld:
+                    return attempt.current  # the pass is stopping: as an interrupted transfer
                 if failure is not None:
                     return await self._transient(attempt, failure)
                 continue

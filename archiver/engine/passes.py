@@ -60,6 +60,7 @@ class SyncEngine:
         self.ctx = ctx = PassContext(db, lock, options, result, progress=progress, masker=masker)
         self.client = client
         client.retry_deadline = ctx.deadline
+        client.halted = ctx.should_stop
         #: The writer's first lane shares the database thread; further lanes get their own.
         self._lane_executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"archiver-db-lane{n}")

@@ -12,7 +12,7 @@ import signal
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -123,6 +123,10 @@ def _run_locked(
                 pid=os.getpid(),
                 now=result.started_at,
             )
+
+        # The pass's --concurrency is what bounds its Get Task requests in flight,
+        # whatever the client config was built with.
+        client_config = replace(client_config, task_requests=options.concurrency)
 
         def new_engine(client: SmoothClient) -> SyncEngine:
             return SyncEngine(db, client, lock, options, result, progress=progress, masker=masker)

@@ -1,6 +1,7 @@
-"""The worker pool of a pass: ``concurrency`` workers take leased tasks from a queue,
-read each from the API and hand what to save to a background save, so a worker goes
-back to the API while the save commits.
+"""The worker pool of a pass: workers take leased tasks from a queue, read each from the
+API and hand what to save to a background save, so a worker goes back to the API while
+the save commits. The client keeps ``concurrency`` Get Task requests in flight; a few more
+workers than that keep every slot busy (:func:`worker_count`).
 
 A task's events and its high-water mark still commit together (one save), at most
 ``concurrency`` saves are in flight (memory, and back-pressure when the database is the
@@ -24,6 +25,7 @@ from archiver.exceptions import (
     ArchiverError,
     AuthError,
     CircuitOpen,
+    RequestWithheld,
     StorageError,
 )
 
@@ -34,6 +36,16 @@ T = TypeVar("T")
 Item = tuple[str, TaskCursor]
 #: API errors that end the pass: nothing else will work until they are fixed.
 FATAL_API_ERRORS = (AuthError, CircuitOpen, ApiUnreachable, ApiUrlWrong)
+
+
+def worker_count(concurrency: int) -> int:
+    """How many workers a pass runs for ``concurrency`` Get Task requests in flight.
+
+    The client holds the request slots (``SmoothClient``); the workers beyond them wait
+    there with their request ready, so a slot is taken again the moment an answer comes
+    in, not after that answer was parsed, planned and handed to its save.
+    """
+    return concurrency + max(2, concurrency // 8)
 
 
 class WorkerPool:
@@ -61,7 +73,8 @@ class WorkerPool:
         """Work through ``queue`` (fed by ``producer`` while it runs, if given) until it
         is drained and every save has ended; raise the error that ended the pass, if any."""
         workers = [
-            asyncio.create_task(self._worker(queue)) for _ in range(self.ctx.options.concurrency)
+            asyncio.create_task(self._worker(queue))
+            for _ in range(worker_count(self.ctx.options.concurrency))
         ]
         try:
             if producer is not None:
@@ -109,6 +122,8 @@ class WorkerPool:
         end the pass (fatal API errors, a failing database)."""
         try:
             return await step
+        except RequestWithheld:
+            pass  # the pass is stopping: nothing was read, the next pass reads the task
         except (*FATAL_API_ERRORS, StorageError) as exc:
             self.ctx.fatal = exc
         except Exception as exc:  # one task must never end the pass

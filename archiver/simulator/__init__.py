@@ -169,6 +169,8 @@ Request counting for crash tests: :attr:`Simulator.api_requests` counts every AP
 SIGKILL a real ``archiver`` right after its k-th request. :meth:`Simulator.reset_stats`
 resets it along with ``stats``. (It is not a key of ``stats``, which keeps its per-route
 counters.)
+``stats["get_in_flight_max"]`` is the most Get Task requests the simulator was answering
+at once (since the start or the last reset): what a client's ``--concurrency`` allows.
 
 Control endpoints (no api key, no latency, not counted in stats): ``POST /_sim/advance?seconds=X``,
 ``POST /_sim/set_time?t=X``, ``POST /_sim/finish_all``, ``POST /_sim/reset_stats``,

@@ -53,6 +53,7 @@ class Simulator:
         self._tasks = self.scenario.tasks
         self._by_id = self.scenario.by_id
         self._lock = threading.Lock()
+        self._gets_in_flight = 0
         self._faults = FaultDraw(self.config.fault_seed)
         # Every API request, counted on arrival; wait_for_requests() waits on it.
         self._api_requests = 0
@@ -228,6 +229,20 @@ class Simulator:
         send(h, status, body, headers=extra)
 
     def _api(self, h: Handler, path: str, query: dict[str, str]) -> tuple[int, bytes]:
+        if not path.startswith(API_PREFIX + "/task/"):
+            return self._api_answer(h, path, query)
+        # Get Task requests being answered at once, and the most seen (a client's limit).
+        with self._lock:
+            self._gets_in_flight += 1
+            top = self.stats["get_in_flight_max"]
+            self.stats["get_in_flight_max"] = max(top, self._gets_in_flight)
+        try:
+            return self._api_answer(h, path, query)
+        finally:
+            with self._lock:
+                self._gets_in_flight -= 1
+
+    def _api_answer(self, h: Handler, path: str, query: dict[str, str]) -> tuple[int, bytes]:
         cfg = self.config
         if cfg.latency_ms > 0:
             time.sleep(cfg.latency_ms / 1000.0)
