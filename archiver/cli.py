@@ -275,7 +275,7 @@ api_options = _option_group(
         type=COUNT,
         default=cfg.DEFAULT_CONCURRENCY,
         show_default=True,
-        help="Task requests in flight at once.",
+        help="Get Task requests in flight at once (List Tasks has a connection of its own).",
     ),
     api_url_option(),
 )
