@@ -317,12 +317,7 @@ class SmoothClient:
         listing: bool = False,
     ) -> Any:
         """GET with retries; counts failures in a row for the circuit breaker."""
-        threshold = self.config.circuit_breaker_failures
-        if self.consecutive_failures >= threshold:
-            raise CircuitOpen(
-                f"{context}: not sent; the last {self.consecutive_failures} API requests failed "
-                "in a row, so this pass stops early (the next pass starts afresh)."
-            )
+        self._check_circuit(context)
         try:
             body = await self._get_json_retrying(
                 url, context=context, task_id=task_id, listing=listing
@@ -332,13 +327,21 @@ class SmoothClient:
             # problem and neither opens nor resets the circuit.
             self.consecutive_failures += 1
             raise
-        except MalformedPayload:
+        except (MalformedPayload, CircuitOpen):
             raise
         except ApiError:
             self.consecutive_failures = 0
             raise
         self.consecutive_failures = 0
         return body
+
+    def _check_circuit(self, context: str) -> None:
+        """Raise CircuitOpen once ``circuit_breaker_failures`` requests failed in a row."""
+        if self.consecutive_failures >= self.config.circuit_breaker_failures:
+            raise CircuitOpen(
+                f"{context}: not sent; the last {self.consecutive_failures} API requests failed "
+                "in a row, so this pass stops early (the next pass starts afresh)."
+            )
 
     async def _get_json_retrying(
         self,
@@ -392,6 +395,8 @@ class SmoothClient:
             status, raw = await self._exchange(url, context=context, task_id=None, listing=listing)
         else:
             async with self._task_slots:  # held for the exchange alone, not the parsing
+                # Asked again after the wait: other requests may have failed meanwhile.
+                self._check_circuit(context)
                 if self.halted is not None and self.halted():
                     raise RequestWithheld(f"{context}: not sent, the pass is stopping")
                 status, raw = await self._exchange(
