@@ -11,6 +11,8 @@ from archiver.config import SyncOptions
 from archiver.engine import BackfillPass, SyncPass, run_command
 from archiver.store.database import Database
 from archiver.store.schema import sync_runs, task_events, tasks
+from archiver.store.tasks import insert_task_stubs
+from archiver.timestamps import utcnow
 from tests.conftest import assert_matches_truth, client_config, stored_state
 
 
@@ -266,6 +268,25 @@ def test_concurrency_bounds_get_task_requests_in_flight_and_fills_them(
     assert result.exit_code == 0, result.errors
     assert_matches_truth(database, sim)
     assert sim.stats["get_in_flight_max"] == concurrency
+
+
+def test_no_request_waiting_for_a_slot_is_sent_once_the_pass_stops(
+    database: Database, make_simulator
+) -> None:
+    """Workers waiting for a request slot when --max-runtime passes send nothing: the pass
+    only finishes the request in flight, and the next pass reads the rest exactly once."""
+    latency_s, runtime_s = 0.3, 1.0
+    sim = make_simulator(tasks=12, events_per_task=3, seed=8, latency_ms=latency_s * 1000)
+    sim.finish_all()
+    with database.transaction() as conn:
+        insert_task_stubs(conn, sorted(sim.truth()), utcnow())
+    result = sync(database, sim, concurrency=1, discover=False, max_runtime_s=runtime_s)
+    assert result.exit_code == 0, result.errors
+    # One slot, each request at least latency_s long: at most this many start in time.
+    assert 1 <= sim.stats["get"] <= int(runtime_s / latency_s) + 1
+    assert sim.stats["get"] == result.stats.tasks_polled
+    assert sync(database, sim, concurrency=4, discover=False).exit_code == 0
+    assert_matches_truth(database, sim)
 
 
 def test_backfill_since_skips_older_tasks(database: Database, make_simulator) -> None:
