@@ -343,6 +343,19 @@ class SmoothClient:
                 "in a row, so this pass stops early (the next pass starts afresh)."
             )
 
+    def _may_send(self, context: str) -> None:
+        """Raise CircuitOpen, or RequestWithheld once the pass is stopping (``halted``)."""
+        self._check_circuit(context)
+        if self.halted is not None and self.halted():
+            raise RequestWithheld(f"{context}: not sent, the pass is stopping")
+
+    async def _rate_limited(self) -> bool:
+        """Wait for a token of ``--rate-limit``; whether there is such a limit."""
+        if self._limiter is None:
+            return False
+        await self._limiter.acquire()
+        return True
+
     async def _get_json_retrying(
         self,
         url: str,
@@ -361,24 +374,36 @@ class SmoothClient:
             if _backoff_hook(exc) is False:
                 raise
             first_failure: Exception | None = exc
+            last_failure: Exception = exc
         retry_budget = None
         if self.retry_deadline is not None:
             # --max-runtime: no new retries once the run's deadline has passed.
             retry_budget = max(self.retry_deadline - asyncio.get_running_loop().time(), 0.001)
-        async for attempt in stamina.retry_context(
-            on=_backoff_hook,
-            attempts=self.config.retry_attempts,
-            timeout=retry_budget,
-            wait_initial=RETRY_WAIT_INITIAL_S,
-            wait_max=RETRY_WAIT_MAX_S,
-        ):
-            with attempt:
-                if first_failure is not None:
-                    failure, first_failure = first_failure, None
-                    raise failure
-                return await self._get_json_once(
-                    url, context=context, task_id=task_id, listing=listing
-                )
+        try:
+            async for attempt in stamina.retry_context(
+                on=_backoff_hook,
+                attempts=self.config.retry_attempts,
+                timeout=retry_budget,
+                wait_initial=RETRY_WAIT_INITIAL_S,
+                wait_max=RETRY_WAIT_MAX_S,
+            ):
+                with attempt:
+                    if first_failure is not None:
+                        failure, first_failure = first_failure, None
+                        raise failure
+                    try:
+                        return await self._get_json_once(
+                            url, context=context, task_id=task_id, listing=listing
+                        )
+                    except RequestWithheld:
+                        raise
+                    except Exception as exc:
+                        last_failure = exc
+                        raise
+        except RequestWithheld:
+            # The pass began to stop while a retry waited for its slot: the request failed
+            # with its last attempt's error, which is what the task and the circuit count.
+            raise last_failure from None
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _get_json_once(
@@ -389,16 +414,17 @@ class SmoothClient:
         task_id: str | None,
         listing: bool,
     ) -> Any:
-        if self._limiter is not None:
-            await self._limiter.acquire()
         if task_id is None:
+            await self._rate_limited()
             status, raw = await self._exchange(url, context=context, task_id=None, listing=listing)
         else:
             async with self._task_slots:  # held for the exchange alone, not the parsing
-                # Asked again after the wait: other requests may have failed meanwhile.
-                self._check_circuit(context)
-                if self.halted is not None and self.halted():
-                    raise RequestWithheld(f"{context}: not sent, the pass is stopping")
+                # Asked again after each wait: the pass may have begun to stop, or other
+                # requests failed, meanwhile. A token is taken only with a slot in hand, so
+                # requests waiting for a slot never burst above --rate-limit.
+                self._may_send(context)
+                if await self._rate_limited():
+                    self._may_send(context)
                 status, raw = await self._exchange(
                     url, context=context, task_id=task_id, listing=listing
                 )

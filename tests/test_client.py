@@ -25,6 +25,7 @@ from archiver.exceptions import (
     AuthError,
     CircuitOpen,
     MalformedPayload,
+    RequestWithheld,
     TaskNotFound,
     TransientApiError,
 )
@@ -146,6 +147,32 @@ def test_retries_give_up_with_a_transient_error() -> None:
     with pytest.raises(TransientApiError, match="HTTP 502"):
         run(_get(client))
     assert client.requests == 3
+
+
+def test_a_request_waiting_for_its_slot_once_the_pass_stops_is_withheld() -> None:
+    """A Get Task that gets its slot after the pass began to stop is not sent."""
+    client = make_client(lambda r: httpx.Response(200, json={"r": TASK}))
+    client.halted = lambda: True
+    with pytest.raises(RequestWithheld, match="not sent"):
+        run(_get(client))
+    assert client.requests == 0 and client.consecutive_failures == 0
+
+
+def test_a_withheld_retry_fails_with_the_error_of_the_attempt_before() -> None:
+    """When the pass stops while a failed request waits to be retried, the request fails
+    with its real error (the task records it, the circuit counts it), not as withheld."""
+    stamina.set_testing(True, attempts=3)
+    stopping: list[bool] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        stopping.append(True)  # the pass begins to stop while this answer is on its way
+        return httpx.Response(503)
+
+    client = make_client(handler)
+    client.halted = lambda: bool(stopping)
+    with pytest.raises(TransientApiError, match="HTTP 503"):
+        run(_get(client))
+    assert client.requests == 1 and client.consecutive_failures == 1
 
 
 @pytest.mark.parametrize(
