@@ -497,3 +497,23 @@ def test_db_upgrade_says_when_the_archive_is_already_current(tmp_path: Path) -> 
     assert f"(empty) -> {head_revision()}" in first.stdout
     assert f"already at the newest revision {head_revision()}" in again.stdout
     assert "->" not in again.stdout
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["sync"], ["backfill"], ["status"]])
+def test_a_command_closes_the_archive_before_it_exits(
+    args: list[str], make_simulator, tmp_path: Path
+) -> None:
+    """The command skips the interpreter's last garbage collection, so it closes every
+    connection itself: SQLite folds its WAL back, and no -wal or -shm file is left."""
+    sim = make_simulator(tasks=3, events_per_task=2, seed=4)
+    sim.finish_all()
+    db = tmp_path / "archive.db"
+    env = env_for(sim, f"sqlite:///{db}")
+    if args != ["db", "upgrade"]:
+        assert run_archiver("db", "upgrade", env=env).returncode == 0
+        assert run_archiver("sync", env=env).returncode == 0  # something to read
+    done = run_archiver(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert db.exists()
+    assert not db.with_name("archive.db-wal").exists()
+    assert not db.with_name("archive.db-shm").exists()
